@@ -1,0 +1,130 @@
+"""Audio I/O, log-mel features and the 16-bit <-> (coarse, fine) split.
+
+Kept free of torch on purpose: copy synthesis with a compiled engine must be able to
+compute mels in a process that cannot import torch.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+
+import librosa
+import numpy as np
+import soundfile as sf
+
+from vocoder.config import AudioConfig
+from vocoder.errors import VocoderError
+from vocoder.fsutil import atomic_path
+
+
+def split_16bit(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """int16 samples -> (coarse, fine): high and low byte of the offset-binary value."""
+    u = samples.astype(np.int32) + 32768
+    return (u >> 8).astype(np.int64), (u & 0xFF).astype(np.int64)
+
+
+def join_16bit(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`split_16bit`."""
+    u = coarse.astype(np.int32) * 256 + fine.astype(np.int32)
+    return (u - 32768).astype(np.int16)
+
+
+def float_to_int16(y: np.ndarray) -> np.ndarray:
+    return np.clip(np.round(y * 32768.0), -32768, 32767).astype(np.int16)
+
+
+def load_audio(path: Path, sample_rate: int) -> np.ndarray:
+    """Read any soundfile-readable file as float32 mono at ``sample_rate``.
+
+    Multi-channel audio is averaged; other rates are resampled (soxr, high quality).
+    """
+    try:
+        y, sr = sf.read(str(path), dtype="float32", always_2d=True)
+    except (sf.LibsndfileError, RuntimeError, OSError) as e:
+        raise VocoderError(f"{path}: cannot read audio ({e})") from None
+    y = y.mean(axis=1)
+    if y.size == 0:
+        raise VocoderError(f"{path}: audio file is empty")
+    if not np.all(np.isfinite(y)):
+        raise VocoderError(f"{path}: audio contains NaN or infinite samples")
+    if sr != sample_rate:
+        y = librosa.resample(y, orig_sr=sr, target_sr=sample_rate, res_type="soxr_hq")
+    return y.astype(np.float32)
+
+
+def write_wav(path: Path, samples: np.ndarray, sample_rate: int) -> None:
+    """16-bit PCM wav, written atomically."""
+    with atomic_path(path) as tmp:
+        sf.write(str(tmp), samples, sample_rate, subtype="PCM_16", format="WAV")
+
+
+@functools.lru_cache(maxsize=8)
+def _mel_basis(sr: int, n_fft: int, n_mels: int, fmin: float, fmax: float) -> np.ndarray:
+    return librosa.filters.mel(
+        sr=sr, n_fft=n_fft, n_mels=n_mels, fmin=fmin, fmax=fmax, htk=False, norm="slaney"
+    ).astype(np.float32)
+
+
+def n_frames(n_samples: int, cfg: AudioConfig) -> int:
+    """Frames the mel of ``n_samples`` samples has: one per whole hop."""
+    return n_samples // cfg.hop_length
+
+
+def log_mel(y: np.ndarray, cfg: AudioConfig) -> np.ndarray:
+    """Natural-log Slaney mel magnitude, shape (n_mels, len(y) // hop), float32.
+
+    HiFi-GAN convention: reflect-pad (n_fft - hop) / 2 on each side, un-centred STFT with
+    a Hann window of ``win_length``, magnitude (not power), log of max(mel, log_floor).
+    Frame t then covers hop block t, centred on sample t * hop + hop / 2.
+    """
+    t = n_frames(len(y), cfg)
+    left = (cfg.n_fft - cfg.hop_length) // 2
+    right = cfg.n_fft - cfg.hop_length - left
+    if len(y) <= max(left, right):
+        raise VocoderError(f"audio of {len(y)} samples is too short for n_fft {cfg.n_fft}")
+    padded = np.pad(y[: t * cfg.hop_length], (left, right), mode="reflect")
+    spec = librosa.stft(
+        padded,
+        n_fft=cfg.n_fft,
+        hop_length=cfg.hop_length,
+        win_length=cfg.win_length,
+        window="hann",
+        center=False,
+    )
+    mag = np.abs(spec)[:, :t]
+    mel = _mel_basis(cfg.sample_rate, cfg.n_fft, cfg.n_mels, cfg.fmin, cfg.fmax) @ mag
+    return np.log(np.maximum(mel, cfg.log_floor)).astype(np.float32)
+
+
+def features(y: np.ndarray, cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
+    """(log-mel (n_mels, T), int16 target of exactly T * hop samples) for one utterance."""
+    mel = log_mel(y, cfg)
+    samples = float_to_int16(y[: mel.shape[1] * cfg.hop_length])
+    return mel, samples
+
+
+def check_mel(mel: np.ndarray, n_mels: int, origin: str) -> np.ndarray:
+    """Validate a user-supplied mel: (n_mels, T), finite, float; return it as float32."""
+    if mel.ndim != 2:
+        raise VocoderError(f"{origin}: mel must be 2-D ({n_mels}, T), got shape {mel.shape}")
+    if mel.shape[0] != n_mels:
+        hint = " (transposed? expected (n_mels, T))" if mel.shape[1] == n_mels else ""
+        raise VocoderError(
+            f"{origin}: mel has shape {mel.shape}, expected ({n_mels}, T){hint}"
+        )
+    if mel.shape[1] < 1:
+        raise VocoderError(f"{origin}: mel has no frames")
+    if not np.issubdtype(mel.dtype, np.floating):
+        raise VocoderError(f"{origin}: mel must be floating point, got {mel.dtype}")
+    if not np.all(np.isfinite(mel)):
+        raise VocoderError(f"{origin}: mel contains NaN or infinite values")
+    return mel.astype(np.float32)
+
+
+def load_mel(path: Path, n_mels: int) -> np.ndarray:
+    try:
+        mel = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise VocoderError(f"{path}: cannot read mel .npy ({e})") from None
+    return check_mel(mel, n_mels, str(path))

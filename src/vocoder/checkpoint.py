@@ -1,0 +1,94 @@
+"""Checkpoints: everything needed to rebuild the model or resume training, in one file.
+
+A checkpoint is a dict saved with ``torch.save`` and read back with
+``weights_only=True`` (no pickled code runs on load). It carries a ``kind`` tag and a
+format version so a wrong file is rejected with a clear message instead of a traceback.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vocoder import config as config_mod
+from vocoder.config import Config
+from vocoder.errors import VocoderError
+from vocoder.fsutil import atomic_path
+from vocoder.model import WaveRNN
+
+KIND = "wavernn-vocoder/checkpoint"
+VERSION = 1
+_NAME = re.compile(r"^checkpoint_(\d{8})\.pt$")
+
+
+def checkpoint_name(step: int) -> str:
+    return f"checkpoint_{step:08d}.pt"
+
+
+def list_checkpoints(ckpt_dir: Path) -> list[Path]:
+    """Checkpoints in a directory, oldest step first."""
+    if not ckpt_dir.is_dir():
+        return []
+    found = [(int(m.group(1)), p) for p in ckpt_dir.iterdir() if (m := _NAME.match(p.name))]
+    return [p for _, p in sorted(found)]
+
+
+def resolve(model: Path) -> Path:
+    """A checkpoint file, or a checkpoint directory meaning its latest checkpoint."""
+    if model.is_dir():
+        found = list_checkpoints(model)
+        if not found:
+            raise VocoderError(f"{model}: directory holds no checkpoint_*.pt files")
+        return found[-1]
+    if not model.exists():
+        raise VocoderError(f"{model}: no such checkpoint file or directory")
+    return model
+
+
+def save(path: Path, payload: dict[str, Any]) -> None:
+    """Write atomically, tagged with kind and version."""
+    with atomic_path(path) as tmp:
+        torch.save({"kind": KIND, "version": VERSION, **payload}, tmp)
+
+
+def load(path: Path) -> dict[str, Any]:
+    """Read and check a checkpoint; any problem is one readable line naming the file."""
+    try:
+        data = torch.load(path, map_location="cpu", weights_only=True)
+    except FileNotFoundError:
+        raise VocoderError(f"{path}: no such checkpoint") from None
+    except Exception as e:  # torch raises many types for corrupt/truncated/foreign files
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise VocoderError(f"{path}: not a readable checkpoint ({first[:120]})") from None
+    if not isinstance(data, dict) or data.get("kind") != KIND:
+        raise VocoderError(f"{path}: not a wavernn-vocoder checkpoint")
+    if data.get("version") != VERSION:
+        raise VocoderError(
+            f"{path}: checkpoint format version {data.get('version')} is not supported "
+            f"(this toolkit reads version {VERSION})"
+        )
+    for key in ("model", "config", "step"):
+        if key not in data:
+            raise VocoderError(f"{path}: checkpoint lacks {key!r}")
+    return data
+
+
+def build_model(cfg: Config) -> WaveRNN:
+    return WaveRNN(cfg.model, cfg.audio.n_mels, cfg.audio.hop_length)
+
+
+def load_model(path: Path) -> tuple[WaveRNN, Config, dict[str, Any]]:
+    """Rebuild the model a checkpoint describes, in eval mode, on the CPU."""
+    data = load(path)
+    cfg = config_mod.from_dict(data["config"], f"{path} (stored config)")
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(data["model"])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = str(e).strip().splitlines()[0]
+        raise VocoderError(f"{path}: weights do not match the stored config ({first[:120]})") from None
+    model.eval()
+    return model, cfg, data

@@ -1,0 +1,180 @@
+"""The `vocoder` command line: parse, call one function, print. No logic lives here."""
+
+from __future__ import annotations
+
+import sys
+from enum import Enum
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from vocoder.config import load_config
+from vocoder.errors import VocoderError
+
+app = typer.Typer(
+    help="WaveRNN neural vocoder toolkit (Kalchbrenner et al., 2018): "
+    "preprocess a dataset, train, and synthesize speech from log-mel spectrograms.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console(stderr=True)
+out = Console()
+
+ConfigOpt = Annotated[
+    str | None,
+    typer.Option("--config", "-c", help="YAML config file, or a shipped name: ljspeech-22k, allison-16k."),
+]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-s", help="Override one config key, e.g. --set model.hidden_size=896 (repeatable)."),
+]
+
+
+class Engine(str, Enum):
+    """Sampling engines."""
+
+    torch = "torch"
+
+
+def fail(message: str) -> None:
+    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(1)
+
+
+@app.command()
+def preprocess(
+    data_dir: Annotated[Path, typer.Argument(help="LJSpeech-style dataset: metadata.csv and wavs/<id>.wav|.flac.")],
+    features_dir: Annotated[Path, typer.Argument(help="Output directory for mels, targets and split lists.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes.")] = 1,
+) -> None:
+    """Compute log-mels and aligned 16-bit targets, and write train/valid/test lists.
+
+    A rerun skips finished utterances; unreadable, empty, too-short or silent files are
+    reported and skipped.
+    """
+    from vocoder.preprocess import preprocess as run
+
+    try:
+        cfg = load_config(config, set_)
+        stats = run(data_dir, features_dir, cfg, jobs, console)
+    except VocoderError as e:
+        fail(str(e))
+    out.print(
+        f"preprocessed {stats['processed']} new, reused {stats['reused']}, skipped {stats['skipped']} "
+        f"({stats['seconds'] / 60:.1f} min of audio); train {stats['train']}, valid {stats['valid']}, "
+        f"test {stats['test']} -> {features_dir}",
+        highlight=False,
+    )
+
+
+@app.command()
+def train(
+    features_dir: Annotated[Path, typer.Argument(help="Directory written by `vocoder preprocess`.")],
+    ckpt_dir: Annotated[Path, typer.Argument(help="Directory for checkpoints, config.yaml and metrics.jsonl.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    steps: Annotated[int | None, typer.Option(help="Total training steps (same as --set train.steps=N).")] = None,
+    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in CKPT_DIR.")] = False,
+    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (same as --set train.device=...).")] = None,
+) -> None:
+    """Train a WaveRNN with teacher forcing; validates and checkpoints periodically.
+
+    Audio settings come from the features directory. Interrupt with Ctrl-C and continue
+    with --resume: the run picks up exactly where it stopped.
+    """
+    from vocoder.train import train as run
+
+    overrides = list(set_ or [])
+    if steps is not None:
+        overrides.append(f"train.steps={steps}")
+    if device is not None:
+        overrides.append(f"train.device={device}")
+    try:
+        cfg = load_config(config, overrides)
+        result = run(features_dir, ckpt_dir, cfg, resume, console)
+    except VocoderError as e:
+        fail(str(e))
+    first = "-" if result.first_valid_bits is None else f"{result.first_valid_bits:.3f}"
+    last = "-" if result.last_valid_bits is None else f"{result.last_valid_bits:.3f}"
+    out.print(
+        f"trained to step {result.step} in {result.seconds:.0f} s (stopped by {result.stopped_by}); "
+        f"validation NLL {first} -> {last} bits/sample; checkpoints in {ckpt_dir}",
+        highlight=False,
+    )
+
+
+@app.command()
+def synthesize(
+    model: Annotated[Path, typer.Argument(help="Checkpoint file, or checkpoint directory (its latest).")],
+    inputs: Annotated[list[Path], typer.Argument(help="Mel .npy files (n_mels, T), directories of them, or wav/flac files (copy synthesis).")],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
+    engine: Annotated[Engine, typer.Option(help="Sampling engine.")] = Engine.torch,
+    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Inputs synthesized in parallel (one process each).")] = 1,
+    seed: Annotated[int, typer.Option(help="Seed of the sampling random numbers.")] = 0,
+) -> None:
+    """Vocode mels (or wavs) into 16-bit wavs with the reference sequential sampler.
+
+    Failed inputs are reported by name after the others finish; the exit status is then 1.
+    """
+    from vocoder.synthesize import synthesize as run
+
+    try:
+        results, wall = run(model, inputs, out_dir, seed, jobs, console)
+    except VocoderError as e:
+        fail(str(e))
+    good = [r for r in results if r.output is not None]
+    bad = [r for r in results if r.output is None]
+    for r in bad:
+        console.print(f"[red]failed:[/] {r.error}", highlight=False, soft_wrap=True)
+    audio = sum(r.seconds for r in good)
+    samples = sum(r.samples for r in good)
+    rtf = wall / audio if audio else float("nan")
+    out.print(
+        f"synthesized {len(good)} of {len(results)} inputs with the {engine.value} engine: "
+        f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall if wall else 0:.0f} samples/s, "
+        f"RTF {rtf:.2f} ({1 / rtf if audio else 0:.3f}x real time) -> {out_dir}",
+        highlight=False,
+    )
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def info(
+    model: Annotated[Path, typer.Argument(help="Checkpoint file or directory.")],
+) -> None:
+    """Print a checkpoint's step, sizes and full config."""
+    from vocoder import checkpoint as ckpt_mod
+
+    try:
+        path = ckpt_mod.resolve(model)
+        net, cfg, data = ckpt_mod.load_model(path)
+    except VocoderError as e:
+        fail(str(e))
+    params = sum(p.numel() for p in net.parameters())
+    out.print(f"{path}: step {data['step']}, {params:,} parameters, "
+              f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz", highlight=False)
+    out.print(cfg.to_yaml(), highlight=False, end="")
+
+
+@app.command("config")
+def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Print the resolved config (defaults + YAML + --set) as YAML, to edit or check."""
+    try:
+        cfg = load_config(config, set_)
+    except VocoderError as e:
+        fail(str(e))
+    out.print(cfg.to_yaml(), highlight=False, end="")
+
+
+def main() -> None:
+    try:
+        app()
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)

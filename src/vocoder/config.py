@@ -1,0 +1,260 @@
+"""One typed configuration: the single source of truth for features, model and training.
+
+A config is built from the defaults, then a YAML file, then repeatable ``--set
+section.key=value`` overrides, and is validated as a whole before anything runs, so a
+typo or an impossible value stops a job at second zero rather than an hour in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any, get_type_hints
+
+import yaml
+
+from vocoder.errors import VocoderError
+
+
+@dataclass
+class AudioConfig:
+    """Waveform and log-mel settings (HiFi-GAN / Tacotron 2 convention by default)."""
+
+    sample_rate: int = 22050
+    n_fft: int = 1024
+    hop_length: int = 256
+    win_length: int = 1024
+    n_mels: int = 80
+    fmin: float = 0.0
+    fmax: float = 8000.0
+    log_floor: float = 1e-5
+
+
+@dataclass
+class DataConfig:
+    """How `preprocess` filters utterances and splits them."""
+
+    min_seconds: float = 0.5
+    silence_peak: float = 1e-3
+    valid_count: int = 8
+    test_count: int = 4
+    split_seed: int = 1234
+
+
+@dataclass
+class ModelConfig:
+    """WaveRNN sizes. ``hidden_size`` is N, the GRU width (split in coarse/fine halves)."""
+
+    hidden_size: int = 512
+    cond_channels: int = 128
+    cond_blocks: int = 3
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation, budgets and bookkeeping for `train`."""
+
+    batch_size: int = 32
+    seq_frames: int = 4
+    learning_rate: float = 1e-3
+    grad_clip: float = 4.0
+    steps: int = 100000
+    max_minutes: float = 0.0
+    valid_every: int = 500
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 3
+    valid_max_windows: int = 64
+    log_every: int = 10
+    seed: int = 1
+    threads: int = 0
+    device: str = "cpu"
+
+
+@dataclass
+class Config:
+    """The whole configuration; every section is a typed dataclass."""
+
+    audio: AudioConfig = field(default_factory=AudioConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Plain nested dict, as written to YAML and stored in checkpoints."""
+        return dataclasses.asdict(self)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+
+
+SHIPPED = ("ljspeech-22k", "allison-16k")
+
+
+def _coerce(section: str, key: str, typ: type, value: Any, origin: str) -> Any:
+    """Convert a YAML or command-line value to the field's type, or explain why not."""
+    where = f"{origin}: {section}.{key}"
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no", "1", "0"):
+            return value.lower() in ("true", "yes", "1")
+        raise VocoderError(f"{where} must be true or false, got {value!r}")
+    if typ is int:
+        if isinstance(value, bool):
+            raise VocoderError(f"{where} must be an integer, got {value!r}")
+        if isinstance(value, int):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+        raise VocoderError(f"{where} must be an integer, got {value!r}")
+    if typ is float:
+        if isinstance(value, bool):
+            raise VocoderError(f"{where} must be a number, got {value!r}")
+        if isinstance(value, (int, float)):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        raise VocoderError(f"{where} must be a number, got {value!r}")
+    if typ is str:
+        if isinstance(value, (str, int, float)) and not isinstance(value, bool):
+            return str(value)
+        raise VocoderError(f"{where} must be a string, got {value!r}")
+    raise VocoderError(f"{where} has an unsupported type {typ}")
+
+
+def _merge(cfg: Config, data: Any, origin: str) -> None:
+    """Apply a nested mapping of overrides onto ``cfg`` in place, checking every key."""
+    if data is None:
+        return
+    if not isinstance(data, dict):
+        raise VocoderError(f"{origin}: expected a mapping of sections, got {type(data).__name__}")
+    sections = {f.name for f in dataclasses.fields(cfg)}
+    for section, values in data.items():
+        if section not in sections:
+            raise VocoderError(
+                f"{origin}: unknown section {section!r} (known: {', '.join(sorted(sections))})"
+            )
+        if values is None:
+            continue
+        if not isinstance(values, dict):
+            raise VocoderError(f"{origin}: section {section!r} must be a mapping")
+        obj = getattr(cfg, section)
+        hints = get_type_hints(type(obj))
+        for key, value in values.items():
+            if key not in hints:
+                known = ", ".join(sorted(hints))
+                raise VocoderError(f"{origin}: unknown key {section}.{key} (known: {known})")
+            setattr(obj, key, _coerce(section, key, hints[key], value, origin))
+
+
+def _check(cfg: Config, origin: str) -> None:
+    """Reject impossible combinations with one line naming the key."""
+    a, d, m, t = cfg.audio, cfg.data, cfg.model, cfg.train
+
+    def need(ok: bool, msg: str) -> None:
+        if not ok:
+            raise VocoderError(f"{origin}: {msg}")
+
+    need(a.sample_rate >= 1000, f"audio.sample_rate must be >= 1000, got {a.sample_rate}")
+    need(a.n_fft >= 16, f"audio.n_fft must be >= 16, got {a.n_fft}")
+    need(0 < a.hop_length <= a.win_length, "audio.hop_length must be in 1..audio.win_length")
+    need(a.win_length <= a.n_fft, "audio.win_length must be <= audio.n_fft")
+    need(a.n_mels >= 1, "audio.n_mels must be >= 1")
+    need(0 <= a.fmin < a.fmax, "audio.fmin must be >= 0 and below audio.fmax")
+    need(a.fmax <= a.sample_rate / 2, f"audio.fmax must be <= sample_rate/2 = {a.sample_rate / 2}")
+    need(a.log_floor > 0, "audio.log_floor must be > 0")
+    need(d.min_seconds >= 0, "data.min_seconds must be >= 0")
+    need(0 <= d.silence_peak < 1, "data.silence_peak must be in [0, 1)")
+    need(d.valid_count >= 1, "data.valid_count must be >= 1")
+    need(d.test_count >= 0, "data.test_count must be >= 0")
+    need(m.hidden_size >= 4 and m.hidden_size % 2 == 0, "model.hidden_size must be even and >= 4")
+    need(m.cond_channels >= 1, "model.cond_channels must be >= 1")
+    need(m.cond_blocks >= 0, "model.cond_blocks must be >= 0")
+    need(t.batch_size >= 1, "train.batch_size must be >= 1")
+    need(t.seq_frames >= 1, "train.seq_frames must be >= 1")
+    need(t.learning_rate > 0, "train.learning_rate must be > 0")
+    need(t.grad_clip > 0, "train.grad_clip must be > 0")
+    need(t.steps >= 1, "train.steps must be >= 1")
+    need(t.max_minutes >= 0, "train.max_minutes must be >= 0 (0 = no time limit)")
+    need(t.valid_every >= 1, "train.valid_every must be >= 1")
+    need(t.checkpoint_every >= 1, "train.checkpoint_every must be >= 1")
+    need(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
+    need(t.valid_max_windows >= 1, "train.valid_max_windows must be >= 1")
+    need(t.log_every >= 1, "train.log_every must be >= 1")
+    need(t.threads >= 0, "train.threads must be >= 0 (0 = torch default)")
+    need(t.device in ("cpu", "cuda", "auto"), "train.device must be cpu, cuda or auto")
+
+
+def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
+    """Turn ``["model.hidden_size=896", ...]`` into a nested override mapping.
+
+    Values are parsed as YAML scalars so ``1e-3`` and ``true`` mean what they look like.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        if "=" not in item:
+            raise VocoderError(f"--set {item!r}: expected section.key=value")
+        dotted, raw = item.split("=", 1)
+        parts = dotted.strip().split(".")
+        if len(parts) != 2 or not all(parts):
+            raise VocoderError(f"--set {item!r}: expected section.key=value")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        out.setdefault(parts[0], {})[parts[1]] = value
+    return out
+
+
+def resolve_config_path(name: str) -> Path:
+    """A path to a YAML file, or the name of a shipped config (e.g. ``allison-16k``)."""
+    path = Path(name)
+    if path.exists():
+        return path
+    if name in SHIPPED:
+        return Path(str(resources.files("vocoder") / "configs" / f"{name}.yaml"))
+    raise VocoderError(f"{name}: no such config file (shipped configs: {', '.join(SHIPPED)})")
+
+
+def read_yaml(path: Path) -> Any:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except OSError as e:
+        raise VocoderError(f"{path}: cannot read config ({e.strerror})") from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise VocoderError(f"{path}: invalid YAML{where}") from None
+
+
+def from_dict(data: Any, origin: str) -> Config:
+    """Rebuild a config from a stored mapping (checkpoint, features dir), validating it."""
+    cfg = Config()
+    _merge(cfg, data, origin)
+    _check(cfg, origin)
+    return cfg
+
+
+def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
+    """Defaults, then the YAML file, then ``--set`` overrides; validated."""
+    cfg = Config()
+    origin = "config"
+    if path:
+        p = resolve_config_path(path)
+        _merge(cfg, read_yaml(p), str(p))
+        origin = str(p)
+    if overrides:
+        _merge(cfg, parse_set(overrides), "--set")
+        origin = f"{origin} + --set"
+    _check(cfg, origin)
+    return cfg

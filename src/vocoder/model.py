@@ -1,0 +1,173 @@
+"""WaveRNN with a dual softmax (Kalchbrenner et al., 2018, section 3).
+
+Each 16-bit sample is split into a coarse byte c_t and a fine byte f_t. One GRU of N
+units reads x_t = [c_{t-1}, f_{t-1}, c_t] (each byte scaled to [-1, 1]) plus a
+conditioning vector from the mel. Its state is split in halves: the coarse half y_c
+predicts c_t, the fine half y_f predicts f_t given c_t. The input matrix is masked so
+c_t reaches only the fine half of every gate; that is what lets one recurrent step
+produce c_t first and f_t second.
+
+Gate equations (PyTorch's GRU, which is the paper's: the reset gate multiplies R_e h):
+    u = sigmoid(R_u h + I_u x + b_u)        (PyTorch "z")
+    r = sigmoid(R_r h + I_r x + b_r)
+    e = tanh(r * (R_e h + b_Re) + I_e x + b_Ie)   (PyTorch "n")
+    h' = u * h + (1 - u) * e
+    P(c_t) = softmax(O2 relu(O1 y_c)),  P(f_t) = softmax(O4 relu(O3 y_f))
+
+Conditioning: the mel is normalised per bin (statistics of the training set, stored as
+buffers), passed through a small stack of *valid* 1-D convolutions (so the receptive
+field is explicit and a training window can reproduce inference exactly), and upsampled
+to the sample rate by linear interpolation between neighbouring frame centres.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.func import functional_call
+from torch.nn import functional as F  # noqa: N812
+
+from vocoder.config import ModelConfig
+
+N_CLASSES = 256
+
+
+def scale_byte(v: torch.Tensor) -> torch.Tensor:
+    """An 8-bit class index (0..255) as a network input in [-1, 1]."""
+    return v.float() / 127.5 - 1.0
+
+
+class ResBlock(nn.Module):
+    """x + conv1x1(relu(conv3(x))), valid convolutions: trims one frame at each end."""
+
+    def __init__(self, channels: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv1d(channels, channels, 3)
+        self.conv2 = nn.Conv1d(channels, channels, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, 1:-1] + self.conv2(F.relu(self.conv1(x)))
+
+
+class CondNet(nn.Module):
+    """Normalised mel (B, n_mels, F + 2 * radius) -> conditioning (B, C, F)."""
+
+    def __init__(self, n_mels: int, channels: int, blocks: int) -> None:
+        super().__init__()
+        self.inp = nn.Conv1d(n_mels, channels, 5)
+        self.blocks = nn.ModuleList(ResBlock(channels) for _ in range(blocks))
+        self.radius = 2 + blocks
+
+    def forward(self, mel: torch.Tensor) -> torch.Tensor:
+        x = F.relu(self.inp(mel))
+        for block in self.blocks:
+            x = block(x)
+        return x
+
+
+def upsample(cond: torch.Tensor, hop: int) -> torch.Tensor:
+    """Frame-rate (B, C, F) -> sample-rate (B, (F - 2) * hop, C) for frames 1..F-2.
+
+    Frame t is centred on sample t * hop + hop / 2. Sample t * hop + k sits at offset
+    d_k = (k + 0.5) / hop - 0.5 frames from that centre and blends frame t with its
+    neighbour on the same side: (1 - |d_k|) * c[t] + |d_k| * c[t + sign(d_k)]. The first
+    and last frames are only neighbours; callers pad or crop so every wanted frame has both.
+    """
+    k = torch.arange(hop, device=cond.device, dtype=torch.float32)
+    d = (k + 0.5) / hop - 0.5
+    w = d.abs()
+    mid = cond[:, :, 1:-1]
+    prev = cond[:, :, :-2]
+    nxt = cond[:, :, 2:]
+    side = torch.where(d < 0, 1.0, 0.0)
+    # (B, C, F', hop): neighbour chosen per k, then blended.
+    neighbour = prev.unsqueeze(-1) * side + nxt.unsqueeze(-1) * (1.0 - side)
+    out = mid.unsqueeze(-1) * (1.0 - w) + neighbour * w
+    b, c, f, _ = out.shape
+    return out.reshape(b, c, f * hop).transpose(1, 2)
+
+
+class WaveRNN(nn.Module):
+    """The dual-softmax WaveRNN; ``teacher_forced`` is the training-time forward pass."""
+
+    def __init__(self, cfg: ModelConfig, n_mels: int, hop_length: int) -> None:
+        super().__init__()
+        n = cfg.hidden_size
+        self.hidden_size = n
+        self.half = n // 2
+        self.hop_length = hop_length
+        self.register_buffer("mel_mean", torch.zeros(n_mels))
+        self.register_buffer("mel_std", torch.ones(n_mels))
+        self.cond = CondNet(n_mels, cfg.cond_channels, cfg.cond_blocks)
+        self.gru = nn.GRU(3 + cfg.cond_channels, n, batch_first=True)
+        mask = torch.ones(3 * n, 3 + cfg.cond_channels)
+        for gate in range(3):  # c_t (input column 2) is cut from the coarse half of each gate
+            mask[gate * n : gate * n + self.half, 2] = 0.0
+        self.register_buffer("input_mask", mask)
+        self.O1 = nn.Linear(self.half, self.half)  # noqa: N815 - the paper's names
+        self.O2 = nn.Linear(self.half, N_CLASSES)  # noqa: N815
+        self.O3 = nn.Linear(self.half, self.half)  # noqa: N815
+        self.O4 = nn.Linear(self.half, N_CLASSES)  # noqa: N815
+
+    @property
+    def radius(self) -> int:
+        """Mel frames of context the conditioning stack needs on each side."""
+        return self.cond.radius
+
+    def masked_input_weight(self) -> torch.Tensor:
+        return self.gru.weight_ih_l0 * self.input_mask
+
+    def normalise(self, mel: torch.Tensor) -> torch.Tensor:
+        return (mel - self.mel_mean[:, None]) / self.mel_std[:, None]
+
+    def conditioning(self, mel: torch.Tensor) -> torch.Tensor:
+        """Whole-utterance mel (B, n_mels, T) -> per-sample vectors (B, T * hop, C).
+
+        Zero padding (in normalised units) feeds the convolutions at the edges and the
+        edge frames are repeated for the interpolation.
+        """
+        x = F.pad(self.normalise(mel), (self.radius, self.radius))
+        c = self.cond(x)
+        c = torch.cat([c[:, :, :1], c, c[:, :, -1:]], dim=2)
+        return upsample(c, self.hop_length)
+
+    def window_conditioning(self, mel_window: torch.Tensor) -> torch.Tensor:
+        """Normalised, context-padded window (B, n_mels, W + 2 + 2 * radius) -> (B, W * hop, C).
+
+        The window holds mel frames s-1-radius .. s+W+radius (zeros outside the
+        utterance); the result equals ``conditioning`` of the whole utterance on the
+        samples of frames s .. s+W-1.
+        """
+        return upsample(self.cond(mel_window), self.hop_length)
+
+    def gru_inputs(
+        self, cond: torch.Tensor, c_prev: torch.Tensor, f_prev: torch.Tensor, c_cur: torch.Tensor
+    ) -> torch.Tensor:
+        x = torch.stack([scale_byte(c_prev), scale_byte(f_prev), scale_byte(c_cur)], dim=-1)
+        return torch.cat([x, cond], dim=-1)
+
+    def coarse_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """O2 relu(O1 y_c) from the coarse half of hidden states (..., N) -> (..., 256)."""
+        return self.O2(F.relu(self.O1(h[..., : self.half])))
+
+    def fine_logits(self, h: torch.Tensor) -> torch.Tensor:
+        """O4 relu(O3 y_f) from the fine half of hidden states (..., N) -> (..., 256)."""
+        return self.O4(F.relu(self.O3(h[..., self.half :])))
+
+    def teacher_forced(
+        self,
+        cond: torch.Tensor,
+        c_prev: torch.Tensor,
+        f_prev: torch.Tensor,
+        c_cur: torch.Tensor,
+        h0: torch.Tensor | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Logits for every step given the true bytes: cond (B, L, C), bytes (B, L).
+
+        Returns (coarse logits (B, L, 256), fine logits (B, L, 256), states (B, L, N)).
+        """
+        x = self.gru_inputs(cond, c_prev, f_prev, c_cur)
+        states, _ = functional_call(
+            self.gru, {"weight_ih_l0": self.masked_input_weight()}, (x, h0)
+        )
+        return self.coarse_logits(states), self.fine_logits(states), states

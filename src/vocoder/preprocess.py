@@ -1,0 +1,185 @@
+"""`preprocess`: an LJSpeech-layout dataset -> log-mels, aligned int16 targets and splits.
+
+Every utterance is processed independently (so ``--jobs`` processes share the work and
+a rerun skips what is done), each output is written atomically, and a bad input file is
+reported by name and skipped rather than stopping the whole job.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from vocoder import config as config_mod
+from vocoder.audio import features, load_audio
+from vocoder.config import AudioConfig, Config, DataConfig
+from vocoder.errors import VocoderError
+from vocoder.fsutil import atomic_path, write_text_atomic
+
+AUDIO_EXTENSIONS = (".wav", ".flac")
+
+
+@dataclass
+class Item:
+    uid: str
+    path: Path | None
+
+
+@dataclass
+class Outcome:
+    uid: str
+    ok: bool
+    message: str = ""
+    seconds: float = 0.0
+    skipped: bool = False
+
+
+def read_metadata(data_dir: Path) -> list[Item]:
+    """Parse ``metadata.csv`` (``id|text|normalized_text``) and locate each audio file."""
+    meta = data_dir / "metadata.csv"
+    if not data_dir.is_dir():
+        raise VocoderError(f"{data_dir}: no such dataset directory")
+    if not meta.is_file():
+        raise VocoderError(f"{meta}: missing (expected LJSpeech layout: metadata.csv + wavs/)")
+    try:
+        lines = meta.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise VocoderError(f"{meta}: cannot read ({e})") from None
+    items: list[Item] = []
+    seen: set[str] = set()
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        uid = line.split("|", 1)[0].strip()
+        if not uid or "/" in uid or uid.startswith("."):
+            raise VocoderError(f"{meta}:{number}: invalid utterance id {uid!r}")
+        if uid in seen:
+            raise VocoderError(f"{meta}:{number}: duplicate utterance id {uid!r}")
+        seen.add(uid)
+        path = next(
+            (p for ext in AUDIO_EXTENSIONS if (p := data_dir / "wavs" / f"{uid}{ext}").is_file()),
+            None,
+        )
+        items.append(Item(uid, path))
+    if not items:
+        raise VocoderError(f"{meta}: lists no utterances")
+    return items
+
+
+def _outputs(features_dir: Path, uid: str) -> tuple[Path, Path]:
+    return features_dir / "mels" / f"{uid}.npy", features_dir / "audio" / f"{uid}.npy"
+
+
+def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cfg: DataConfig) -> Outcome:
+    """Compute and write one utterance's features; never raises for a bad input file."""
+    mel_path, audio_path = _outputs(features_dir, item.uid)
+    if item.path is None:
+        return Outcome(item.uid, False, f"wavs/{item.uid}.wav (or .flac): file not found")
+    if mel_path.exists() and audio_path.exists():
+        return Outcome(item.uid, True, skipped=True,
+                       seconds=np.load(audio_path, mmap_mode="r").shape[0] / audio_cfg.sample_rate)
+    try:
+        y = load_audio(item.path, audio_cfg.sample_rate)
+    except VocoderError as e:
+        return Outcome(item.uid, False, str(e))
+    seconds = len(y) / audio_cfg.sample_rate
+    if seconds < data_cfg.min_seconds:
+        return Outcome(item.uid, False,
+                       f"{item.path}: too short ({seconds:.2f} s < data.min_seconds {data_cfg.min_seconds})")
+    if float(np.max(np.abs(y))) <= data_cfg.silence_peak:
+        return Outcome(item.uid, False,
+                       f"{item.path}: silent (peak <= data.silence_peak {data_cfg.silence_peak})")
+    try:
+        mel, samples = features(y, audio_cfg)
+    except VocoderError as e:
+        return Outcome(item.uid, False, f"{item.path}: {e}")
+    # audio first, mel last: the mel's presence marks the item complete for a rerun
+    with atomic_path(audio_path) as tmp:
+        with tmp.open("wb") as f:
+            np.save(f, samples)
+    with atomic_path(mel_path) as tmp:
+        with tmp.open("wb") as f:
+            np.save(f, mel)
+    return Outcome(item.uid, True, seconds=len(samples) / audio_cfg.sample_rate)
+
+
+def split_ids(ids: list[str], data_cfg: DataConfig) -> dict[str, list[str]]:
+    """Deterministic split by a hash of (seed, id): stable when items are added or removed.
+
+    At least one utterance always stays in train; valid and test shrink if needed.
+    """
+
+    def key(uid: str) -> str:
+        return hashlib.sha256(f"{data_cfg.split_seed}:{uid}".encode()).hexdigest()
+
+    order = sorted(ids, key=key)
+    n_test = min(data_cfg.test_count, max(len(order) - 2, 0))
+    n_valid = min(data_cfg.valid_count, max(len(order) - 1 - n_test, 0))
+    return {
+        "test": sorted(order[:n_test]),
+        "valid": sorted(order[n_test : n_test + n_valid]),
+        "train": sorted(order[n_test + n_valid :]),
+    }
+
+
+def _check_existing(features_dir: Path, cfg: Config) -> None:
+    """A features dir made with other audio settings must not be silently mixed."""
+    path = features_dir / "config.yaml"
+    if not path.exists():
+        return
+    old = config_mod.from_dict(config_mod.read_yaml(path), str(path))
+    if old.audio != cfg.audio:
+        diff = [k for k, v in vars(cfg.audio).items() if getattr(old.audio, k) != v]
+        raise VocoderError(
+            f"{features_dir}: already holds features made with other audio settings "
+            f"({', '.join('audio.' + k for k in diff)}); use a new directory"
+        )
+
+
+def preprocess(data_dir: Path, features_dir: Path, cfg: Config, jobs: int, console: Console) -> dict:
+    """Run the whole stage; returns counts. Raises if no usable utterance remains."""
+    items = read_metadata(data_dir)
+    _check_existing(features_dir, cfg)
+    (features_dir / "mels").mkdir(parents=True, exist_ok=True)
+    (features_dir / "audio").mkdir(parents=True, exist_ok=True)
+    write_text_atomic(features_dir / "config.yaml", cfg.to_yaml())
+
+    outcomes: list[Outcome] = []
+    columns = (TextColumn("[bold]preprocess"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        task = progress.add_task("preprocess", total=len(items))
+        if jobs <= 1:
+            for item in items:
+                outcomes.append(process_item(item, features_dir, cfg.audio, cfg.data))
+                progress.advance(task)
+        else:
+            with ProcessPoolExecutor(max_workers=jobs) as pool:
+                futures = [pool.submit(process_item, it, features_dir, cfg.audio, cfg.data) for it in items]
+                for fut in as_completed(futures):
+                    outcomes.append(fut.result())
+                    progress.advance(task)
+
+    bad = sorted((o for o in outcomes if not o.ok), key=lambda o: o.uid)
+    for o in bad:
+        console.print(f"[yellow]skipped[/] {o.uid}: {o.message}", highlight=False)
+    good = sorted(o.uid for o in outcomes if o.ok)
+    if not good:
+        raise VocoderError(f"{data_dir}: no usable utterance ({len(bad)} skipped)")
+    splits = split_ids(good, cfg.data)
+    for name, ids in splits.items():
+        write_text_atomic(features_dir / f"{name}.txt", "".join(i + "\n" for i in ids))
+    report = "".join(f"{o.uid}\t{o.message}\n" for o in bad)
+    write_text_atomic(features_dir / "skipped.tsv", report)
+    return {
+        "processed": sum(1 for o in outcomes if o.ok and not o.skipped),
+        "reused": sum(1 for o in outcomes if o.skipped),
+        "skipped": len(bad),
+        "seconds": sum(o.seconds for o in outcomes if o.ok),
+        **{name: len(ids) for name, ids in splits.items()},
+    }

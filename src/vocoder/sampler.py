@@ -1,0 +1,115 @@
+"""The reference sequential sampler (torch): one GRU step per sample, coarse then fine.
+
+This is the ground truth that faster engines must match, so it is written to be
+obviously right rather than fast: the GRU cell is evaluated once before c_t is known
+(the masked input matrix makes the coarse half independent of c_t) and once after,
+and each byte is drawn by inverting the CDF at a uniform number. The uniforms come
+from a seeded generator, or from the caller (``draws``), so another engine given the
+same numbers must produce the same samples.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from vocoder.audio import join_16bit, split_16bit
+from vocoder.model import WaveRNN, scale_byte
+
+CHUNK = 4096  # samples whose conditioning projection is computed at once
+
+
+@dataclass
+class Trace:
+    """Per-step internals, recorded on request for parity tests: (L, 256) and (L, N)."""
+
+    coarse_logits: np.ndarray
+    fine_logits: np.ndarray
+    states: np.ndarray
+
+
+def draw(logits: torch.Tensor, u: float) -> int:
+    """Inverse-CDF sampling: the first class whose cumulative probability exceeds u."""
+    cdf = torch.cumsum(torch.softmax(logits, dim=0), dim=0)
+    return min(int(torch.searchsorted(cdf, u * cdf[-1], right=True)), 255)
+
+
+def make_draws(n: int, seed: int) -> np.ndarray:
+    """Uniform numbers in [0, 1), two per sample (coarse, fine), from a seeded generator."""
+    return np.random.default_rng(seed).random((n, 2))
+
+
+def gru_cell(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """PyTorch GRU cell from precomputed input (gi) and recurrent (gh) gate vectors."""
+    n = h.shape[0]
+    r = torch.sigmoid(gi[:n] + gh[:n])
+    u = torch.sigmoid(gi[n : 2 * n] + gh[n : 2 * n])
+    e = torch.tanh(gi[2 * n :] + r * gh[2 * n :])
+    return u * h + (1.0 - u) * e
+
+
+@torch.no_grad()
+def generate(
+    model: WaveRNN,
+    mel: np.ndarray,
+    seed: int = 0,
+    draws: np.ndarray | None = None,
+    force: np.ndarray | None = None,
+    record: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, Trace | None]:
+    """Vocode one mel (n_mels, T) into T * hop int16 samples.
+
+    ``force`` (int16, T * hop) replaces each drawn sample by the given one (teacher
+    forcing through the sampler, for tests); ``record`` returns the per-step logits and
+    states; ``progress`` is called with the number of samples done now and then.
+    """
+    model = model.float().cpu().eval()
+    cond = model.conditioning(torch.from_numpy(mel).float()[None])[0]  # (L, C)
+    length = cond.shape[0]
+    if draws is None:
+        draws = make_draws(length, seed)
+    if draws.shape != (length, 2):
+        raise ValueError(f"draws must have shape ({length}, 2), got {draws.shape}")
+    if force is not None:
+        forced_c, forced_f = split_16bit(force)
+
+    n = model.hidden_size
+    w_ih = model.masked_input_weight()
+    w_cprev, w_fprev, w_c = w_ih[:, 0], w_ih[:, 1], w_ih[:, 2]
+    w_cond = w_ih[:, 3:]
+    b_ih = model.gru.bias_ih_l0
+    w_hh, b_hh = model.gru.weight_hh_l0, model.gru.bias_hh_l0
+
+    h = torch.zeros(n)
+    c_prev, f_prev = 128, 0  # the sample value 0 in offset binary
+    coarse = np.zeros(length, np.int64)
+    fine = np.zeros(length, np.int64)
+    trace = Trace(np.zeros((length, 256), np.float32), np.zeros((length, 256), np.float32),
+                  np.zeros((length, n), np.float32)) if record else None
+
+    for start in range(0, length, CHUNK):
+        proj = cond[start : start + CHUNK] @ w_cond.T + b_ih  # (chunk, 3N)
+        for i in range(proj.shape[0]):
+            t = start + i
+            gh = w_hh @ h + b_hh
+            gi = proj[i] + w_cprev * scale_byte(torch.tensor(c_prev)) + w_fprev * scale_byte(
+                torch.tensor(f_prev)
+            )
+            coarse_logits = model.coarse_logits(gru_cell(gi, gh, h))
+            c = draw(coarse_logits, float(draws[t, 0])) if force is None else int(forced_c[t])
+            h = gru_cell(gi + w_c * scale_byte(torch.tensor(c)), gh, h)
+            fine_logits = model.fine_logits(h)
+            f = draw(fine_logits, float(draws[t, 1])) if force is None else int(forced_f[t])
+            coarse[t], fine[t] = c, f
+            c_prev, f_prev = c, f
+            if trace is not None:
+                trace.coarse_logits[t] = coarse_logits.numpy()
+                trace.fine_logits[t] = fine_logits.numpy()
+                trace.states[t] = h.numpy()
+        if progress is not None:
+            progress(min(start + CHUNK, length))
+    return join_16bit(coarse, fine), trace
