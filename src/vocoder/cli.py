@@ -124,7 +124,7 @@ def synthesize(
     from vocoder.synthesize import synthesize as run
 
     try:
-        results, wall = run(model, inputs, out_dir, seed, jobs, console)
+        results, wall = run(model, inputs, out_dir, engine.value, seed, jobs, console)
     except VocoderError as e:
         fail(str(e))
     good = [r for r in results if r.output is not None]

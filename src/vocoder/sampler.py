@@ -12,11 +12,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
 
+from vocoder import checkpoint as ckpt_mod
 from vocoder.audio import join_16bit, split_16bit
+from vocoder.config import Config
 from vocoder.model import WaveRNN, scale_byte
 
 CHUNK = 4096  # samples whose conditioning projection is computed at once
@@ -113,3 +116,22 @@ def generate(
         if progress is not None:
             progress(min(start + CHUNK, length))
     return join_16bit(coarse, fine), trace
+
+
+class TorchVocoder:
+    """The reference sampler behind the `synthesize` engine interface."""
+
+    def __init__(self, model: WaveRNN, cfg: Config) -> None:
+        self.model = model
+        self.cfg = cfg
+
+    @classmethod
+    def load(cls, model_path: Path, threads: int = 0) -> TorchVocoder:
+        """A checkpoint file or directory (latest); ``threads`` > 0 sets torch's threads."""
+        if threads:
+            torch.set_num_threads(threads)
+        model, cfg, _ = ckpt_mod.load_model(ckpt_mod.resolve(model_path))
+        return cls(model, cfg)
+
+    def generate(self, mel: np.ndarray, seed: int) -> np.ndarray:
+        return generate(self.model, mel, seed=seed)[0]

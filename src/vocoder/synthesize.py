@@ -8,23 +8,19 @@ is independent: a failure is recorded and reported, and the others still finish.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
-import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vocoder import checkpoint as ckpt_mod
 from vocoder.audio import load_audio, load_mel, log_mel, write_wav
 from vocoder.config import Config
 from vocoder.errors import VocoderError
-from vocoder.model import WaveRNN
-from vocoder.sampler import generate
 
 MEL_EXT = ".npy"
 AUDIO_EXT = (".wav", ".flac")
@@ -84,14 +80,29 @@ def input_mel(path: Path, cfg: Config) -> np.ndarray:
         raise VocoderError(f"{path}: {e}") from None
 
 
-def synthesize_file(
-    model: WaveRNN, cfg: Config, source: Path, output: Path, seed: int,
-    progress: Callable[[int], None] | None = None,
-) -> Result:
+class Vocoder(Protocol):
+    """What an engine offers: the model's config and mel -> int16 samples."""
+
+    cfg: Config
+
+    def generate(self, mel: np.ndarray, seed: int) -> np.ndarray: ...
+
+
+def load_vocoder(model_path: Path, engine: str, threads: int = 0) -> Vocoder:
+    """Load a model for an engine; imports each engine's dependencies only when chosen."""
+    if engine == "torch":
+        from vocoder.sampler import TorchVocoder
+
+        return TorchVocoder.load(model_path, threads)
+    raise VocoderError(f"unknown engine {engine!r}")
+
+
+def synthesize_file(vocoder: Vocoder, source: Path, output: Path, seed: int) -> Result:
     """Vocode one input into ``output``; errors come back in the result, not raised."""
+    cfg = vocoder.cfg
     try:
         mel = input_mel(source, cfg)
-        samples, _ = generate(model, mel, seed=seed, progress=progress)
+        samples = vocoder.generate(mel, seed)
         write_wav(output, samples, cfg.audio.sample_rate)
     except VocoderError as e:
         return Result(source, None, error=str(e))
@@ -100,27 +111,29 @@ def synthesize_file(
     return Result(source, output, len(samples), len(samples) / cfg.audio.sample_rate)
 
 
-_worker: tuple[WaveRNN, Config] | None = None
+_worker: Vocoder | None = None
 
 
-def _init_worker(ckpt: Path) -> None:
+def _init_worker(model_path: Path, engine: str) -> None:
     global _worker
-    torch.set_num_threads(1)
-    model, cfg, _ = ckpt_mod.load_model(ckpt)
-    _worker = (model, cfg)
+    _worker = load_vocoder(model_path, engine, threads=1)
 
 
 def _work(source: Path, output: Path, seed: int) -> Result:
     assert _worker is not None
-    return synthesize_file(_worker[0], _worker[1], source, output, seed)
+    return synthesize_file(_worker, source, output, seed)
 
 
 def synthesize(
-    model_path: Path, inputs: list[Path], out_dir: Path, seed: int, jobs: int, console: Console
+    model_path: Path, inputs: list[Path], out_dir: Path, engine: str, seed: int, jobs: int,
+    console: Console,
 ) -> tuple[list[Result], float]:
-    """Vocode every input; returns per-input results and the wall time."""
-    ckpt = ckpt_mod.resolve(model_path)
-    model, cfg, _ = ckpt_mod.load_model(ckpt)
+    """Vocode every input; returns per-input results and the wall time.
+
+    With ``jobs`` > 1 each worker process loads its own engine instance (one thread
+    each) and takes inputs as they come.
+    """
+    vocoder = load_vocoder(model_path, engine)
     files, results = gather_inputs(inputs)
     outputs = output_paths(files, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -144,11 +157,11 @@ def synthesize(
 
         if jobs <= 1:
             for f, o in zip(files, outputs, strict=True):
-                finished(synthesize_file(model, cfg, f, o, seed))
+                finished(synthesize_file(vocoder, f, o, seed))
         else:
             ctx = get_context("spawn")
             with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(ckpt,)) as pool:
+                                     initargs=(model_path, engine)) as pool:
                 futures = [pool.submit(_work, f, o, seed) for f, o in zip(files, outputs, strict=True)]
                 for fut in as_completed(futures):
                     finished(fut.result())
