@@ -171,19 +171,20 @@ def train(
     if not valid_utts:
         raise VocoderError(f"{features_dir}: no validation utterance of {cutter_frames + 2}+ frames")
 
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+    model = ckpt_mod.build_model(cfg)
+    rng = np.random.default_rng(tc.seed)
+    step = 0
     if state is None:
-        torch.manual_seed(tc.seed)
-        random.seed(tc.seed)
-        model = ckpt_mod.build_model(cfg)
         mean, std = mel_statistics(train_utts)
         model.mel_mean.copy_(torch.from_numpy(mean))
         model.mel_std.copy_(torch.from_numpy(std))
+    else:
+        model.load_state_dict(state["model"])
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
-    rng = np.random.default_rng(tc.seed)
-    step = 0
     if state is not None:
-        model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         for group in opt.param_groups:
             group["lr"] = tc.learning_rate
