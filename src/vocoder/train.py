@@ -50,8 +50,8 @@ def pick_device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def batch_loss(model: WaveRNN, batch: Batch, device: torch.device) -> torch.Tensor:
-    """Mean cross-entropy in nats per byte-pair (coarse + fine) over the batch."""
+def batch_losses(model: WaveRNN, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean cross-entropy in nats of the coarse byte and of the fine byte (given coarse)."""
 
     def t(a: np.ndarray) -> torch.Tensor:
         return torch.from_numpy(a).to(device)
@@ -62,6 +62,12 @@ def batch_loss(model: WaveRNN, batch: Batch, device: torch.device) -> torch.Tens
     )
     ce_c = F.cross_entropy(coarse_logits.reshape(-1, 256), t(batch.coarse).reshape(-1))
     ce_f = F.cross_entropy(fine_logits.reshape(-1, 256), t(batch.fine).reshape(-1))
+    return ce_c, ce_f
+
+
+def batch_loss(model: WaveRNN, batch: Batch, device: torch.device) -> torch.Tensor:
+    """The training loss: nats per 16-bit sample (coarse + fine)."""
+    ce_c, ce_f = batch_losses(model, batch, device)
     return ce_c + ce_f
 
 
@@ -113,17 +119,25 @@ def _truncate_metrics(path: Path, step: int) -> None:
 @torch.no_grad()
 def validate(
     model: WaveRNN, cutter: WindowCutter, windows: list, batch_size: int, device: torch.device
-) -> float:
-    """Teacher-forced NLL in bits per 16-bit sample over fixed validation windows."""
+) -> dict[str, float]:
+    """Teacher-forced NLL over fixed validation windows, in bits per 16-bit sample.
+
+    Returns ``valid_bits`` (the total) and its parts ``valid_coarse_bits`` and
+    ``valid_fine_bits``.
+    """
     model.eval()
-    total, count = 0.0, 0
+    coarse = fine = 0.0
+    count = 0
     for i in range(0, len(windows), batch_size):
         chunk = windows[i : i + batch_size]
         batch = cutter.batch([cutter.cut(u, s) for u, s in chunk])
-        total += batch_loss(model, batch, device).item() * len(chunk)
+        ce_c, ce_f = batch_losses(model, batch, device)
+        coarse += ce_c.item() * len(chunk)
+        fine += ce_f.item() * len(chunk)
         count += len(chunk)
     model.train()
-    return total / count / LN2
+    c, f = coarse / count / LN2, fine / count / LN2
+    return {"valid_bits": c + f, "valid_coarse_bits": c, "valid_fine_bits": f}
 
 
 def train(
@@ -218,8 +232,9 @@ def train(
 
     first_bits = last_bits = None
     if step == 0:
-        first_bits = last_bits = validate(model, cutter, windows, tc.batch_size, device)
-        _append_metrics(metrics, {"step": 0, "valid_bits": first_bits})
+        record = validate(model, cutter, windows, tc.batch_size, device)
+        first_bits = last_bits = record["valid_bits"]
+        _append_metrics(metrics, {"step": 0, **record})
         console.print(f"step 0: validation NLL {first_bits:.3f} bits/sample")
 
     samples_per_step = tc.batch_size * tc.seq_frames * cfg.audio.hop_length
@@ -273,8 +288,9 @@ def train(
                     window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
                 out_of_time = tc.max_minutes > 0 and time.monotonic() - start > tc.max_minutes * 60
                 if step % tc.valid_every == 0 or step == tc.steps or out_of_time:
-                    last_bits = validate(model, cutter, windows, tc.batch_size, device)
-                    _append_metrics(metrics, {"step": step, "valid_bits": last_bits})
+                    record = validate(model, cutter, windows, tc.batch_size, device)
+                    last_bits = record["valid_bits"]
+                    _append_metrics(metrics, {"step": step, **record})
                     progress.update(task, valid=f"{last_bits:.3f}")
                 if step % tc.checkpoint_every == 0 or step == tc.steps or out_of_time:
                     save_checkpoint()
