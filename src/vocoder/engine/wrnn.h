@@ -1,0 +1,114 @@
+// WaveRNN sampling engine: model file loader, kernels and the sequential sampler.
+// Torch-free; the Python binding (bindings.cpp) and the sanitizer/fuzz programs use
+// only what is declared here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace wrnn {
+
+// Every problem with a model file or a call argument: one readable line.
+struct Error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+enum class Precision : uint32_t { FP32 = 1, BF16 = 2 };
+
+// Sizes every tensor shape is checked against (stored in the binary file header).
+struct Dims {
+    uint32_t hidden = 0, cond_channels = 0, cond_blocks = 0, n_mels = 0, hop_length = 0, sample_rate = 0;
+    Precision precision = Precision::FP32;
+};
+
+// y = W x + b (optionally relu), with W laid out for the kernels at load time:
+// rows are grouped in blocks of 16; fp32 stores block-major (rb, k, 16), bf16 stores
+// column pairs (rb, k/2, 16, 2) so one 32-bit broadcast of (x[k], x[k+1]) feeds 16 rows.
+struct Dense {
+    int rows = 0, cols = 0, rows_padded = 0, col_pairs = 0;
+    Precision precision = Precision::FP32;
+    std::vector<float> w32;
+    std::vector<uint16_t> w16;
+    std::vector<float> bias;  // rows_padded, zero beyond rows
+};
+
+struct Conv1d {
+    int out = 0, in = 0, kernel = 0;
+    std::vector<float> w;  // (out, in, kernel) as in torch
+    std::vector<float> b;
+};
+
+struct Model {
+    std::string path;
+    std::string header_json;
+    Dims dims;
+    std::vector<float> mel_mean, mel_std;
+    Conv1d inp;
+    std::vector<Conv1d> conv1, conv2;  // residual blocks
+    std::vector<float> w_cond;          // (3N, C): the conditioning columns of the masked W_ih
+    std::vector<float> col_cprev, col_fprev, col_cur, b_ih;  // (3N) each
+    Dense hh, o1, o2, o3, o4;
+};
+
+// Parse and validate a model file; throws Error("<name>: <problem>").
+std::unique_ptr<Model> load_model_file(const std::string& path);
+std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const std::string& name);
+
+// CRC-32 (zlib / IEEE 802.3 polynomial), the model file's checksum.
+uint32_t crc32(const uint8_t* data, size_t size);
+
+// Kernel table: one scalar reference, AVX2 and AVX-512 versions.
+struct Kernels {
+    const char* name;
+    void (*gemv)(const Dense& d, const float* x, const uint32_t* x_pairs, float* y, bool relu);
+    // h[j] for j in [begin, end): PyTorch GRU update from gate pre-activations,
+    // with gi[g*N + j] + col[g*N + j] * s as the input part of gate g.
+    void (*gru_rows)(const float* gi, const float* gh, const float* col, float s, float* h, int n, int begin,
+                     int end);
+    // out = (1 - w) * p0 + w * p1 + b + c0 * s0 + c1 * s1
+    void (*gate_inputs)(const float* p0, const float* p1, float w, const float* b, const float* c0, float s0,
+                        const float* c1, float s1, float* out, int n);
+    // Inverse-CDF draw from 256 logits at uniform u.
+    int (*draw)(const float* logits, double u, float* scratch);
+};
+
+const Kernels& kernels_scalar();
+const Kernels* kernels_avx2();    // nullptr if not compiled in
+const Kernels* kernels_avx512();  // nullptr if not compiled in
+// The kernels used by new engines: best supported ISA, or WRNN_ISA / select_isa.
+const Kernels& active_kernels();
+void select_isa(const std::string& name);  // "auto", "scalar", "avx2", "avx512"; throws Error
+std::vector<std::string> supported_isas();
+
+// bf16 round-to-nearest-even of x[0..n) packed as (x[2k] | x[2k+1] << 16).
+void pack_bf16_pairs(const float* x, int n, uint32_t* out);
+
+// Per-step internals for parity tests.
+struct Trace {
+    std::vector<float> coarse_logits, fine_logits, states;  // (L, 256), (L, 256), (L, N)
+};
+
+class Engine {
+  public:
+    Engine(std::shared_ptr<const Model> model, const Kernels& kernels);
+    // mel: (n_mels, frames) row-major. draws: (L, 2) or null (seeded RNG). force: int16
+    // samples (L) for teacher forcing or null. trace: filled when non-null.
+    std::vector<int16_t> run(const float* mel, int frames, uint64_t seed, const double* draws,
+                             const int16_t* force, Trace* trace);
+    // Conditioning projected to gate space per padded frame: (frames + 2, 3N).
+    std::vector<float> project_frames(const float* mel, int frames) const;
+    const Model& model() const { return *model_; }
+    const Kernels& kernels() const { return kernels_; }
+
+  private:
+    std::shared_ptr<const Model> model_;
+    const Kernels& kernels_;
+    std::vector<float> h_, gi_, gh_, tmp_, logits_, scratch_;
+    std::vector<uint32_t> pairs_;
+};
+
+}  // namespace wrnn
