@@ -89,9 +89,24 @@ def write_model_file(
     a, m = cfg.audio, cfg.model
     buf = bytearray(size - CHECKSUM_SIZE)
     struct.pack_into(
-        "<8sIIQIIQQ7I", buf, 0, MAGIC, FORMAT_VERSION, HEADER_SIZE, size, len(js), len(tensors),
-        table_off, data_off, m.hidden_size, m.cond_channels, m.cond_blocks, a.n_mels, a.hop_length,
-        a.sample_rate, PRECISIONS[precision],
+        "<8sIIQIIQQ7I",
+        buf,
+        0,
+        MAGIC,
+        FORMAT_VERSION,
+        HEADER_SIZE,
+        size,
+        len(js),
+        len(tensors),
+        table_off,
+        data_off,
+        m.hidden_size,
+        m.cond_channels,
+        m.cond_blocks,
+        a.n_mels,
+        a.hop_length,
+        a.sample_rate,
+        PRECISIONS[precision],
     )
     buf[HEADER_SIZE : HEADER_SIZE + len(js)] = js
     for i, e in enumerate(entries):

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import ModuleType
 
 import numpy as np
 
@@ -19,7 +20,7 @@ from vocoder.errors import VocoderError
 MODEL_EXT = ".wrnn"
 
 
-def _engine_module():  # noqa: ANN202 - the compiled module has no stubs
+def _engine_module() -> ModuleType:
     try:
         from vocoder import _engine
     except ImportError as e:
@@ -56,13 +57,18 @@ class NativeVocoder:
         cfg = config_mod.from_dict(cfg_dict, f"{path} (stored config)")
         dims = engine.dims
         stored = {
-            "hidden_size": cfg.model.hidden_size, "cond_channels": cfg.model.cond_channels,
-            "cond_blocks": cfg.model.cond_blocks, "n_mels": cfg.audio.n_mels,
-            "hop_length": cfg.audio.hop_length, "sample_rate": cfg.audio.sample_rate,
+            "hidden_size": cfg.model.hidden_size,
+            "cond_channels": cfg.model.cond_channels,
+            "cond_blocks": cfg.model.cond_blocks,
+            "n_mels": cfg.audio.n_mels,
+            "hop_length": cfg.audio.hop_length,
+            "sample_rate": cfg.audio.sample_rate,
         }
         for key, value in stored.items():
             if dims[key] != value:
-                raise VocoderError(f"{path}: header {key}={dims[key]} disagrees with the stored config ({value})")
+                raise VocoderError(
+                    f"{path}: header {key}={dims[key]} disagrees with its stored config ({value})"
+                )
         return cls(path, engine, cfg)
 
     @property
@@ -88,6 +94,8 @@ class NativeVocoder:
         """Test hook: sample with caller-given uniforms (L, 2), as ``sampler.generate(draws=...)``."""
         return self._call("generate_with_draws", np.asarray(mel, np.float32), np.asarray(draws, np.float64))
 
-    def teacher_forced(self, mel: np.ndarray, samples: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    def teacher_forced(
+        self, mel: np.ndarray, samples: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Test hook: per-step coarse/fine logits (L, 256) and states (L, N) given the true samples."""
         return self._call("teacher_forced", np.asarray(mel, np.float32), np.asarray(samples, np.int16))
