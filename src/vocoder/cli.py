@@ -119,7 +119,7 @@ def train(
 @app.command()
 def synthesize(
     model: Annotated[
-        Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest).")
+        Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest)")
     ],
     inputs: Annotated[list[Path], typer.Argument(help="Mel .npy files (n_mels, T), directories of them, or wav/flac files (copy synthesis).")],
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
@@ -180,6 +180,72 @@ def export(
         fail(str(e))
     out.print(f"exported N={cfg.model.hidden_size} ({precision.value}) -> {out_file} "
               f"({out_file.stat().st_size / 1e6:.1f} MB)", highlight=False)
+
+
+@app.command()
+def bench(
+    model: Annotated[
+        Path | None,
+        typer.Argument(help="Checkpoint or .wrnn file to time [default: random models of each --hidden-size]."),
+    ] = None,
+    hidden_size: Annotated[
+        list[int] | None, typer.Option("--hidden-size", "-n", help="GRU width N (repeatable) [default: 384 512 896].")
+    ] = None,
+    threads: Annotated[
+        list[int] | None, typer.Option("--threads", "-t", help="Torch threads (repeatable) [default: 1 2].")
+    ] = None,
+    precision: Annotated[
+        list[Precision] | None, typer.Option(help="Native weight precisions (repeatable) [default: all].")
+    ] = None,
+    seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
+    torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Also time the torch reference.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+) -> None:
+    """Time the native engine and the torch reference sampler (samples/s, x real time).
+
+    Timings only: correctness is the tests' job. Torch runs on a 2000-sample input with
+    each --threads count; the native engine runs one utterance on one thread. "x torch"
+    is against the best torch row of the same N.
+    """
+    import json
+
+    from rich.table import Table
+
+    from vocoder.bench import report, run_bench
+
+    sizes = hidden_size or [384, 512, 896]
+    thread_counts = threads or [1, 2]
+    precisions = [p.value for p in precision] if precision else [p.value for p in Precision]
+    try:
+        results = run_bench(
+            model, sizes, thread_counts, precisions, seconds, torch_ref,
+            on_result=lambda r: console.print(
+                f"  {r.engine} N={r.hidden_size} {r.precision} threads={r.threads}: "
+                f"{r.samples_per_second:,.0f} samples/s", highlight=False),
+        )
+    except VocoderError as e:
+        fail(str(e))
+    torch_sps: dict[int, float] = {}  # the best torch result per N (its threads vary a lot on a busy machine)
+    for r in results:
+        if r.engine == "torch":
+            torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
+    table = Table(title="WaveRNN sequential sampling (dense)")
+    for col in ("engine", "N", "precision", "threads", "ISA", "samples/s", "x real time (24k)", "x torch",
+                "vs BLAS"):
+        table.add_column(col, justify="right" if col not in ("engine", "precision", "ISA") else "left")
+    for r in results:
+        ref = torch_sps.get(r.hidden_size)
+        table.add_row(
+            r.engine, str(r.hidden_size), r.precision, str(r.threads), r.isa, f"{r.samples_per_second:,.0f}",
+            f"{r.times_realtime_24k:.2f}", f"{r.samples_per_second / ref:.1f}" if ref else "-",
+            f"{r.share_of_limit:.2f}x",
+        )
+    out.print(table)
+    out.print("vs BLAS: samples/s over the steps/s one core reaches on a step's matrix-vector products "
+              "alone with numpy's fp32 BLAS (1 thread), the practical limit of a generic library", highlight=False)
+    if json_out is not None:
+        json_out.write_text(json.dumps(report(results), indent=2) + "\n")
+        out.print(f"-> {json_out}", highlight=False)
 
 
 @app.command()
