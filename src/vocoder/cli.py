@@ -186,10 +186,11 @@ def export(
 def bench(
     model: Annotated[
         Path | None,
-        typer.Argument(help="Checkpoint or .wrnn file to time [default: random models of each --hidden-size]."),
+        typer.Argument(help="Checkpoint or .wrnn file to time [default: random models, each --hidden-size]."),
     ] = None,
     hidden_size: Annotated[
-        list[int] | None, typer.Option("--hidden-size", "-n", help="GRU width N (repeatable) [default: 384 512 896].")
+        list[int] | None,
+        typer.Option("--hidden-size", "-n", help="GRU width N (repeatable) [default: 384 512 896]."),
     ] = None,
     threads: Annotated[
         list[int] | None, typer.Option("--threads", "-t", help="Torch threads (repeatable) [default: 1 2].")
@@ -198,7 +199,7 @@ def bench(
         list[Precision] | None, typer.Option(help="Native weight precisions (repeatable) [default: all].")
     ] = None,
     seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
-    torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Also time the torch reference.")] = True,
+    torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Also time the torch sampler.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Time the native engine and the torch reference sampler (samples/s, x real time).
@@ -241,8 +242,11 @@ def bench(
             f"{r.share_of_limit:.2f}x",
         )
     out.print(table)
-    out.print("vs BLAS: samples/s over the steps/s one core reaches on a step's matrix-vector products "
-              "alone with numpy's fp32 BLAS (1 thread), the practical limit of a generic library", highlight=False)
+    out.print(
+        "vs BLAS: samples/s over the steps/s one core reaches on a step's matrix-vector products "
+        "alone with numpy's fp32 BLAS (1 thread), the practical limit of a generic library",
+        highlight=False,
+    )
     if json_out is not None:
         json_out.write_text(json.dumps(report(results), indent=2) + "\n")
         out.print(f"-> {json_out}", highlight=False)
