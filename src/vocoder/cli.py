@@ -199,7 +199,7 @@ def bench(
         list[Precision] | None, typer.Option(help="Native weight precisions (repeatable) [default: all].")
     ] = None,
     seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
-    torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Also time the torch sampler.")] = True,
+    torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Time torch too.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Time the native engine and the torch reference sampler (samples/s, x real time).
