@@ -32,8 +32,8 @@ ENGINE := src/vocoder/engine
 SAN_FLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 SAN_OBJS := $(addprefix $(SAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o check_engine.o)
 ISA_kernels_avx2 := -mavx2 -mfma
-ISA_kernels_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16
-FUZZ_ITERATIONS ?= 3000
+ISA_kernels_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni
+FUZZ_ITERATIONS ?= 2000
 
 $(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h
 	@mkdir -p $(SAN)
@@ -50,6 +50,7 @@ sanitize: install $(SAN)/check_engine
 	$(BIN)/python tests/native/make_fixture.py $(SAN)/tiny.wrnn
 	$(SAN)/check_engine $(SAN)/tiny.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-bf16.wrnn $(FUZZ_ITERATIONS)
+	$(SAN)/check_engine $(SAN)/tiny-int8.wrnn $(FUZZ_ITERATIONS)
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -31,8 +31,10 @@ ROOT_WAV = Path(__file__).resolve().parents[1] / "data" / "allison-mini" / "wavs
 # fp32: the engine differs from torch only by summation order and the SIMD exp
 # approximation (rel. error ~2e-7); measured max |diff| is ~3e-5 on logits of size ~10.
 FP32_LOGIT_ATOL, FP32_STATE_ATOL = 2e-3, 5e-4
-# bf16: weights and matvec inputs rounded to 8 mantissa bits; measured ~3e-2 on logits.
-BF16_LOGIT_ATOL, BF16_STATE_ATOL = 0.25, 0.05
+# Reduced precision, measured max |diff| against torch fp32 over the utterance:
+# bf16 (weights and matvec inputs rounded to 8 mantissa bits) ~3e-2 on logits, 8e-3 on
+# states; int8 (per-row weight scales, inputs quantised per step) ~9e-2 and 3e-2.
+LOSSY_ATOL = {"bf16": (0.25, 0.05), "int8": (0.5, 0.15)}
 GEN_SAMPLES = 6000  # the torch sequential sampler is slow; a crop keeps the test quick
 NEAR_TIE = 1e-5  # |cdf - u * total| / total under which rounding may pick the neighbouring class
 
@@ -44,7 +46,7 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     model = random_model(cfg, mel)
     d = tmp_path_factory.mktemp("native")
     files = {}
-    for precision in ("fp32", "bf16"):
+    for precision in ("fp32", "bf16", "int8"):
         files[precision] = d / f"model-{precision}.wrnn"
         write_model_file(files[precision], cfg, state_of(model), precision)
     return cfg, mel, samples, model, files, d
@@ -79,16 +81,20 @@ def test_teacher_forced_matches_torch_on_a_whole_utterance(setup, isa: str) -> N
     assert np.abs(ref[0]).max() > 3.0  # the logits are not trivially small
 
 
+@pytest.mark.parametrize("precision", ["bf16", "int8"])
 @pytest.mark.parametrize("isa", ISAS)
-def test_bf16_teacher_forced_is_close_to_torch(setup, isa: str) -> None:
+def test_lossy_precisions_stay_close_to_torch(setup, isa: str, precision: str) -> None:
     _, mel, samples, model, files, _ = setup
     ref = torch_teacher_forced(model, mel, samples)
-    voc = load(files["bf16"], isa)
-    assert voc.precision == "bf16"
+    voc = load(files[precision], isa)
+    assert voc.precision == precision
     coarse, fine, states = voc.teacher_forced(mel, samples)
-    assert np.abs(coarse - ref[0]).max() < BF16_LOGIT_ATOL
-    assert np.abs(fine - ref[1]).max() < BF16_LOGIT_ATOL
-    assert np.abs(states - ref[2]).max() < BF16_STATE_ATOL
+    logit_atol, state_atol = LOSSY_ATOL[precision]
+    assert np.abs(coarse - ref[0]).max() < logit_atol
+    assert np.abs(fine - ref[1]).max() < logit_atol
+    assert np.abs(states - ref[2]).max() < state_atol
+    # lossy, but not broken: the argmax class mostly agrees with the reference
+    assert (coarse.argmax(axis=1) == ref[0].argmax(axis=1)).mean() > 0.95
 
 
 def margins(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
@@ -135,13 +141,16 @@ def test_isas_agree_on_odd_sizes(tmp_path: Path) -> None:
     mel, samples = mel[:, :30], samples[: 30 * 200]
     model = random_model(cfg, mel, seed=3)
     ref = torch_teacher_forced(model, mel, samples)
-    for precision in ("fp32", "bf16"):
+    # int8 sums are exact integers, but a 1e-7 difference upstream can move an input
+    # across a rounding boundary (one quantisation step), hence its looser bound.
+    tolerance = {"fp32": 1e-3, "bf16": 2e-2, "int8": 0.15}
+    for precision, tol in tolerance.items():
         path = tmp_path / f"{precision}.wrnn"
         write_model_file(path, cfg, state_of(model), precision)
         outs = {isa: load(path, isa).teacher_forced(mel, samples) for isa in ISAS}
         for isa, out in outs.items():
             for g, s in zip(out, outs["scalar"], strict=True):
-                assert np.abs(g - s).max() < (1e-3 if precision == "fp32" else 2e-2), (precision, isa)
+                assert np.abs(g - s).max() < tol, (precision, isa)
         if precision == "fp32":
             assert np.abs(outs["scalar"][0] - ref[0]).max() < FP32_LOGIT_ATOL
 

@@ -118,6 +118,26 @@ def test_damaged_files_are_rejected(good: bytes, tmp_path: Path, case: str) -> N
     rejects(tmp_path, damage(good), *needles)
 
 
+@pytest.fixture(scope="module")
+def good_int8(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    cfg = small_config(hidden=32, channels=8, blocks=1)
+    mel, _ = speech(cfg)
+    path = tmp_path_factory.mktemp("loader") / "good-int8.wrnn"
+    write_model_file(path, cfg, state_of(random_model(cfg, mel)), "int8")
+    return path.read_bytes()
+
+
+def test_int8_weights_and_scales_are_checked(good_int8: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "ok.wrnn"
+    path.write_bytes(good_int8)
+    assert NativeVocoder.load(path).precision == "int8"
+    w = tensor_data_offset(good_int8, "O1.weight")
+    rejects(tmp_path, patch(good_int8, w, "<b", -128), "holds -128")
+    s = tensor_data_offset(good_int8, "O1.weight.scale")
+    rejects(tmp_path, patch(good_int8, s, "<f", 0.0), "O1.weight.scale must be positive")
+    rejects(tmp_path, patch(good_int8, entry_field(good_int8, "O1.weight", 64), "<I", 1), "has dtype f32")
+
+
 def test_header_json_must_hold_a_valid_config(good: bytes, tmp_path: Path) -> None:
     (json_len,) = struct.unpack_from("<I", good, 24)
     bad = bytearray(good)

@@ -26,8 +26,8 @@ ENTRY_SIZE = 96
 NAME_SIZE = 64
 ALIGN = 64
 CHECKSUM_SIZE = 4  # CRC-32 (zlib polynomial) of every byte before it
-DTYPES = {"f32": 1, "bf16": 2}
-PRECISIONS = {"fp32": 1, "bf16": 2}
+DTYPES = {"f32": 1, "bf16": 2, "i8": 3}
+PRECISIONS = {"fp32": 1, "bf16": 2, "int8": 3}
 # The matrices applied once per sample: these take the export precision.
 PER_SAMPLE = ("gru.weight_hh_l0", "O1.weight", "O2.weight", "O3.weight", "O4.weight")
 
@@ -36,6 +36,15 @@ def to_bf16(x: np.ndarray) -> np.ndarray:
     """fp32 -> bf16 bit patterns (uint16), rounding to nearest even."""
     u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
     return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def to_int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8: w ~= scale[:, None] * q, q in -127..127 (an all-zero
+    row gets scale 1)."""
+    peak = np.abs(w).max(axis=1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
 
 
 def _align(n: int, a: int) -> int:
@@ -57,6 +66,10 @@ def model_tensors(state: dict[str, np.ndarray], precision: str) -> list[tuple[st
             arr = arr * state["input_mask"]
         if precision == "bf16" and name in PER_SAMPLE:
             out.append((name, "bf16", to_bf16(arr)))
+        elif precision == "int8" and name in PER_SAMPLE:
+            q, scale = to_int8_rows(arr)
+            out.append((name, "i8", q))
+            out.append((f"{name}.scale", "f32", scale))
         else:
             out.append((name, "f32", arr))
     return out

@@ -19,6 +19,7 @@ def main(out: Path) -> None:
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
     write_model_file(out, cfg, state, "fp32")
     write_model_file(out.with_name(out.stem + "-bf16.wrnn"), cfg, state, "bf16")
+    write_model_file(out.with_name(out.stem + "-int8.wrnn"), cfg, state, "int8")
 
 
 if __name__ == "__main__":

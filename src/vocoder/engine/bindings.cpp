@@ -19,7 +19,13 @@ class PyEngine {
 
     std::string header_json() const { return model_->header_json; }
     std::string isa() const { return engine_.kernels().name; }
-    std::string precision() const { return model_->dims.precision == wrnn::Precision::BF16 ? "bf16" : "fp32"; }
+    std::string precision() const {
+        switch (model_->dims.precision) {
+            case wrnn::Precision::BF16: return "bf16";
+            case wrnn::Precision::INT8: return "int8";
+            default: return "fp32";
+        }
+    }
     py::dict dims() const {
         const wrnn::Dims& d = model_->dims;
         py::dict out;

@@ -1,6 +1,7 @@
 // The sequential sampler: conditioning network, then one GRU step per sample with the
 // coarse byte drawn before the fine one (the masked input matrix keeps the coarse half
 // of every gate independent of c_t). Mirrors vocoder.sampler.generate.
+#include <algorithm>
 #include <cmath>
 #include <cstring>
 
@@ -75,7 +76,7 @@ Engine::Engine(std::shared_ptr<const Model> model, const Kernels& kernels) : mod
     tmp_.assign(std::max(m.o1.rows_padded, m.o3.rows_padded), 0.0f);
     logits_.assign(256, 0.0f);
     scratch_.assign(256, 0.0f);
-    pairs_.assign(n / 2 + 1, 0);
+    packed_.assign(n / 2 + 1, 0);
 }
 
 std::vector<float> Engine::project_frames(const float* mel, int frames) const {
@@ -119,7 +120,7 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
     const Kernels& K = kernels_;
     const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
     if (frames < 1) throw Error("the mel has no frames");
-    const bool bf16 = m.dims.precision == Precision::BF16;
+    const Precision prec = m.dims.precision;
     const size_t total = size_t(frames) * hop;
     std::vector<float> proj = project_frames(mel, frames);
 
@@ -141,8 +142,10 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
     int c_prev = 128, f_prev = 0;
     float* h = h_.data();
     auto gemv = [&](const Dense& d, const float* x, int cols, float* y, bool relu) {
-        if (bf16) pack_bf16_pairs(x, cols, pairs_.data());
-        K.gemv(d, x, pairs_.data(), y, relu);
+        Packed p{packed_.data(), 1.0f};
+        if (prec == Precision::BF16) pack_bf16_pairs(x, cols, packed_.data());
+        if (prec == Precision::INT8) p.scale = K.quantize(x, cols, packed_.data());
+        K.gemv(d, x, p, y, relu);
     };
     for (size_t i = 0; i < total; ++i) {
         size_t t = i / hop;

@@ -45,10 +45,35 @@ inline __m256i tail(int left) {
 
 inline float bf16f(uint32_t bits16) { return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(bits16 << 16)))); }
 
-void gemv(const Dense& d, const float* x, const uint32_t* xp, float* y, bool relu) {
+// 16 int32 row sums of an int8 block: bytes widened to int16, multiplied by the input
+// quad with vpmaddwd (exact: |q| <= 127), pairs summed at the end.
+void int8_block(const int8_t* w, const uint32_t* xp, int quads, __m256i& r0_7, __m256i& r8_15) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (int q = 0; q < quads; ++q) {
+        __m256i xv = _mm256_cvtepi8_epi16(_mm_set1_epi32(int(xp[q])));
+        const int8_t* wq = w + size_t(q) * 64;
+        auto ld = [&](int i) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + 16 * i))); };
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(ld(0), xv));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(ld(1), xv));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(ld(2), xv));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(ld(3), xv));
+    }
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    r0_7 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a0, a1), order);
+    r8_15 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a2, a3), order);
+}
+
+void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
+    const uint32_t* xp = packed.words;
     for (int rb = 0; rb < d.rows_padded / 16; ++rb) {
         __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
-        if (d.precision == Precision::FP32) {
+        if (d.precision == Precision::INT8) {
+            __m256i s0, s1;
+            int8_block(d.w8.data() + size_t(rb) * d.col_quads * 64, xp, d.col_quads, s0, s1);
+            __m256 xs = _mm256_set1_ps(packed.scale);
+            lo0 = _mm256_mul_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(_mm256_loadu_ps(d.scale.data() + rb * 16), xs));
+            hi0 = _mm256_mul_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(_mm256_loadu_ps(d.scale.data() + rb * 16 + 8), xs));
+        } else if (d.precision == Precision::FP32) {
             const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
             int k = 0;
             for (; k + 2 <= d.cols; k += 2) {
@@ -130,7 +155,26 @@ int draw(const float* logits, double u, float* scratch) {
     return 255;
 }
 
-const Kernels kAvx2 = {"avx2", gemv, gru_rows, gate_inputs, draw};
+float quantize(const float* x, int n, uint32_t* out) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 mx = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_maskload_ps(x + j, tail(n - j)), absmask));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+    __m256 inv = _mm256_set1_ps(m > 0.0f ? 127.0f / m : 0.0f), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    out[(n + 3) / 4 - 1] = 0;  // the padding bytes of the last word
+    int8_t* bytes = reinterpret_cast<int8_t*>(out);
+    alignas(32) int32_t q[8];
+    for (int j = 0; j < n; j += 8) {
+        __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_maskload_ps(x + j, tail(n - j)), inv), lo), hi);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q), _mm256_cvtps_epi32(v));
+        for (int e = 0; e < 8 && j + e < n; ++e) bytes[j + e] = int8_t(q[e]);
+    }
+    return m > 0.0f ? m / 127.0f : 1.0f;
+}
+
+const Kernels kAvx2 = {"avx2", gemv, gru_rows, gate_inputs, draw, quantize};
 
 }  // namespace
 

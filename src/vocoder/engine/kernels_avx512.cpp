@@ -39,10 +39,29 @@ inline __m512 tanh16(__m512 x) {
 
 inline __mmask16 tail(int left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
 
-void gemv(const Dense& d, const float* x, const uint32_t* xp, float* y, bool relu) {
+void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
+    const uint32_t* xp = packed.words;
     for (int rb = 0; rb < d.rows_padded / 16; ++rb) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        if (d.precision == Precision::FP32) {
+        if (d.precision == Precision::INT8) {
+            // vpdpbusd multiplies unsigned by signed bytes: x is offset by 128 (xor 0x80)
+            // and 128 * rowsum is taken off afterwards; the sums are exact integers.
+            const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
+            __m512i i0 = _mm512_setzero_si512(), i1 = i0, i2 = i0, i3 = i0;
+            auto dp = [&](__m512i acc, int q) {
+                return _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(int(xp[q] ^ 0x80808080u)),
+                                           _mm512_loadu_si512(w + size_t(q) * 64));
+            };
+            int q = 0;
+            for (; q + 4 <= d.col_quads; q += 4) {
+                i0 = dp(i0, q), i1 = dp(i1, q + 1), i2 = dp(i2, q + 2), i3 = dp(i3, q + 3);
+            }
+            for (; q < d.col_quads; ++q) i0 = dp(i0, q);
+            __m512i sum = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
+            sum = _mm512_sub_epi32(sum, _mm512_slli_epi32(_mm512_loadu_si512(d.rowsum.data() + rb * 16), 7));
+            a0 = _mm512_mul_ps(_mm512_cvtepi32_ps(sum),
+                               _mm512_mul_ps(_mm512_loadu_ps(d.scale.data() + rb * 16), _mm512_set1_ps(packed.scale)));
+        } else if (d.precision == Precision::FP32) {
             const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
             int k = 0;
             for (; k + 4 <= d.cols; k += 4) {
@@ -113,7 +132,23 @@ int draw(const float* logits, double u, float* scratch) {
     return 255;
 }
 
-const Kernels kAvx512 = {"avx512", gemv, gru_rows, gate_inputs, draw};
+float quantize(const float* x, int n, uint32_t* out) {
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    __m512 mx = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) mx = _mm512_max_ps(mx, _mm512_and_ps(_mm512_maskz_loadu_ps(tail(n - j), x + j), absmask));
+    float m = _mm512_reduce_max_ps(mx);
+    __m512 inv = _mm512_set1_ps(m > 0.0f ? 127.0f / m : 0.0f), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    out[(n + 3) / 4 - 1] = 0;  // the padding bytes of the last word
+    int8_t* bytes = reinterpret_cast<int8_t*>(out);
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 t = tail(n - j);
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, x + j), inv), lo), hi);
+        _mm_mask_storeu_epi8(bytes + j, t, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+    return m > 0.0f ? m / 127.0f : 1.0f;
+}
+
+const Kernels kAvx512 = {"avx512", gemv, gru_rows, gate_inputs, draw, quantize};
 
 }  // namespace
 

@@ -15,10 +15,19 @@ float bf16f(uint32_t bits16) {
     return f;
 }
 
-void gemv(const Dense& d, const float* x, const uint32_t* xp, float* y, bool relu) {
+void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
+    const uint32_t* xp = packed.words;
     for (int rb = 0; rb < d.rows_padded / 16; ++rb) {
         float acc[16] = {};
-        if (d.precision == Precision::FP32) {
+        if (d.precision == Precision::INT8) {
+            const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
+            int32_t iacc[16] = {};
+            for (int q = 0; q < d.col_quads; ++q)
+                for (int r = 0; r < 16; ++r)
+                    for (int e = 0; e < 4; ++e)
+                        iacc[r] += int32_t(w[(size_t(q) * 16 + r) * 4 + e]) * int32_t(int8_t(xp[q] >> (8 * e)));
+            for (int r = 0; r < 16; ++r) acc[r] = float(iacc[r]) * (d.scale[rb * 16 + r] * packed.scale);
+        } else if (d.precision == Precision::FP32) {
             const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
             for (int k = 0; k < d.cols; ++k)
                 for (int r = 0; r < 16; ++r) acc[r] += w[size_t(k) * 16 + r] * x[k];
@@ -64,7 +73,19 @@ int draw(const float* logits, double u, float* scratch) {
     return 255;
 }
 
-const Kernels kScalar = {"scalar", gemv, gru_rows, gate_inputs, draw};
+float quantize(const float* x, int n, uint32_t* out) {
+    float mx = 0.0f;
+    for (int k = 0; k < n; ++k) mx = std::fmax(mx, std::fabs(x[k]));
+    float inv = mx > 0.0f ? 127.0f / mx : 0.0f;
+    uint8_t* bytes = reinterpret_cast<uint8_t*>(out);
+    for (int k = 0; k < (n + 3) / 4 * 4; ++k) {
+        float v = k < n ? std::fmin(std::fmax(x[k] * inv, -127.0f), 127.0f) : 0.0f;
+        bytes[k] = uint8_t(int8_t(std::lrint(v)));
+    }
+    return mx > 0.0f ? mx / 127.0f : 1.0f;
+}
+
+const Kernels kScalar = {"scalar", gemv, gru_rows, gate_inputs, draw, quantize};
 
 }  // namespace
 

@@ -22,7 +22,7 @@ constexpr size_t kNameSize = 64;
 constexpr size_t kAlign = 64;
 constexpr size_t kChecksumSize = 4;
 constexpr uint32_t kMaxTensors = 4096;
-enum DType : uint32_t { kF32 = 1, kBF16 = 2 };
+enum DType : uint32_t { kF32 = 1, kBF16 = 2, kI8 = 3 };
 
 uint32_t rd32(const uint8_t* p) {
     uint32_t v;
@@ -104,7 +104,7 @@ class Parser {
         if (dm.n_mels < 1 || dm.n_mels > 1024) fail("bad n_mels " + std::to_string(dm.n_mels));
         if (dm.hop_length < 1 || dm.hop_length > 65536) fail("bad hop_length " + std::to_string(dm.hop_length));
         if (dm.sample_rate < 1000 || dm.sample_rate > 1000000) fail("bad sample_rate " + std::to_string(dm.sample_rate));
-        if (prec != uint32_t(Precision::FP32) && prec != uint32_t(Precision::BF16))
+        if (prec != uint32_t(Precision::FP32) && prec != uint32_t(Precision::BF16) && prec != uint32_t(Precision::INT8))
             fail("unknown precision code " + std::to_string(prec));
         dm.precision = Precision(prec);
 
@@ -128,7 +128,7 @@ class Parser {
                 if (c < 0x21 || c > 0x7e) fail("tensor " + std::to_string(i) + ": name is not printable ASCII");
             t.dtype = rd32(e + 64);
             uint32_t ndim = rd32(e + 68);
-            if (t.dtype != kF32 && t.dtype != kBF16)
+            if (t.dtype != kF32 && t.dtype != kBF16 && t.dtype != kI8)
                 fail("tensor " + t.name + ": unknown dtype code " + std::to_string(t.dtype));
             if (ndim < 1 || ndim > 4) fail("tensor " + t.name + ": bad rank " + std::to_string(ndim));
             uint64_t count_el = 1;
@@ -144,7 +144,7 @@ class Parser {
                 }
             }
             uint64_t off = rd64(e + 88);
-            uint64_t nbytes = count_el * (t.dtype == kF32 ? 4 : 2);
+            uint64_t nbytes = count_el * (t.dtype == kF32 ? 4 : t.dtype == kBF16 ? 2 : 1);
             if (off % kAlign != 0 || off < data_off || off > end || nbytes > end - off)
                 fail("tensor " + t.name + ": data offset " + std::to_string(off) + " out of range");
             t.data = d_ + off;
@@ -153,6 +153,8 @@ class Parser {
             tensors_[t.name] = t;
         }
     }
+
+    static const char* dtype_name(uint32_t d) { return d == kF32 ? "f32" : d == kBF16 ? "bf16" : "i8"; }
 
     static std::string shape_str(const std::vector<uint64_t>& s) {
         std::ostringstream o;
@@ -169,8 +171,7 @@ class Parser {
         if (t.shape != shape)
             fail("tensor " + name + " has shape " + shape_str(t.shape) + ", the config needs " + shape_str(shape));
         if (t.dtype != dtype)
-            fail("tensor " + name + " has dtype " + (t.dtype == kF32 ? "f32" : "bf16") + ", expected " +
-                 (dtype == kF32 ? "f32" : "bf16"));
+            fail("tensor " + name + " has dtype " + dtype_name(t.dtype) + ", expected " + dtype_name(dtype));
         used_.push_back(name);
         return t;
     }
@@ -198,6 +199,7 @@ class Parser {
         d.rows = rows, d.cols = cols, d.precision = p;
         d.rows_padded = (rows + 15) / 16 * 16;
         d.col_pairs = (cols + 1) / 2;
+        d.col_quads = (cols + 3) / 4;
         std::vector<float> b = floats(bname, {uint64_t(rows)});
         d.bias.assign(d.rows_padded, 0.0f);
         std::copy(b.begin(), b.end(), d.bias.begin());
@@ -206,6 +208,22 @@ class Parser {
             d.w32.assign(size_t(d.rows_padded) * cols, 0.0f);
             for (int r = 0; r < rows; ++r)
                 for (int k = 0; k < cols; ++k) d.w32[(size_t(r / 16) * cols + k) * 16 + r % 16] = w[size_t(r) * cols + k];
+        } else if (p == Precision::INT8) {
+            const Tensor& t = take(wname, {uint64_t(rows), uint64_t(cols)}, kI8);
+            std::vector<float> s = floats(wname + ".scale", {uint64_t(rows)});
+            for (float v : s)
+                if (!(v > 0.0f)) fail("tensor " + wname + ".scale must be positive");
+            d.scale.assign(d.rows_padded, 0.0f);
+            std::copy(s.begin(), s.end(), d.scale.begin());
+            d.rowsum.assign(d.rows_padded, 0);
+            d.w8.assign(size_t(d.rows_padded) * d.col_quads * 4, 0);
+            for (int r = 0; r < rows; ++r)
+                for (int k = 0; k < cols; ++k) {
+                    int8_t v = int8_t(t.data[size_t(r) * cols + k]);
+                    if (v == -128) fail("tensor " + wname + " holds -128 (int8 weights must be in -127..127)");
+                    d.w8[((size_t(r / 16) * d.col_quads + k / 4) * 16 + r % 16) * 4 + k % 4] = v;
+                    d.rowsum[r] += v;
+                }
         } else {
             const Tensor& t = take(wname, {uint64_t(rows), uint64_t(cols)}, kBF16);
             d.w16.assign(size_t(d.rows_padded) * d.col_pairs * 2, 0);

@@ -17,7 +17,7 @@ struct Error : std::runtime_error {
     using std::runtime_error::runtime_error;
 };
 
-enum class Precision : uint32_t { FP32 = 1, BF16 = 2 };
+enum class Precision : uint32_t { FP32 = 1, BF16 = 2, INT8 = 3 };
 
 // Sizes every tensor shape is checked against (stored in the binary file header).
 struct Dims {
@@ -27,13 +27,24 @@ struct Dims {
 
 // y = W x + b (optionally relu), with W laid out for the kernels at load time:
 // rows are grouped in blocks of 16; fp32 stores block-major (rb, k, 16), bf16 stores
-// column pairs (rb, k/2, 16, 2) so one 32-bit broadcast of (x[k], x[k+1]) feeds 16 rows.
+// column pairs (rb, k/2, 16, 2) so one 32-bit broadcast of (x[k], x[k+1]) feeds 16 rows,
+// int8 column quads (rb, k/4, 16, 4) with a per-row scale (w = scale * q).
 struct Dense {
-    int rows = 0, cols = 0, rows_padded = 0, col_pairs = 0;
+    int rows = 0, cols = 0, rows_padded = 0, col_pairs = 0, col_quads = 0;
     Precision precision = Precision::FP32;
     std::vector<float> w32;
     std::vector<uint16_t> w16;
-    std::vector<float> bias;  // rows_padded, zero beyond rows
+    std::vector<int8_t> w8;
+    std::vector<float> scale;     // int8: rows_padded
+    std::vector<int32_t> rowsum;  // int8: sum of each row's q (for unsigned-input dot products)
+    std::vector<float> bias;      // rows_padded, zero beyond rows
+};
+
+// A matvec input in the layer's precision: bf16 pairs, or int8 quads with a scale
+// (x ~= scale * q); fp32 layers read the float vector directly.
+struct Packed {
+    const uint32_t* words = nullptr;
+    float scale = 1.0f;
 };
 
 struct Conv1d {
@@ -64,7 +75,7 @@ uint32_t crc32(const uint8_t* data, size_t size);
 // Kernel table: one scalar reference, AVX2 and AVX-512 versions.
 struct Kernels {
     const char* name;
-    void (*gemv)(const Dense& d, const float* x, const uint32_t* x_pairs, float* y, bool relu);
+    void (*gemv)(const Dense& d, const float* x, Packed packed, float* y, bool relu);
     // h[j] for j in [begin, end): PyTorch GRU update from gate pre-activations,
     // with gi[g*N + j] + col[g*N + j] * s as the input part of gate g.
     void (*gru_rows)(const float* gi, const float* gh, const float* col, float s, float* h, int n, int begin,
@@ -74,6 +85,10 @@ struct Kernels {
                         const float* c1, float s1, float* out, int n);
     // Inverse-CDF draw from 256 logits at uniform u.
     int (*draw)(const float* logits, double u, float* scratch);
+    // Symmetric int8 quantisation of x[0..n) (scale = max|x| / 127, q = round-to-nearest-
+    // even of x * 127 / max|x|), four per word, zero-padded; returns the scale. Every ISA
+    // computes the same q bit for bit.
+    float (*quantize)(const float* x, int n, uint32_t* out);
 };
 
 const Kernels& kernels_scalar();
@@ -86,6 +101,7 @@ std::vector<std::string> supported_isas();
 
 // bf16 round-to-nearest-even of x[0..n) packed as (x[2k] | x[2k+1] << 16).
 void pack_bf16_pairs(const float* x, int n, uint32_t* out);
+
 
 // Per-step internals for parity tests.
 struct Trace {
@@ -108,7 +124,7 @@ class Engine {
     std::shared_ptr<const Model> model_;
     const Kernels& kernels_;
     std::vector<float> h_, gi_, gh_, tmp_, logits_, scratch_;
-    std::vector<uint32_t> pairs_;
+    std::vector<uint32_t> packed_;
 };
 
 }  // namespace wrnn
