@@ -155,6 +155,27 @@ def test_isas_agree_on_odd_sizes(tmp_path: Path) -> None:
             assert np.abs(outs["scalar"][0] - ref[0]).max() < FP32_LOGIT_ATOL
 
 
+@pytest.mark.parametrize("precision", ["fp32", "bf16", "int8"])
+def test_two_threads_give_identical_results(setup, precision: str) -> None:
+    """The split step (coarse rows on one thread, fine rows on the other) does the same
+    arithmetic per row, so samples and traces must match one thread bit for bit."""
+    _, mel, samples, _, files, _ = setup
+    one, two = NativeVocoder.load(files[precision], 1), NativeVocoder.load(files[precision], 2)
+    assert (one.threads, two.threads) == (1, 2)
+    mel, samples = mel[:, 10:40], samples[10 * 200 : 40 * 200]
+    assert np.array_equal(one.generate(mel, 3), two.generate(mel, 3))
+    for a, b in zip(one.teacher_forced(mel, samples), two.teacher_forced(mel, samples), strict=True):
+        assert np.array_equal(a, b)
+
+
+def test_sizes_off_the_kernel_blocks_fall_back_to_one_thread(tmp_path: Path) -> None:
+    cfg = small_config(hidden=40, channels=4, blocks=0)  # N/2 = 20: not a multiple of 16
+    mel, _ = speech(cfg)
+    path = tmp_path / "m.wrnn"
+    write_model_file(path, cfg, state_of(random_model(cfg, mel)), "fp32")
+    assert NativeVocoder.load(path, 2).threads == 1
+
+
 def test_seeded_generation_is_reproducible(setup) -> None:
     cfg, mel, _, _, files, _ = setup
     voc = NativeVocoder.load(files["fp32"])

@@ -22,6 +22,7 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from vocoder.config import Config, load_config
+from vocoder.errors import VocoderError
 
 TORCH_SAMPLES = 2000
 REALTIME_RATE = 24000  # the conventional "x real time at 24 kHz" yardstick
@@ -114,10 +115,12 @@ def matvec_limit(hidden: int, repeats: int = 200) -> float:
     return 1.0 / best
 
 
-def time_native(path: Path, cfg: Config, samples: int) -> tuple[float, int, str, str]:
+def time_native(path: Path, cfg: Config, samples: int, threads: int) -> tuple[float, int, str, str]:
     from vocoder.native import NativeVocoder
 
-    voc = NativeVocoder.load(path)
+    voc = NativeVocoder.load(path, threads)
+    if voc.threads != threads:
+        raise VocoderError(f"the native engine cannot use {threads} threads at N={cfg.model.hidden_size}")
     mel = bench_mel(cfg, samples)
     voc.generate(mel[:, :2], 0)  # warm-up: page in the weights
     start = time.perf_counter()
@@ -171,10 +174,7 @@ def run_bench(
     with_torch: bool,
     on_result: Callable[[Result], None] | None = None,
 ) -> list[Result]:
-    """Measure every (N, precision) natively and (N, threads) with torch.
-
-    The native engine runs one utterance on one thread (parallelism is across
-    utterances, ``synthesize --jobs``), so it is timed at one thread only."""
+    """Measure every (N, precision, threads) natively and (N, threads) with torch."""
     from vocoder.export import write_model_file
 
     results: list[Result] = []
@@ -201,8 +201,9 @@ def run_bench(
             for precision in precisions:
                 path = Path(tmp) / f"n{n}-{precision}.wrnn"
                 write_model_file(path, cfg, state, precision)
-                wall, count, isa, _ = time_native(path, cfg, samples)
-                record(Result.of("native", n, 1, precision, wall, count, isa, limit))
+                for t in threads:
+                    wall, count, isa, _ = time_native(path, cfg, samples, t)
+                    record(Result.of("native", n, t, precision, wall, count, isa, limit))
             if with_torch and model is not None:
                 for t in threads:
                     wall, count = time_torch(model, cfg, TORCH_SAMPLES, t)

@@ -38,15 +38,15 @@ class NativeVocoder:
 
     @classmethod
     def load(cls, path: Path, threads: int = 0) -> NativeVocoder:
-        """Open and validate a model file. ``threads`` is accepted for interface parity;
-        the engine currently runs one thread per utterance (use ``--jobs`` for more)."""
-        del threads
+        """Open and validate a model file. ``threads`` = 2 splits each step between two
+        threads (coarse and fine halves; same samples); 0 or 1 means one thread, so
+        several ``--jobs`` processes do not oversubscribe the cores by default."""
         mod = _engine_module()
         path = Path(path)
         if path.is_dir():
             raise VocoderError(f"{path}: is a directory; the native engine reads one {MODEL_EXT} model file")
         try:
-            engine = mod.Engine(str(path))
+            engine = mod.Engine(str(path), max(1, threads))
         except mod.EngineError as e:
             raise VocoderError(str(e)) from None
         try:
@@ -74,6 +74,10 @@ class NativeVocoder:
     @property
     def isa(self) -> str:
         return self.engine.isa
+
+    @property
+    def threads(self) -> int:
+        return self.engine.threads
 
     @property
     def precision(self) -> str:

@@ -47,17 +47,19 @@ std::vector<const wrnn::Kernels*> all_kernels() {
     return out;
 }
 
-// Runs `frames` mel frames through every ISA; returns the samples of the last one.
-std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int frames) {
+// Runs `frames` mel frames through every ISA on 1..max_threads threads; returns the
+// samples of the last run.
+std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int frames, int max_threads) {
     std::vector<float> mel(size_t(m->dims.n_mels) * frames);
     for (size_t i = 0; i < mel.size(); ++i) mel[i] = float(int(i % 17) - 8) * 0.7f;
     std::vector<int16_t> out;
-    for (const wrnn::Kernels* k : all_kernels()) {
-        wrnn::Engine e(m, *k);
-        out = e.run(mel.data(), frames, 1, nullptr, nullptr, nullptr);
-        wrnn::Trace tr;
-        e.run(mel.data(), frames, 0, nullptr, out.data(), &tr);
-    }
+    for (const wrnn::Kernels* k : all_kernels())
+        for (int threads = 1; threads <= max_threads; ++threads) {
+            wrnn::Engine e(m, *k, threads);
+            out = e.run(mel.data(), frames, 1, nullptr, nullptr, nullptr);
+            wrnn::Trace tr;
+            e.run(mel.data(), frames, 0, nullptr, out.data(), &tr);
+        }
     return out;
 }
 
@@ -82,8 +84,8 @@ int main(int argc, char** argv) {
     std::ifstream f(argv[1], std::ios::binary);
     Bytes good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     std::shared_ptr<const wrnn::Model> model = wrnn::load_model_file(argv[1]);
-    std::vector<int16_t> y = run_all(model, 2);
-    std::printf("valid model: N=%u, %zu samples on %zu ISAs\n", model->dims.hidden, y.size(), all_kernels().size());
+    std::vector<int16_t> y = run_all(model, 2, 2);
+    std::printf("valid model: N=%u, %zu samples on %zu ISAs x 1 and 2 threads\n", model->dims.hidden, y.size(), all_kernels().size());
 
     bool ok = true;
     for (size_t cut : {size_t(0), size_t(7), size_t(95), good.size() / 3, good.size() - 1}) {
@@ -133,7 +135,7 @@ int main(int argc, char** argv) {
         if (rnd.below(2)) fix_crc(b);
         try {
             std::shared_ptr<const wrnn::Model> m = wrnn::load_model_bytes(b.data(), b.size(), "mutant");
-            run_all(m, 1);  // a mutant that passes every check must still run safely
+            run_all(m, 1, 1);  // a mutant that passes every check must still run safely
             ++accepted;
         } catch (const wrnn::Error&) {
         }

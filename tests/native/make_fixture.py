@@ -1,4 +1,5 @@
-"""Write a tiny model file (random weights) for the sanitizer and fuzz program."""
+"""Write tiny model files (random weights; N/2 = 16 so the two-thread split runs) for the
+sanitizer and fuzz program."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from vocoder.export import write_model_file
 
 
 def main(out: Path) -> None:
-    cfg = load_config("allison-16k", ["model.hidden_size=38", "model.cond_channels=5", "model.cond_blocks=1"])
+    cfg = load_config("allison-16k", ["model.hidden_size=32", "model.cond_channels=5", "model.cond_blocks=1"])
     torch.manual_seed(0)
     model = ckpt_mod.build_model(cfg)
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}

@@ -14,11 +14,12 @@ using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 class PyEngine {
   public:
-    explicit PyEngine(const std::string& path)
-        : model_(wrnn::load_model_file(path)), engine_(model_, wrnn::active_kernels()) {}
+    PyEngine(const std::string& path, int threads)
+        : model_(wrnn::load_model_file(path)), engine_(model_, wrnn::active_kernels(), threads) {}
 
     std::string header_json() const { return model_->header_json; }
     std::string isa() const { return engine_.kernels().name; }
+    int threads() const { return engine_.threads(); }
     std::string precision() const {
         switch (model_->dims.precision) {
             case wrnn::Precision::BF16: return "bf16";
@@ -98,7 +99,8 @@ PYBIND11_MODULE(_engine, m) {
     m.def("active_isa", [] { return std::string(wrnn::active_kernels().name); });
     m.def("supported_isas", &wrnn::supported_isas);
     py::class_<PyEngine>(m, "Engine")
-        .def(py::init<const std::string&>(), py::arg("path"))
+        .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 1)
+        .def_property_readonly("threads", &PyEngine::threads)
         .def_property_readonly("header_json", &PyEngine::header_json)
         .def_property_readonly("isa", &PyEngine::isa)
         .def_property_readonly("precision", &PyEngine::precision)

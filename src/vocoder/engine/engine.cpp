@@ -1,9 +1,13 @@
 // The sequential sampler: conditioning network, then one GRU step per sample with the
 // coarse byte drawn before the fine one (the masked input matrix keeps the coarse half
 // of every gate independent of c_t). Mirrors vocoder.sampler.generate.
+#include <immintrin.h>
+
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
+#include <thread>
 
 #include "wrnn.h"
 
@@ -67,16 +71,22 @@ void pack_bf16_pairs(const float* x, int n, uint32_t* out) {
     if (n % 2) out[n / 2] = bf(x[n - 1]);
 }
 
-Engine::Engine(std::shared_ptr<const Model> model, const Kernels& kernels) : model_(std::move(model)), kernels_(kernels) {
+Engine::Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads)
+    : model_(std::move(model)), kernels_(kernels) {
     const Model& m = *model_;
     int n = int(m.dims.hidden);
-    h_.assign(n, 0.0f);
+    // Two threads split every step by the coarse/fine halves, which needs the halves to
+    // fall on 16-row kernel blocks; other sizes run on one thread.
+    threads_ = threads >= 2 && (n / 2) % 16 == 0 ? 2 : 1;
+    for (auto& hb : hbuf_) hb.assign(n, 0.0f);
     gi_.assign(3 * n, 0.0f);
     gh_.assign(m.hh.rows_padded, 0.0f);
-    tmp_.assign(std::max(m.o1.rows_padded, m.o3.rows_padded), 0.0f);
-    logits_.assign(256, 0.0f);
-    scratch_.assign(256, 0.0f);
-    packed_.assign(n / 2 + 1, 0);
+    for (auto& lane : lanes_) {
+        lane.tmp.assign(std::max(m.o1.rows_padded, m.o3.rows_padded), 0.0f);
+        lane.logits.assign(256, 0.0f);
+        lane.scratch.assign(256, 0.0f);
+        lane.packed.assign(n / 2 + 1, 0);
+    }
 }
 
 std::vector<float> Engine::project_frames(const float* mel, int frames) const {
@@ -114,16 +124,87 @@ std::vector<float> Engine::project_frames(const float* mel, int frames) const {
     return proj;
 }
 
+// Everything one utterance's steps share: inputs, precomputed conditioning, outputs.
+struct Engine::Ctx {
+    const Model& m;
+    const Kernels& K;
+    int n, half, hop;
+    const float* proj;
+    const float* wk;
+    const int* side;
+    const double* draws;
+    const int16_t* force;
+    Trace* trace;
+    int16_t* out;
+};
+
+namespace {
+
+// Spin briefly (the other thread is usually microseconds away), then yield so a busy
+// machine does not starve the thread being waited for.
+void wait_for(const std::atomic<int64_t>& a, int64_t v) {
+    for (int spins = 0; a.load(std::memory_order_acquire) < v; ++spins) {
+        if (spins < 4096)
+            _mm_pause();
+        else
+            std::this_thread::yield();
+    }
+}
+
+}  // namespace
+
+void Engine::gemv(Lane& lane, const Dense& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1) {
+    Packed p{lane.packed.data(), 1.0f};
+    if (d.precision == Precision::BF16) pack_bf16_pairs(x, cols, lane.packed.data());
+    if (d.precision == Precision::INT8) p.scale = kernels_.quantize(x, cols, lane.packed.data());
+    kernels_.gemv(d, x, p, y, relu, rb0, rb1);
+}
+
+// Gate inputs of step i for rows [off, off + len) of each gate.
+void Engine::gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len) {
+    size_t t = i / cx.hop;
+    int k = int(i % cx.hop);
+    const size_t n3 = 3 * size_t(cx.n);
+    const float* p0 = cx.proj + (t + 1) * n3;
+    const float* p1 = cx.proj + (t + 1 + cx.side[k]) * n3;
+    const Model& m = cx.m;
+    for (int g = 0; g < 3; ++g) {
+        int o = g * cx.n + off;
+        cx.K.gate_inputs(p0 + o, p1 + o, cx.wk[k], m.b_ih.data() + o, m.col_cprev.data() + o, scale_byte(c_prev),
+                         m.col_fprev.data() + o, scale_byte(f_prev), gi_.data() + o, len);
+    }
+}
+
+int Engine::coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, double u0) {
+    const Model& m = cx.m;
+    cx.K.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h_in, h_out, cx.n, 0, cx.half);
+    gemv(lane, m.o1, h_out, cx.half, lane.tmp.data(), true, 0, m.o1.rows_padded / 16);
+    gemv(lane, m.o2, lane.tmp.data(), cx.half, lane.logits.data(), false, 0, m.o2.rows_padded / 16);
+    if (cx.trace) std::memcpy(&cx.trace->coarse_logits[i * 256], lane.logits.data(), 256 * 4);
+    return cx.force ? (int(cx.force[i]) + 32768) >> 8 : cx.K.draw(lane.logits.data(), u0, lane.scratch.data());
+}
+
+int Engine::fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, int c, double u1) {
+    const Model& m = cx.m;
+    cx.K.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), scale_byte(c), h_in, h_out, cx.n, cx.half, cx.n);
+    gemv(lane, m.o3, h_out + cx.half, cx.half, lane.tmp.data(), true, 0, m.o3.rows_padded / 16);
+    gemv(lane, m.o4, lane.tmp.data(), cx.half, lane.logits.data(), false, 0, m.o4.rows_padded / 16);
+    if (cx.trace) {
+        std::memcpy(&cx.trace->fine_logits[i * 256], lane.logits.data(), 256 * 4);
+        std::memcpy(&cx.trace->states[i * cx.n], h_out, size_t(cx.n) * 4);
+    }
+    int f = cx.force ? (int(cx.force[i]) + 32768) & 0xff : cx.K.draw(lane.logits.data(), u1, lane.scratch.data());
+    cx.out[i] = int16_t(c * 256 + f - 32768);
+    return f;
+}
+
 std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, const double* draws, const int16_t* force,
                                  Trace* trace) {
     const Model& m = *model_;
-    const Kernels& K = kernels_;
     const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
     if (frames < 1) throw Error("the mel has no frames");
-    const Precision prec = m.dims.precision;
     const size_t total = size_t(frames) * hop;
     std::vector<float> proj = project_frames(mel, frames);
-
     std::vector<float> wk(hop);
     std::vector<int> side(hop);  // -1: blend with the previous frame, +1: the next one
     for (int k = 0; k < hop; ++k) {
@@ -136,43 +217,64 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
         trace->fine_logits.assign(total * 256, 0.0f);
         trace->states.assign(total * n, 0.0f);
     }
-    Rng rng(seed);
     std::vector<int16_t> out(total);
-    std::fill(h_.begin(), h_.end(), 0.0f);
+    Ctx cx{m, kernels_, n, half, hop, proj.data(), wk.data(), side.data(), draws, force, trace, out.data()};
+    for (auto& hb : hbuf_) std::fill(hb.begin(), hb.end(), 0.0f);
+    Rng rng(seed);
+    const int blocks = m.hh.rows_padded / 16;
+    if (threads_ == 1) {
+        float* h = hbuf_[0].data();
+        int c_prev = 128, f_prev = 0;
+        for (size_t i = 0; i < total; ++i) {
+            double u0 = draws ? draws[2 * i] : rng.uniform();
+            double u1 = draws ? draws[2 * i + 1] : rng.uniform();
+            gate_rows(cx, i, c_prev, f_prev, 0, n);
+            gemv(lanes_[0], m.hh, h, n, gh_.data(), false, 0, blocks);
+            int c = coarse(cx, lanes_[0], i, h, h, u0);
+            f_prev = fine(cx, lanes_[0], i, h, h, c, u1);
+            c_prev = c;
+        }
+        return out;
+    }
+    // Two threads: this one owns the coarse rows of every gate and draws c; the worker
+    // owns the fine rows and draws f. The state is double-buffered by step parity (both
+    // read hbuf[i & 1], each writes its half of hbuf[(i + 1) & 1]); c (with its coarse
+    // state) and f (with its fine state) are published through two step counters.
+    std::atomic<int64_t> c_ready{-1}, f_ready{-1};
+    int shared_c = 0, shared_f = 0;
+    double shared_u1 = 0.0;
+    const int hb = half / 16, nb = n / 16;
+    std::thread worker([&] {
+        int c_prev = 128, f_prev = 0;
+        for (size_t i = 0; i < total; ++i) {
+            const float* h_in = hbuf_[i & 1].data();
+            gate_rows(cx, i, c_prev, f_prev, half, half);
+            for (int g = 0; g < 3; ++g) gemv(lanes_[1], m.hh, h_in, n, gh_.data(), false, g * nb + hb, (g + 1) * nb);
+            wait_for(c_ready, int64_t(i));
+            int c = shared_c;
+            f_prev = fine(cx, lanes_[1], i, h_in, hbuf_[(i + 1) & 1].data(), c, shared_u1);
+            c_prev = c;
+            shared_f = f_prev;
+            f_ready.store(int64_t(i), std::memory_order_release);
+        }
+    });
     int c_prev = 128, f_prev = 0;
-    float* h = h_.data();
-    auto gemv = [&](const Dense& d, const float* x, int cols, float* y, bool relu) {
-        Packed p{packed_.data(), 1.0f};
-        if (prec == Precision::BF16) pack_bf16_pairs(x, cols, packed_.data());
-        if (prec == Precision::INT8) p.scale = K.quantize(x, cols, packed_.data());
-        K.gemv(d, x, p, y, relu);
-    };
     for (size_t i = 0; i < total; ++i) {
-        size_t t = i / hop;
-        int k = int(i % hop);
-        const float* p0 = &proj[(t + 1) * 3 * n];
-        const float* p1 = &proj[(t + 1 + side[k]) * 3 * n];
-        K.gate_inputs(p0, p1, wk[k], m.b_ih.data(), m.col_cprev.data(), scale_byte(c_prev), m.col_fprev.data(),
-                      scale_byte(f_prev), gi_.data(), 3 * n);
-        gemv(m.hh, h, n, gh_.data(), false);
-        K.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h, n, 0, half);
-        gemv(m.o1, h, half, tmp_.data(), true);
-        gemv(m.o2, tmp_.data(), half, logits_.data(), false);
-        if (trace) std::memcpy(&trace->coarse_logits[i * 256], logits_.data(), 256 * 4);
         double u0 = draws ? draws[2 * i] : rng.uniform();
         double u1 = draws ? draws[2 * i + 1] : rng.uniform();
-        int c = force ? (int(force[i]) + 32768) >> 8 : K.draw(logits_.data(), u0, scratch_.data());
-        K.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), scale_byte(c), h, n, half, n);
-        gemv(m.o3, h + half, half, tmp_.data(), true);
-        gemv(m.o4, tmp_.data(), half, logits_.data(), false);
-        if (trace) {
-            std::memcpy(&trace->fine_logits[i * 256], logits_.data(), 256 * 4);
-            std::memcpy(&trace->states[i * n], h, size_t(n) * 4);
+        if (i > 0) {
+            wait_for(f_ready, int64_t(i) - 1);
+            f_prev = shared_f;
         }
-        int f = force ? (int(force[i]) + 32768) & 0xff : K.draw(logits_.data(), u1, scratch_.data());
-        out[i] = int16_t(c * 256 + f - 32768);
-        c_prev = c, f_prev = f;
+        const float* h_in = hbuf_[i & 1].data();
+        gate_rows(cx, i, c_prev, f_prev, 0, half);
+        for (int g = 0; g < 3; ++g) gemv(lanes_[0], m.hh, h_in, n, gh_.data(), false, g * nb, g * nb + hb);
+        c_prev = coarse(cx, lanes_[0], i, h_in, hbuf_[(i + 1) & 1].data(), u0);
+        shared_c = c_prev;
+        shared_u1 = u1;
+        c_ready.store(int64_t(i), std::memory_order_release);
     }
+    worker.join();
     return out;
 }
 

@@ -63,9 +63,9 @@ void int8_block(const int8_t* w, const uint32_t* xp, int quads, __m256i& r0_7, _
     r8_15 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a2, a3), order);
 }
 
-void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
+void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
     const uint32_t* xp = packed.words;
-    for (int rb = 0; rb < d.rows_padded / 16; ++rb) {
+    for (int rb = rb_begin; rb < rb_end; ++rb) {
         __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
         if (d.precision == Precision::INT8) {
             __m256i s0, s1;
@@ -112,7 +112,8 @@ void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
     }
 }
 
-void gru_rows(const float* gi, const float* gh, const float* col, float s, float* h, int n, int begin, int end) {
+void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
+              int begin, int end) {
     __m256 vs = _mm256_set1_ps(s), one = _mm256_set1_ps(1.0f);
     for (int j = begin; j < end; j += 8) {
         __m256i m = tail(end - j);
@@ -121,7 +122,7 @@ void gru_rows(const float* gi, const float* gh, const float* col, float s, float
         __m256 r = sigmoid8(_mm256_add_ps(in(0), ld(gh + j)));
         __m256 u = sigmoid8(_mm256_add_ps(in(1), ld(gh + n + j)));
         __m256 e = tanh8(_mm256_fmadd_ps(r, ld(gh + 2 * n + j), in(2)));
-        _mm256_maskstore_ps(h + j, m, _mm256_fmadd_ps(u, ld(h + j), _mm256_mul_ps(_mm256_sub_ps(one, u), e)));
+        _mm256_maskstore_ps(h_out + j, m, _mm256_fmadd_ps(u, ld(h_in + j), _mm256_mul_ps(_mm256_sub_ps(one, u), e)));
     }
 }
 

@@ -39,9 +39,9 @@ inline __m512 tanh16(__m512 x) {
 
 inline __mmask16 tail(int left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
 
-void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
+void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
     const uint32_t* xp = packed.words;
-    for (int rb = 0; rb < d.rows_padded / 16; ++rb) {
+    for (int rb = rb_begin; rb < rb_end; ++rb) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         if (d.precision == Precision::INT8) {
             // vpdpbusd multiplies unsigned by signed bytes: x is offset by 128 (xor 0x80)
@@ -90,7 +90,8 @@ void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
     }
 }
 
-void gru_rows(const float* gi, const float* gh, const float* col, float s, float* h, int n, int begin, int end) {
+void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
+              int begin, int end) {
     __m512 vs = _mm512_set1_ps(s), one = _mm512_set1_ps(1.0f);
     for (int j = begin; j < end; j += 16) {
         __mmask16 m = tail(end - j);
@@ -100,8 +101,8 @@ void gru_rows(const float* gi, const float* gh, const float* col, float s, float
         __m512 r = sigmoid16(_mm512_add_ps(in(0), _mm512_maskz_loadu_ps(m, gh + j)));
         __m512 u = sigmoid16(_mm512_add_ps(in(1), _mm512_maskz_loadu_ps(m, gh + n + j)));
         __m512 e = tanh16(_mm512_fmadd_ps(r, _mm512_maskz_loadu_ps(m, gh + 2 * n + j), in(2)));
-        __m512 hv = _mm512_maskz_loadu_ps(m, h + j);
-        _mm512_mask_storeu_ps(h + j, m, _mm512_fmadd_ps(u, hv, _mm512_mul_ps(_mm512_sub_ps(one, u), e)));
+        __m512 hv = _mm512_maskz_loadu_ps(m, h_in + j);
+        _mm512_mask_storeu_ps(h_out + j, m, _mm512_fmadd_ps(u, hv, _mm512_mul_ps(_mm512_sub_ps(one, u), e)));
     }
 }
 

@@ -15,9 +15,9 @@ float bf16f(uint32_t bits16) {
     return f;
 }
 
-void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
+void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
     const uint32_t* xp = packed.words;
-    for (int rb = 0; rb < d.rows_padded / 16; ++rb) {
+    for (int rb = rb_begin; rb < rb_end; ++rb) {
         float acc[16] = {};
         if (d.precision == Precision::INT8) {
             const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
@@ -48,12 +48,13 @@ void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu) {
 
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
-void gru_rows(const float* gi, const float* gh, const float* col, float s, float* h, int n, int begin, int end) {
+void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
+              int begin, int end) {
     for (int j = begin; j < end; ++j) {
         float r = sigmoid((gi[j] + col[j] * s) + gh[j]);
         float u = sigmoid((gi[n + j] + col[n + j] * s) + gh[n + j]);
         float e = std::tanh((gi[2 * n + j] + col[2 * n + j] * s) + r * gh[2 * n + j]);
-        h[j] = u * h[j] + (1.0f - u) * e;
+        h_out[j] = u * h_in[j] + (1.0f - u) * e;
     }
 }
 

@@ -75,11 +75,12 @@ uint32_t crc32(const uint8_t* data, size_t size);
 // Kernel table: one scalar reference, AVX2 and AVX-512 versions.
 struct Kernels {
     const char* name;
-    void (*gemv)(const Dense& d, const float* x, Packed packed, float* y, bool relu);
-    // h[j] for j in [begin, end): PyTorch GRU update from gate pre-activations,
-    // with gi[g*N + j] + col[g*N + j] * s as the input part of gate g.
-    void (*gru_rows)(const float* gi, const float* gh, const float* col, float s, float* h, int n, int begin,
-                     int end);
+    // y = W x + b for the row blocks [rb_begin, rb_end) (16 rows each).
+    void (*gemv)(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end);
+    // h_out[j] for j in [begin, end): PyTorch GRU update of h_in from gate pre-activations,
+    // with gi[g*N + j] + col[g*N + j] * s as the input part of gate g (h_in may be h_out).
+    void (*gru_rows)(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out,
+                     int n, int begin, int end);
     // out = (1 - w) * p0 + w * p1 + b + c0 * s0 + c1 * s1
     void (*gate_inputs)(const float* p0, const float* p1, float w, const float* b, const float* c0, float s0,
                         const float* c1, float s1, float* out, int n);
@@ -110,7 +111,9 @@ struct Trace {
 
 class Engine {
   public:
-    Engine(std::shared_ptr<const Model> model, const Kernels& kernels);
+    // threads: 1, or 2 to split each step between two threads (needs N/2 % 16 == 0;
+    // other sizes fall back to 1). Results are identical either way.
+    Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads = 1);
     // mel: (n_mels, frames) row-major. draws: (L, 2) or null (seeded RNG). force: int16
     // samples (L) for teacher forcing or null. trace: filled when non-null.
     std::vector<int16_t> run(const float* mel, int frames, uint64_t seed, const double* draws,
@@ -119,12 +122,24 @@ class Engine {
     std::vector<float> project_frames(const float* mel, int frames) const;
     const Model& model() const { return *model_; }
     const Kernels& kernels() const { return kernels_; }
+    int threads() const { return threads_; }
 
   private:
+    struct Ctx;
+    struct Lane {  // one thread's scratch
+        std::vector<float> tmp, logits, scratch;
+        std::vector<uint32_t> packed;
+    };
+    void gemv(Lane& lane, const Dense& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1);
+    void gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len);
+    int coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, double u0);
+    int fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, int c, double u1);
+
     std::shared_ptr<const Model> model_;
     const Kernels& kernels_;
-    std::vector<float> h_, gi_, gh_, tmp_, logits_, scratch_;
-    std::vector<uint32_t> packed_;
+    int threads_ = 1;
+    std::vector<float> hbuf_[2], gi_, gh_;
+    Lane lanes_[2];
 };
 
 }  // namespace wrnn
