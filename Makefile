@@ -46,7 +46,11 @@ $(SAN)/check_engine.o: tests/native/check_engine.cpp $(ENGINE)/wrnn.h
 $(SAN)/check_engine: $(SAN_OBJS)
 	$(CXX) $(SAN_FLAGS) $^ -o $@
 
+# The SIMD objects must define no weak (inline/template) symbols: the linker could keep
+# their AVX2/AVX-512 copy for the whole module and break it on older CPUs.
 sanitize: install $(SAN)/check_engine
+	@! nm -C $(SAN)/kernels_avx2.o $(SAN)/kernels_avx512.o | grep -E ' [WVu] ' || \
+		(echo "SIMD kernel objects export weak symbols (see Makefile)"; false)
 	$(BIN)/python tests/native/make_fixture.py $(SAN)/tiny.wrnn
 	$(SAN)/check_engine $(SAN)/tiny.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-bf16.wrnn $(FUZZ_ITERATIONS)
