@@ -147,6 +147,13 @@ def test_header_json_must_hold_a_valid_config(good: bytes, tmp_path: Path) -> No
     rejects(tmp_path, with_crc(good[:96] + text + good[96 + json_len :]), "hidden_size=32 disagrees")
 
 
+def test_a_checkpoint_given_to_the_native_engine_gets_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint_00000010.pt"
+    path.write_bytes(b"PK\x03\x04 not a model file")
+    with pytest.raises(VocoderError, match=r"bad magic.*vocoder export"):
+        NativeVocoder.load(path)
+
+
 def test_missing_file_and_directory(tmp_path: Path) -> None:
     with pytest.raises(VocoderError, match="cannot open model file"):
         NativeVocoder.load(tmp_path / "nope.wrnn")

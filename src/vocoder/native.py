@@ -48,7 +48,10 @@ class NativeVocoder:
         try:
             engine = mod.Engine(str(path), max(1, threads))
         except mod.EngineError as e:
-            raise VocoderError(str(e)) from None
+            hint = ""
+            if "bad magic" in str(e) and path.suffix != MODEL_EXT:
+                hint = " (a checkpoint? use --engine torch, or convert it with `vocoder export`)"
+            raise VocoderError(f"{e}{hint}") from None
         try:
             header = json.loads(engine.header_json)
             cfg_dict = header["config"]
