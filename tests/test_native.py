@@ -4,6 +4,7 @@ and the engine wired into `synthesize` and the CLI (including without torch)."""
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -272,3 +273,22 @@ def test_synthesize_runs_where_torch_cannot_be_imported(setup, tmp_path: Path) -
     assert proc.returncode == 0, proc.stderr
     assert "native engine" in proc.stdout
     assert (tmp_path / f"{ROOT_WAV.stem}.wav").exists()
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"), [("scalar", "scalar"), ("avx2", "avx2"), ("sse9", "WRNN_ISA=sse9: unknown ISA")]
+)
+def test_wrnn_isa_environment_variable_forces_the_kernels(setup, value: str, expected: str) -> None:
+    if value in ("avx2",) and value not in ISAS:
+        pytest.skip(f"{value} not supported by this CPU")
+    _, _, _, _, files, _ = setup
+    code = (
+        "from pathlib import Path\nfrom vocoder.native import NativeVocoder\n"
+        "from vocoder.errors import VocoderError\n"
+        f"try: print(NativeVocoder.load(Path({str(files['fp32'])!r})).isa)\n"
+        "except VocoderError as e: print(e)"
+    )
+    env = {**os.environ, "WRNN_ISA": value}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert expected in proc.stdout

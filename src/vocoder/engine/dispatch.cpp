@@ -29,7 +29,13 @@ const Kernels* by_name(const std::string& name) {
 
 const Kernels* initial() {
     const char* env = std::getenv("WRNN_ISA");
-    const Kernels* k = by_name(env && *env ? env : "auto");
+    if (!env || !*env) return by_name("auto");
+    const Kernels* k = nullptr;
+    try {
+        k = by_name(env);
+    } catch (const Error& e) {
+        throw Error(std::string("WRNN_ISA=") + env + ": " + e.what());
+    }
     if (!k) throw Error(std::string("WRNN_ISA=") + env + ": not supported by this CPU");
     return k;
 }
