@@ -95,7 +95,10 @@ def write_model_file(
     for name, dtype, arr in tensors:
         raw = arr.tobytes()
         shape = [*arr.shape, 0, 0, 0, 0][:4]
-        entries.append(struct.pack("<64sII4IQ", name.encode("ascii"), DTYPES[dtype], arr.ndim, *shape, off))
+        raw_name = name.encode("ascii")
+        if len(raw_name) >= NAME_SIZE:
+            raise VocoderError(f"tensor name {name!r} is longer than {NAME_SIZE - 1} bytes")
+        entries.append(struct.pack(f"<{NAME_SIZE}sII4IQ", raw_name, DTYPES[dtype], arr.ndim, *shape, off))
         blobs.append((off, raw))
         off = _align(off + len(raw), ALIGN)
     size = off + CHECKSUM_SIZE
