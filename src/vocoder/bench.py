@@ -3,9 +3,13 @@
 Each configuration vocodes a fixed random mel with the engine's own RNG (sequential
 mode: one utterance, one step per sample). Torch is timed on a shorter input because
 it is slow; both are reported in samples/s, so lengths do not matter. The machine's
-practical limit for the same per-sample work is measured too: the recurrent and
-output matrix-vector products of one step, timed with numpy's BLAS (fp32). The
-engine's share of that limit shows how much is left on the table.
+practical limit for the same per-sample work is measured too, two ways:
+
+* bandwidth: a step must read every per-sample weight (W_hh and the output layers) once,
+  so steps/s <= read bandwidth / weight bytes. The bandwidth is probed by streaming a
+  buffer of that size with the widest SIMD loads (from L2 if it fits, else from L3).
+* BLAS: the same matrix-vector products with numpy's fp32 BLAS on one thread, the speed
+  of a generic library.
 """
 
 from __future__ import annotations
@@ -46,6 +50,8 @@ class Result:
     isa: str
     limit_samples_per_second: float
     share_of_limit: float
+    blas_samples_per_second: float
+    share_of_blas: float
 
     @classmethod
     def of(
@@ -58,6 +64,7 @@ class Result:
         count: int,
         isa: str,
         limit: float,
+        blas: float,
     ) -> Result:
         sps = count / wall
         return cls(
@@ -75,6 +82,8 @@ class Result:
             isa,
             limit,
             sps / limit,
+            blas,
+            sps / blas,
         )
 
 
@@ -113,6 +122,23 @@ def matvec_limit(hidden: int, repeats: int = 200) -> float:
                     m @ v
             best = min(best, (time.perf_counter() - start) / repeats)
     return 1.0 / best
+
+
+BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
+
+
+def weight_bytes(hidden: int, precision: str) -> int:
+    """Bytes of per-sample weights one step reads: W_hh (3N x N) and O1..O4."""
+    half = hidden // 2
+    return (3 * hidden * hidden + 2 * half * half + 2 * 256 * half) * BYTES[precision]
+
+
+def bandwidth_limit(hidden: int, precision: str) -> float:
+    """Steps/s if a step cost only reading its weights at the probed bandwidth."""
+    from vocoder import _engine
+
+    nbytes = weight_bytes(hidden, precision)
+    return _engine.read_bandwidth(nbytes) * 1e9 / nbytes
 
 
 def time_native(path: Path, cfg: Config, samples: int, threads: int) -> tuple[float, int, str, str]:
@@ -189,25 +215,28 @@ def run_bench(
         for hidden in sizes:
             cfg, model, state = models_for(model_path, hidden)
             n = cfg.model.hidden_size
-            limit = matvec_limit(n)
+            blas = matvec_limit(n)
             samples = int(seconds * cfg.audio.sample_rate)
 
             if state is None:
                 assert model_path is not None
                 for t in threads:
                     wall, count, isa, precision = time_native(model_path, cfg, samples, t)
-                    record(Result.of("native", n, t, precision, wall, count, isa, limit))
+                    limit = bandwidth_limit(n, precision)
+                    record(Result.of("native", n, t, precision, wall, count, isa, limit, blas))
                 continue
             for precision in precisions:
                 path = Path(tmp) / f"n{n}-{precision}.wrnn"
                 write_model_file(path, cfg, state, precision)
                 for t in threads:
                     wall, count, isa, _ = time_native(path, cfg, samples, t)
-                    record(Result.of("native", n, t, precision, wall, count, isa, limit))
+                    limit = bandwidth_limit(n, precision)
+                    record(Result.of("native", n, t, precision, wall, count, isa, limit, blas))
             if with_torch and model is not None:
                 for t in threads:
                     wall, count = time_torch(model, cfg, TORCH_SAMPLES, t)
-                    record(Result.of("torch", n, t, "fp32", wall, count, "torch", limit))
+                    limit = bandwidth_limit(n, "fp32")
+                    record(Result.of("torch", n, t, "fp32", wall, count, "torch", limit, blas))
     return results
 
 
@@ -221,7 +250,8 @@ def machine_info() -> dict[str, object]:
         "isas_supported": _engine.supported_isas(),
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "limit_method": "fp32 numpy BLAS (1 thread) matvecs of one step: W_hh and the output layers",
+        "limit_method": "read bandwidth (widest SIMD loads, buffer the size of one step's weights in the "
+        "row's precision) / those bytes; blas: fp32 numpy BLAS (1 thread) on the same matvecs",
     }
     try:
         import torch

@@ -232,19 +232,24 @@ def bench(
         if r.engine == "torch":
             torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
     table = Table(title="WaveRNN sequential sampling (dense)")
-    for col in ("engine", "N", "prec", "thr", "ISA", "samples/s", "xRT 24k", "x torch", "vs BLAS"):
+    columns = (
+        "engine", "N", "prec", "thr", "ISA", "samples/s", "xRT 24k", "x torch", "% of limit", "vs BLAS"
+    )
+    for col in columns:
         table.add_column(col, justify="left" if col in ("engine", "prec", "ISA") else "right", no_wrap=True)
     for r in results:
         ref = torch_sps.get(r.hidden_size)
         table.add_row(
             r.engine, str(r.hidden_size), r.precision, str(r.threads), r.isa, f"{r.samples_per_second:,.0f}",
             f"{r.times_realtime_24k:.2f}", f"{r.samples_per_second / ref:.1f}" if ref else "-",
-            f"{r.share_of_limit:.2f}x",
+            f"{100 * r.share_of_limit:.0f}%",
+            f"{r.share_of_blas:.2f}x",
         )
     out.print(table)
     out.print(
-        "vs BLAS: samples/s over the steps/s one core reaches on a step's matrix-vector products "
-        "alone with numpy's fp32 BLAS (1 thread), the practical limit of a generic library",
+        "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
+        "the probe reads a buffer of that size). "
+        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread.",
         highlight=False,
     )
     if json_out is not None:

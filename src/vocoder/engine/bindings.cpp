@@ -4,6 +4,9 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <algorithm>
+#include <chrono>
+
 #include "wrnn.h"
 
 namespace py = pybind11;
@@ -98,6 +101,26 @@ PYBIND11_MODULE(_engine, m) {
           "Kernels for engines created from now on: auto, scalar, avx2 or avx512.");
     m.def("active_isa", [] { return std::string(wrnn::active_kernels().name); });
     m.def("supported_isas", &wrnn::supported_isas);
+    m.def(
+        "read_bandwidth",
+        [](size_t nbytes, int repeats) {
+            // Best-of-repeats GB/s for reading an nbytes buffer with the active kernels'
+            // widest loads: the ceiling for a step that streams that many weight bytes.
+            nbytes = (std::max<size_t>(nbytes, 64) + 63) / 64 * 64;
+            std::vector<uint8_t> buf(nbytes, 1);
+            const wrnn::Kernels& k = wrnn::active_kernels();
+            volatile uint64_t sink = k.stream(buf.data(), nbytes);
+            double best = 0.0;
+            py::gil_scoped_release nogil;
+            for (int r = 0; r < std::max(repeats, 1); ++r) {
+                auto t0 = std::chrono::steady_clock::now();
+                for (int i = 0; i < 20; ++i) sink = sink + k.stream(buf.data(), nbytes);
+                double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                best = std::max(best, 20.0 * double(nbytes) / s / 1e9);
+            }
+            return best;
+        },
+        py::arg("nbytes"), py::arg("repeats") = 5);
     py::class_<PyEngine>(m, "Engine")
         .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 1)
         .def_property_readonly("threads", &PyEngine::threads)

@@ -175,7 +175,18 @@ float quantize(const float* x, int n, uint32_t* out) {
     return m > 0.0f ? m / 127.0f : 1.0f;
 }
 
-const Kernels kAvx2 = {"avx2", gemv, gru_rows, gate_inputs, draw, quantize};
+uint64_t stream(const uint8_t* bytes, size_t n) {
+    __m256i a = _mm256_setzero_si256(), b = a;
+    for (size_t i = 0; i < n; i += 64) {
+        a = _mm256_xor_si256(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + i)));
+        b = _mm256_xor_si256(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + i + 32)));
+    }
+    a = _mm256_xor_si256(a, b);
+    return uint64_t(_mm256_extract_epi64(a, 0) ^ _mm256_extract_epi64(a, 1) ^ _mm256_extract_epi64(a, 2) ^
+                    _mm256_extract_epi64(a, 3));
+}
+
+const Kernels kAvx2 = {"avx2", gemv, gru_rows, gate_inputs, draw, quantize, stream};
 
 }  // namespace
 

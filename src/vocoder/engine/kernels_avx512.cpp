@@ -149,7 +149,18 @@ float quantize(const float* x, int n, uint32_t* out) {
     return m > 0.0f ? m / 127.0f : 1.0f;
 }
 
-const Kernels kAvx512 = {"avx512", gemv, gru_rows, gate_inputs, draw, quantize};
+uint64_t stream(const uint8_t* bytes, size_t n) {
+    __m512i a = _mm512_setzero_si512(), b = a;
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        a = _mm512_xor_si512(a, _mm512_loadu_si512(bytes + i));
+        b = _mm512_xor_si512(b, _mm512_loadu_si512(bytes + i + 64));
+    }
+    if (i < n) a = _mm512_xor_si512(a, _mm512_loadu_si512(bytes + i));
+    return uint64_t(_mm512_reduce_or_epi64(_mm512_xor_si512(a, b)));
+}
+
+const Kernels kAvx512 = {"avx512", gemv, gru_rows, gate_inputs, draw, quantize, stream};
 
 }  // namespace
 

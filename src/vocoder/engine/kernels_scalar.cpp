@@ -86,7 +86,18 @@ float quantize(const float* x, int n, uint32_t* out) {
     return mx > 0.0f ? mx / 127.0f : 1.0f;
 }
 
-const Kernels kScalar = {"scalar", gemv, gru_rows, gate_inputs, draw, quantize};
+uint64_t stream(const uint8_t* bytes, size_t n) {
+    uint64_t acc[8] = {};
+    for (size_t i = 0; i < n; i += 64)
+        for (int k = 0; k < 8; ++k) {
+            uint64_t v;
+            std::memcpy(&v, bytes + i + 8 * k, 8);
+            acc[k] ^= v;
+        }
+    return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
+}
+
+const Kernels kScalar = {"scalar", gemv, gru_rows, gate_inputs, draw, quantize, stream};
 
 }  // namespace
 

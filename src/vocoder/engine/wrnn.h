@@ -90,6 +90,9 @@ struct Kernels {
     // even of x * 127 / max|x|), four per word, zero-padded; returns the scale. Every ISA
     // computes the same q bit for bit.
     float (*quantize)(const float* x, int n, uint32_t* out);
+    // Reads bytes[0..n) (n a multiple of 64) with the widest loads; the XOR of all words
+    // is returned so the reads cannot be optimised away. A bandwidth probe for `bench`.
+    uint64_t (*stream)(const uint8_t* bytes, size_t n);
 };
 
 const Kernels& kernels_scalar();
