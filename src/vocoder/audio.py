@@ -110,9 +110,7 @@ def check_mel(mel: np.ndarray, n_mels: int, origin: str) -> np.ndarray:
         raise VocoderError(f"{origin}: mel must be 2-D ({n_mels}, T), got shape {mel.shape}")
     if mel.shape[0] != n_mels:
         hint = " (transposed? expected (n_mels, T))" if mel.shape[1] == n_mels else ""
-        raise VocoderError(
-            f"{origin}: mel has shape {mel.shape}, expected ({n_mels}, T){hint}"
-        )
+        raise VocoderError(f"{origin}: mel has shape {mel.shape}, expected ({n_mels}, T){hint}")
     if mel.shape[1] < 1:
         raise VocoderError(f"{origin}: mel has no frames")
     if not np.issubdtype(mel.dtype, np.floating):

@@ -9,8 +9,9 @@ from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.text import Text
 
-from vocoder.config import load_config
+from vocoder.config import explicit_keys, load_config
 from vocoder.errors import VocoderError
 
 app = typer.Typer(
@@ -29,7 +30,9 @@ ConfigOpt = Annotated[
 ]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-s", help="Override one config key, e.g. --set model.hidden_size=896 (repeatable)."),
+    typer.Option(
+        "--set", "-s", help="Override one config key, e.g. --set model.hidden_size=896 (repeatable)."
+    ),
 ]
 
 
@@ -48,14 +51,22 @@ class Precision(str, Enum):
     int8 = "int8"
 
 
+def say(message: str, label: str = "", style: str = "", to: Console = out) -> None:
+    """One unwrapped line, never parsed as markup (paths may contain brackets)."""
+    text = Text.assemble((f"{label} ", style), message) if label else Text(message)
+    to.print(text, highlight=False, soft_wrap=True)
+
+
 def fail(message: str) -> None:
-    console.print(f"[red]error:[/] {message}", highlight=False, soft_wrap=True)
+    say(message, "error:", "red", console)
     raise typer.Exit(1)
 
 
 @app.command()
 def preprocess(
-    data_dir: Annotated[Path, typer.Argument(help="LJSpeech-style dataset: metadata.csv and wavs/<id>.wav|.flac.")],
+    data_dir: Annotated[
+        Path, typer.Argument(help="LJSpeech-style dataset: metadata.csv and wavs/<id>.wav|.flac.")
+    ],
     features_dir: Annotated[Path, typer.Argument(help="Output directory for mels, targets and split lists.")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -73,23 +84,28 @@ def preprocess(
         stats = run(data_dir, features_dir, cfg, jobs, console)
     except VocoderError as e:
         fail(str(e))
-    out.print(
+    say(
         f"preprocessed {stats['processed']} new, reused {stats['reused']}, skipped {stats['skipped']} "
-        f"({stats['seconds'] / 60:.1f} min of audio); train {stats['train']}, valid {stats['valid']}, "
-        f"test {stats['test']} -> {features_dir}",
-        highlight=False,
+        f"({stats['seconds']:.1f} s of audio); train {stats['train']}, valid {stats['valid']}, "
+        f"test {stats['test']} -> {features_dir}"
     )
 
 
 @app.command()
 def train(
     features_dir: Annotated[Path, typer.Argument(help="Directory written by `vocoder preprocess`.")],
-    ckpt_dir: Annotated[Path, typer.Argument(help="Directory for checkpoints, config.yaml and metrics.jsonl.")],
+    ckpt_dir: Annotated[
+        Path, typer.Argument(help="Directory for checkpoints, config.yaml and metrics.jsonl.")
+    ],
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    steps: Annotated[int | None, typer.Option(help="Total training steps (same as --set train.steps=N).")] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Total training steps (same as --set train.steps=N).")
+    ] = None,
     resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in CKPT_DIR.")] = False,
-    device: Annotated[str | None, typer.Option(help="cpu, cuda or auto (same as --set train.device=...).")] = None,
+    device: Annotated[
+        str | None, typer.Option(help="cpu, cuda or auto (same as --set train.device=...).")
+    ] = None,
 ) -> None:
     """Train a WaveRNN with teacher forcing; validates and checkpoints periodically.
 
@@ -105,15 +121,16 @@ def train(
         overrides.append(f"train.device={device}")
     try:
         cfg = load_config(config, overrides)
-        result = run(features_dir, ckpt_dir, cfg, resume, console)
+        result = run(
+            features_dir, ckpt_dir, cfg, resume, console, frozenset(explicit_keys(config, overrides))
+        )
     except VocoderError as e:
         fail(str(e))
     first = "-" if result.first_valid_bits is None else f"{result.first_valid_bits:.3f}"
     last = "-" if result.last_valid_bits is None else f"{result.last_valid_bits:.3f}"
-    out.print(
+    say(
         f"trained to step {result.step} in {result.seconds:.0f} s (stopped by {result.stopped_by}); "
-        f"validation NLL {first} -> {last} bits/sample; checkpoints in {ckpt_dir}",
-        highlight=False,
+        f"validation NLL {first} -> {last} bits/sample; checkpoints in {ckpt_dir}"
     )
 
 
@@ -122,13 +139,20 @@ def synthesize(
     model: Annotated[
         Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest)")
     ],
-    inputs: Annotated[list[Path], typer.Argument(help="Mel .npy files (n_mels, T), directories of them, or wav/flac files (copy synthesis).")],
+    inputs: Annotated[
+        list[Path],
+        typer.Argument(
+            help="Mel .npy files (n_mels, T), directories of them, or wav/flac files (copy synthesis)."
+        ),
+    ],
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
     engine: Annotated[
         Engine | None,
         typer.Option(help="Sampling engine [default: native for a .wrnn file, torch for a checkpoint]."),
     ] = None,
-    jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Inputs synthesized in parallel (one process each).")] = 1,
+    jobs: Annotated[
+        int, typer.Option("--jobs", "-j", min=1, help="Inputs synthesized in parallel (one process each).")
+    ] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the sampling random numbers.")] = 0,
 ) -> None:
     """Vocode mels (or wavs) into 16-bit wavs with a sequential sampler (native or torch).
@@ -146,15 +170,14 @@ def synthesize(
     good = [r for r in results if r.output is not None]
     bad = [r for r in results if r.output is None]
     for r in bad:
-        console.print(f"[red]failed:[/] {r.error}", highlight=False, soft_wrap=True)
+        say(r.error, "failed:", "red", console)
     audio = sum(r.seconds for r in good)
     samples = sum(r.samples for r in good)
     rtf = wall / audio if audio else float("nan")
-    out.print(
+    say(
         f"synthesized {len(good)} of {len(results)} inputs with the {engine_name} engine: "
         f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall if wall else 0:.0f} samples/s, "
-        f"RTF {rtf:.2f} ({1 / rtf if audio else 0:.3f}x real time) -> {out_dir}",
-        highlight=False,
+        f"RTF {rtf:.2f} ({1 / rtf if audio else 0:.3f}x real time) -> {out_dir}"
     )
     if bad:
         raise typer.Exit(1)
@@ -180,8 +203,10 @@ def export(
         cfg = export_checkpoint(checkpoint, out_file, precision.value)
     except VocoderError as e:
         fail(str(e))
-    out.print(f"exported N={cfg.model.hidden_size} ({precision.value}) -> {out_file} "
-              f"({out_file.stat().st_size / 1e6:.1f} MB)", highlight=False)
+    say(
+        f"exported N={cfg.model.hidden_size} ({precision.value}) -> {out_file} "
+        f"({out_file.stat().st_size / 1e6:.1f} MB)"
+    )
 
 
 @app.command()
@@ -220,10 +245,17 @@ def bench(
     precisions = [p.value for p in precision] if precision else [p.value for p in Precision]
     try:
         results = run_bench(
-            model, sizes, thread_counts, precisions, seconds, torch_ref,
-            on_result=lambda r: console.print(
+            model,
+            sizes,
+            thread_counts,
+            precisions,
+            seconds,
+            torch_ref,
+            on_result=lambda r: say(
                 f"  {r.engine} N={r.hidden_size} {r.precision} threads={r.threads}: "
-                f"{r.samples_per_second:,.0f} samples/s", highlight=False),
+                f"{r.samples_per_second:,.0f} samples/s",
+                to=console,
+            ),
         )
     except VocoderError as e:
         fail(str(e))
@@ -233,28 +265,42 @@ def bench(
             torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
     table = Table(title="WaveRNN sequential sampling (dense)")
     columns = (
-        "engine", "N", "prec", "thr", "ISA", "samples/s", "xRT 24k", "x torch", "% of limit", "vs BLAS"
+        "engine",
+        "N",
+        "prec",
+        "thr",
+        "ISA",
+        "samples/s",
+        "xRT 24k",
+        "x torch",
+        "% of limit",
+        "vs BLAS",
     )
     for col in columns:
         table.add_column(col, justify="left" if col in ("engine", "prec", "ISA") else "right", no_wrap=True)
     for r in results:
         ref = torch_sps.get(r.hidden_size)
         table.add_row(
-            r.engine, str(r.hidden_size), r.precision, str(r.threads), r.isa, f"{r.samples_per_second:,.0f}",
-            f"{r.times_realtime_24k:.2f}", f"{r.samples_per_second / ref:.1f}" if ref else "-",
+            r.engine,
+            str(r.hidden_size),
+            r.precision,
+            str(r.threads),
+            r.isa,
+            f"{r.samples_per_second:,.0f}",
+            f"{r.times_realtime_24k:.2f}",
+            f"{r.samples_per_second / ref:.1f}" if ref else "-",
             f"{100 * r.share_of_limit:.0f}%",
             f"{r.share_of_blas:.2f}x",
         )
     out.print(table)
-    out.print(
+    say(
         "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
         "the probe reads a buffer of that size). "
-        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread.",
-        highlight=False,
+        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread."
     )
     if json_out is not None:
         json_out.write_text(json.dumps(report(results), indent=2) + "\n")
-        out.print(f"-> {json_out}", highlight=False)
+        say(f"-> {json_out}")
 
 
 @app.command()
@@ -270,9 +316,11 @@ def info(
     except VocoderError as e:
         fail(str(e))
     params = sum(p.numel() for p in net.parameters())
-    out.print(f"{path}: step {data['step']}, {params:,} parameters, "
-              f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz", highlight=False)
-    out.print(cfg.to_yaml(), highlight=False, end="")
+    say(
+        f"{path}: step {data['step']}, {params:,} parameters, "
+        f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz"
+    )
+    out.print(cfg.to_yaml(), highlight=False, markup=False, end="")
 
 
 @app.command("config")
@@ -282,7 +330,7 @@ def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         cfg = load_config(config, set_)
     except VocoderError as e:
         fail(str(e))
-    out.print(cfg.to_yaml(), highlight=False, end="")
+    out.print(cfg.to_yaml(), highlight=False, markup=False, end="")
 
 
 def main() -> None:

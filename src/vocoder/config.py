@@ -245,6 +245,23 @@ def from_dict(data: Any, origin: str) -> Config:
     return cfg
 
 
+def explicit_keys(path: str | None = None, overrides: list[str] | None = None) -> set[str]:
+    """The ``section.key`` names a YAML file and ``--set`` give explicitly.
+
+    Lets a command tell "the user asked for this value" from "this is the default", e.g.
+    `train` refuses audio settings that contradict its features only when asked for.
+    """
+    keys: set[str] = set()
+    sources = [read_yaml(resolve_config_path(path))] if path else []
+    sources.append(parse_set(overrides or []))
+    for data in sources:
+        if isinstance(data, dict):
+            for section, values in data.items():
+                if isinstance(values, dict):
+                    keys.update(f"{section}.{key}" for key in values)
+    return keys
+
+
 def load_config(path: str | None = None, overrides: list[str] | None = None) -> Config:
     """Defaults, then the YAML file, then ``--set`` overrides; validated."""
     cfg = Config()

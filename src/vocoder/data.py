@@ -97,9 +97,7 @@ class WindowCutter:
     beyond the utterance are zeros after normalisation, exactly as at inference.
     """
 
-    def __init__(
-        self, frames: int, hop: int, radius: int, mean: np.ndarray, std: np.ndarray
-    ) -> None:
+    def __init__(self, frames: int, hop: int, radius: int, mean: np.ndarray, std: np.ndarray) -> None:
         self.frames = frames
         self.hop = hop
         self.radius = radius

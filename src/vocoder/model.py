@@ -104,10 +104,10 @@ class WaveRNN(nn.Module):
         for gate in range(3):  # c_t (input column 2) is cut from the coarse half of each gate
             mask[gate * n : gate * n + self.half, 2] = 0.0
         self.register_buffer("input_mask", mask)
-        self.O1 = nn.Linear(self.half, self.half)  # noqa: N815 - the paper's names
-        self.O2 = nn.Linear(self.half, N_CLASSES)  # noqa: N815
-        self.O3 = nn.Linear(self.half, self.half)  # noqa: N815
-        self.O4 = nn.Linear(self.half, N_CLASSES)  # noqa: N815
+        self.O1 = nn.Linear(self.half, self.half)
+        self.O2 = nn.Linear(self.half, N_CLASSES)
+        self.O3 = nn.Linear(self.half, self.half)
+        self.O4 = nn.Linear(self.half, N_CLASSES)
 
     @property
     def radius(self) -> int:
@@ -167,7 +167,5 @@ class WaveRNN(nn.Module):
         Returns (coarse logits (B, L, 256), fine logits (B, L, 256), states (B, L, N)).
         """
         x = self.gru_inputs(cond, c_prev, f_prev, c_cur)
-        states, _ = functional_call(
-            self.gru, {"weight_ih_l0": self.masked_input_weight()}, (x, h0)
-        )
+        states, _ = functional_call(self.gru, {"weight_ih_l0": self.masked_input_weight()}, (x, h0))
         return self.coarse_logits(states), self.fine_logits(states), states

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.text import Text
 
 from vocoder import config as config_mod
 from vocoder.audio import features, load_audio
@@ -82,30 +83,36 @@ def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cf
     if item.path is None:
         return Outcome(item.uid, False, f"wavs/{item.uid}.wav (or .flac): file not found")
     if mel_path.exists() and audio_path.exists():
-        return Outcome(item.uid, True, skipped=True,
-                       seconds=np.load(audio_path, mmap_mode="r").shape[0] / audio_cfg.sample_rate)
+        return Outcome(
+            item.uid,
+            True,
+            skipped=True,
+            seconds=np.load(audio_path, mmap_mode="r").shape[0] / audio_cfg.sample_rate,
+        )
     try:
         y = load_audio(item.path, audio_cfg.sample_rate)
     except VocoderError as e:
         return Outcome(item.uid, False, str(e))
     seconds = len(y) / audio_cfg.sample_rate
     if seconds < data_cfg.min_seconds:
-        return Outcome(item.uid, False,
-                       f"{item.path}: too short ({seconds:.2f} s < data.min_seconds {data_cfg.min_seconds})")
+        return Outcome(
+            item.uid,
+            False,
+            f"{item.path}: too short ({seconds:.2f} s < data.min_seconds {data_cfg.min_seconds})",
+        )
     if float(np.max(np.abs(y))) <= data_cfg.silence_peak:
-        return Outcome(item.uid, False,
-                       f"{item.path}: silent (peak <= data.silence_peak {data_cfg.silence_peak})")
+        return Outcome(
+            item.uid, False, f"{item.path}: silent (peak <= data.silence_peak {data_cfg.silence_peak})"
+        )
     try:
         mel, samples = features(y, audio_cfg)
     except VocoderError as e:
         return Outcome(item.uid, False, f"{item.path}: {e}")
     # audio first, mel last: the mel's presence marks the item complete for a rerun
-    with atomic_path(audio_path) as tmp:
-        with tmp.open("wb") as f:
-            np.save(f, samples)
-    with atomic_path(mel_path) as tmp:
-        with tmp.open("wb") as f:
-            np.save(f, mel)
+    with atomic_path(audio_path) as tmp, tmp.open("wb") as f:
+        np.save(f, samples)
+    with atomic_path(mel_path) as tmp, tmp.open("wb") as f:
+        np.save(f, mel)
     return Outcome(item.uid, True, seconds=len(samples) / audio_cfg.sample_rate)
 
 
@@ -167,7 +174,9 @@ def preprocess(data_dir: Path, features_dir: Path, cfg: Config, jobs: int, conso
 
     bad = sorted((o for o in outcomes if not o.ok), key=lambda o: o.uid)
     for o in bad:
-        console.print(f"[yellow]skipped[/] {o.uid}: {o.message}", highlight=False)
+        console.print(
+            Text.assemble(("skipped ", "yellow"), f"{o.uid}: {o.message}"), highlight=False, soft_wrap=True
+        )
     good = sorted(o.uid for o in outcomes if o.ok)
     if not good:
         raise VocoderError(f"{data_dir}: no usable utterance ({len(bad)} skipped)")

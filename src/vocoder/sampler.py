@@ -91,16 +91,25 @@ def generate(
     c_prev, f_prev = 128, 0  # the sample value 0 in offset binary
     coarse = np.zeros(length, np.int64)
     fine = np.zeros(length, np.int64)
-    trace = Trace(np.zeros((length, 256), np.float32), np.zeros((length, 256), np.float32),
-                  np.zeros((length, n), np.float32)) if record else None
+    trace = (
+        Trace(
+            np.zeros((length, 256), np.float32),
+            np.zeros((length, 256), np.float32),
+            np.zeros((length, n), np.float32),
+        )
+        if record
+        else None
+    )
 
     for start in range(0, length, CHUNK):
         proj = cond[start : start + CHUNK] @ w_cond.T + b_ih  # (chunk, 3N)
         for i in range(proj.shape[0]):
             t = start + i
             gh = w_hh @ h + b_hh
-            gi = proj[i] + w_cprev * scale_byte(torch.tensor(c_prev)) + w_fprev * scale_byte(
-                torch.tensor(f_prev)
+            gi = (
+                proj[i]
+                + w_cprev * scale_byte(torch.tensor(c_prev))
+                + w_fprev * scale_byte(torch.tensor(f_prev))
             )
             coarse_logits = model.coarse_logits(gru_cell(gi, gh, h))
             c = draw(coarse_logits, float(draws[t, 0])) if force is None else int(forced_c[t])

@@ -136,7 +136,12 @@ def _work(source: Path, output: Path, seed: int) -> Result:
 
 
 def synthesize(
-    model_path: Path, inputs: list[Path], out_dir: Path, engine: str | None, seed: int, jobs: int,
+    model_path: Path,
+    inputs: list[Path],
+    out_dir: Path,
+    engine: str | None,
+    seed: int,
+    jobs: int,
     console: Console,
 ) -> tuple[list[Result], float]:
     """Vocode every input; returns per-input results and the wall time.
@@ -150,8 +155,11 @@ def synthesize(
     out_dir.mkdir(parents=True, exist_ok=True)
     start = time.monotonic()
     columns = (
-        TextColumn("[bold]synthesize"), BarColumn(), TextColumn("{task.completed}/{task.total} files"),
-        TextColumn("{task.fields[audio]:.1f} s audio"), TextColumn("RTF {task.fields[rtf]}"),
+        TextColumn("[bold]synthesize"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total} files"),
+        TextColumn("{task.fields[audio]:.1f} s audio"),
+        TextColumn("RTF {task.fields[rtf]}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console) as progress:
@@ -163,16 +171,18 @@ def synthesize(
             results.append(r)
             done_audio += r.seconds
             wall = time.monotonic() - start
-            progress.update(task, advance=1, audio=done_audio,
-                            rtf=f"{wall / done_audio:.2f}" if done_audio else "-")
+            progress.update(
+                task, advance=1, audio=done_audio, rtf=f"{wall / done_audio:.2f}" if done_audio else "-"
+            )
 
         if jobs <= 1:
             for f, o in zip(files, outputs, strict=True):
                 finished(synthesize_file(vocoder, f, o, seed))
         else:
             ctx = get_context("spawn")
-            with ProcessPoolExecutor(jobs, mp_context=ctx, initializer=_init_worker,
-                                     initargs=(model_path, engine)) as pool:
+            with ProcessPoolExecutor(
+                jobs, mp_context=ctx, initializer=_init_worker, initargs=(model_path, engine)
+            ) as pool:
                 futures = [pool.submit(_work, f, o, seed) for f, o in zip(files, outputs, strict=True)]
                 for fut in as_completed(futures):
                     finished(fut.result())

@@ -24,10 +24,10 @@ from torch.nn import functional as F  # noqa: N812
 
 from vocoder import checkpoint as ckpt_mod
 from vocoder import config as config_mod
-from vocoder.config import AudioConfig, Config
+from vocoder.config import Config
 from vocoder.data import Batch, WindowCutter, load_utterances, mel_statistics, read_features_config
 from vocoder.errors import VocoderError
-from vocoder.fsutil import atomic_path, write_text_atomic
+from vocoder.fsutil import write_text_atomic
 from vocoder.model import WaveRNN
 
 LN2 = math.log(2.0)
@@ -79,15 +79,17 @@ def _restore_rng(rng: np.random.Generator, state: dict[str, Any]) -> None:
     random.setstate(state["python"])
 
 
-def _merge_config(user: Config, feats: Config, features_dir: Path) -> Config:
-    """Audio and data settings belong to the features; model and train to the user."""
-    if user.audio != AudioConfig() and user.audio != feats.audio:
-        for key, value in vars(user.audio).items():
-            if getattr(feats.audio, key) != value:
-                raise VocoderError(
-                    f"{features_dir}: features were made with audio.{key}="
-                    f"{getattr(feats.audio, key)}, the config asks for {value}"
-                )
+def _merge_config(user: Config, explicit: set[str], feats: Config, features_dir: Path) -> Config:
+    """Audio and data settings belong to the features; model and train to the user.
+
+    An audio value the user gave explicitly must agree with the features.
+    """
+    for key, value in vars(user.audio).items():
+        if f"audio.{key}" in explicit and getattr(feats.audio, key) != value:
+            raise VocoderError(
+                f"{features_dir}: features were made with audio.{key}="
+                f"{getattr(feats.audio, key)}, the config asks for {value}"
+            )
     return Config(audio=feats.audio, data=feats.data, model=user.model, train=user.train)
 
 
@@ -109,8 +111,9 @@ def _truncate_metrics(path: Path, step: int) -> None:
 
 
 @torch.no_grad()
-def validate(model: WaveRNN, cutter: WindowCutter, windows: list, batch_size: int,
-             device: torch.device) -> float:
+def validate(
+    model: WaveRNN, cutter: WindowCutter, windows: list, batch_size: int, device: torch.device
+) -> float:
     """Teacher-forced NLL in bits per 16-bit sample over fixed validation windows."""
     model.eval()
     total, count = 0.0, 0
@@ -129,6 +132,7 @@ def train(
     user_cfg: Config,
     resume: bool,
     console: Console,
+    explicit: frozenset[str] = frozenset(),
 ) -> TrainResult:
     """Train (or resume) a WaveRNN on a features directory, checkpointing into ckpt_dir."""
     existing = ckpt_mod.list_checkpoints(ckpt_dir)
@@ -145,20 +149,21 @@ def train(
             raise VocoderError(f"{ckpt_dir}: --resume cannot change model settings")
         cfg = Config(audio=stored.audio, data=stored.data, model=stored.model, train=user_cfg.train)
     else:
-        cfg = _merge_config(user_cfg, feats_cfg, features_dir)
+        cfg = _merge_config(user_cfg, set(explicit), feats_cfg, features_dir)
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
 
-    model = ckpt_mod.build_model(cfg)
     cutter_frames = tc.seq_frames
     train_utts = [
-        u for u in load_utterances(features_dir, "train", cfg.audio.hop_length, cfg.audio.n_mels)
+        u
+        for u in load_utterances(features_dir, "train", cfg.audio.hop_length, cfg.audio.n_mels)
         if u.mel.shape[1] >= cutter_frames + 2
     ]
     valid_utts = [
-        u for u in load_utterances(features_dir, "valid", cfg.audio.hop_length, cfg.audio.n_mels)
+        u
+        for u in load_utterances(features_dir, "valid", cfg.audio.hop_length, cfg.audio.n_mels)
         if u.mel.shape[1] >= cutter_frames + 2
     ]
     if not train_utts:
@@ -166,19 +171,20 @@ def train(
     if not valid_utts:
         raise VocoderError(f"{features_dir}: no validation utterance of {cutter_frames + 2}+ frames")
 
+    torch.manual_seed(tc.seed)
+    random.seed(tc.seed)
+    model = ckpt_mod.build_model(cfg)
+    rng = np.random.default_rng(tc.seed)
+    step = 0
     if state is None:
-        torch.manual_seed(tc.seed)
-        random.seed(tc.seed)
-        model = ckpt_mod.build_model(cfg)
         mean, std = mel_statistics(train_utts)
         model.mel_mean.copy_(torch.from_numpy(mean))
         model.mel_std.copy_(torch.from_numpy(std))
+    else:
+        model.load_state_dict(state["model"])
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
-    rng = np.random.default_rng(tc.seed)
-    step = 0
     if state is not None:
-        model.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         for group in opt.param_groups:
             group["lr"] = tc.learning_rate
@@ -186,8 +192,11 @@ def train(
         step = int(state["step"])
 
     cutter = WindowCutter(
-        tc.seq_frames, cfg.audio.hop_length, model.radius,
-        model.mel_mean.cpu().numpy(), model.mel_std.cpu().numpy(),
+        tc.seq_frames,
+        cfg.audio.hop_length,
+        model.radius,
+        model.mel_mean.cpu().numpy(),
+        model.mel_std.cpu().numpy(),
     )
     windows = cutter.fixed_windows(valid_utts, tc.valid_max_windows)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
@@ -218,13 +227,23 @@ def train(
     stopped_by = "steps"
     model.train()
     columns = (
-        TextColumn("[bold]train"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.3f} b/s"), TextColumn("valid {task.fields[valid]}"),
-        TextColumn("{task.fields[rate]:.2f} steps/s"), TimeElapsedColumn(),
+        TextColumn("[bold]train"),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TextColumn("loss {task.fields[loss]:.3f} b/s"),
+        TextColumn("valid {task.fields[valid]}"),
+        TextColumn("{task.fields[rate]:.2f} steps/s"),
+        TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
-        task = progress.add_task("train", total=tc.steps, completed=step, loss=float("nan"),
-                                 valid="-" if last_bits is None else f"{last_bits:.3f}", rate=0.0)
+        task = progress.add_task(
+            "train",
+            total=tc.steps,
+            completed=step,
+            loss=float("nan"),
+            valid="-" if last_bits is None else f"{last_bits:.3f}",
+            rate=0.0,
+        )
         window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
         try:
             while step < tc.steps:
@@ -240,10 +259,16 @@ def train(
                 if step % tc.log_every == 0 or step == tc.steps:
                     rate = window_steps / max(time.monotonic() - window_start, 1e-9)
                     bits = window_loss / window_steps
-                    _append_metrics(metrics, {
-                        "step": step, "train_bits": bits, "grad_norm": float(grad_norm),
-                        "steps_per_s": rate, "samples_per_s": rate * samples_per_step,
-                    })
+                    _append_metrics(
+                        metrics,
+                        {
+                            "step": step,
+                            "train_bits": bits,
+                            "grad_norm": float(grad_norm),
+                            "steps_per_s": rate,
+                            "samples_per_s": rate * samples_per_step,
+                        },
+                    )
                     progress.update(task, loss=bits, rate=rate)
                     window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
                 out_of_time = tc.max_minutes > 0 and time.monotonic() - start > tc.max_minutes * 60
@@ -262,8 +287,3 @@ def train(
             console.print(f"interrupted: saved step {step}; continue with --resume")
             raise
     return TrainResult(step, first_bits, last_bits, time.monotonic() - start, stopped_by)
-
-
-def write_json(path: Path, record: dict[str, Any]) -> None:
-    with atomic_path(path) as tmp:
-        tmp.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")

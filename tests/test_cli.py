@@ -1,0 +1,208 @@
+"""End to end on real speech, and bad inputs: one readable line, non-zero exit, no debris."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import CORPUS, make_dataset, run_cli
+
+
+def _error_lines(output: str) -> list[str]:
+    return [line for line in output.splitlines() if line.startswith("error:")]
+
+
+def test_help_documents_every_command() -> None:
+    r = run_cli("--help")
+    for command in ("preprocess", "train", "synthesize", "info", "config"):
+        assert command in r.output
+    for command, option in [("preprocess", "--jobs"), ("train", "--resume"), ("synthesize", "--out-dir")]:
+        assert option in run_cli(command, "--help").output
+
+
+def test_preprocess_outputs_and_rerun(features_dir: Path) -> None:
+    ids = sorted(p.stem for p in (features_dir / "mels").glob("*.npy"))
+    assert len(ids) == 5
+    splits = {s: (features_dir / f"{s}.txt").read_text().split() for s in ("train", "valid", "test")}
+    assert sorted(i for ids_ in splits.values() for i in ids_) == ids
+    assert len(splits["valid"]) == 1 and len(splits["test"]) == 1
+    for uid in ids:
+        mel = np.load(features_dir / "mels" / f"{uid}.npy")
+        audio = np.load(features_dir / "audio" / f"{uid}.npy")
+        assert mel.dtype == np.float32 and audio.dtype == np.int16
+        assert mel.shape[0] == 80 and len(audio) == mel.shape[1] * 200
+    assert "sample_rate: 16000" in (features_dir / "config.yaml").read_text()
+
+
+def test_preprocess_skips_bad_files_and_resumes(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", ["AL-activated", "AL-call-waiting", "AL-agent-loggedoff"])
+    meta = data / "metadata.csv"
+    meta.write_text(meta.read_text() + "corrupt|x|x\nsilent|x|x\nshort|x|x\nmissing|x|x\n")
+    (data / "wavs" / "corrupt.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunk")
+    sf.write(data / "wavs" / "silent.wav", np.zeros(32000, np.int16), 16000)
+    sf.write(
+        data / "wavs" / "short.wav",
+        (np.random.default_rng(0).normal(size=800) * 3000).astype(np.int16),
+        16000,
+    )
+    feats = tmp_path / "feats"
+    r = run_cli(
+        "preprocess",
+        data,
+        feats,
+        "-c",
+        "allison-16k",
+        "--jobs",
+        "2",
+        "--set",
+        "data.valid_count=1",
+        "--set",
+        "data.test_count=1",
+    )
+    assert r.exit_code == 0, r.output
+    assert "skipped 4" in r.output
+    for bad, why in [
+        ("corrupt", "cannot read audio"),
+        ("silent", "silent"),
+        ("short", "too short"),
+        ("missing", "file not found"),
+    ]:
+        assert any(bad in line and why in line for line in r.output.splitlines()), bad
+        assert not (feats / "mels" / f"{bad}.npy").exists()
+    assert len(list((feats / "mels").glob("*.npy"))) == 3
+    again = run_cli(
+        "preprocess",
+        data,
+        feats,
+        "-c",
+        "allison-16k",
+        "--set",
+        "data.valid_count=1",
+        "--set",
+        "data.test_count=1",
+    )
+    assert "preprocessed 0 new, reused 3" in again.output
+    other = run_cli("preprocess", data, feats, "-c", "ljspeech-22k")
+    assert other.exit_code == 1 and "other audio settings" in other.output
+
+
+def test_preprocess_errors(tmp_path: Path) -> None:
+    r = run_cli("preprocess", tmp_path, tmp_path / "f")
+    assert r.exit_code == 1 and _error_lines(r.output) == [
+        f"error: {tmp_path}/metadata.csv: missing (expected LJSpeech layout: metadata.csv + wavs/)"
+    ]
+    (tmp_path / "wavs").mkdir()
+    (tmp_path / "metadata.csv").write_text("a|x|x\n")
+    (tmp_path / "wavs" / "a.wav").write_bytes(b"not audio")
+    r = run_cli("preprocess", tmp_path, tmp_path / "f")
+    assert r.exit_code == 1 and "no usable utterance" in r.output
+    bad_yaml = tmp_path / "bad.yaml"
+    bad_yaml.write_text("audio: {sample_rate: [\n")
+    r = run_cli("preprocess", tmp_path, tmp_path / "g", "-c", bad_yaml)
+    assert r.exit_code == 1 and len(_error_lines(r.output)) == 1 and "invalid YAML" in r.output
+    r = run_cli("preprocess", tmp_path, tmp_path / "g", "--set", "model.hiden=3")
+    assert r.exit_code == 1 and "unknown key model.hiden" in r.output
+    assert not (tmp_path / "g").exists()
+
+
+def test_end_to_end_synthesis(tmp_path: Path, features_dir: Path, tiny_ckpt: Path) -> None:
+    test_id = (features_dir / "test.txt").read_text().split()[0]
+    mel_in = features_dir / "mels" / f"{test_id}.npy"
+    wav_in = CORPUS / "wavs" / "AL-call-waiting.flac"
+    out = tmp_path / "out"
+    r = run_cli("synthesize", tiny_ckpt, mel_in, wav_in, "--out-dir", out, "--seed", "3")
+    assert r.exit_code == 0, r.output
+    assert "synthesized 2 of 2 inputs" in r.output and "samples/s" in r.output and "RTF" in r.output
+    y, sr = sf.read(out / f"{test_id}.wav", dtype="int16")
+    info = sf.info(out / f"{test_id}.wav")
+    assert sr == 16000 and info.subtype == "PCM_16"
+    assert len(y) == np.load(mel_in).shape[1] * 200
+    # same seed, same audio; parallel jobs give the same result as one job
+    out2 = tmp_path / "out2"
+    r = run_cli(
+        "synthesize",
+        tiny_ckpt / "checkpoint_00000004.pt",
+        mel_in,
+        wav_in,
+        "-o",
+        out2,
+        "--seed",
+        "3",
+        "--jobs",
+        "2",
+    )
+    assert r.exit_code == 0, r.output
+    assert np.array_equal(sf.read(out2 / f"{test_id}.wav", dtype="int16")[0], y)
+
+
+def test_synthesize_reports_bad_inputs_and_finishes_the_rest(
+    tmp_path: Path, features_dir: Path, tiny_ckpt: Path
+) -> None:
+    good = next((features_dir / "mels").glob("*.npy"))
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    np.save(bad / "transposed.npy", np.zeros((10, 80), np.float32))
+    np.save(bad / "nan.npy", np.full((80, 4), np.nan, np.float32))
+    np.save(bad / "wrongbins.npy", np.zeros((40, 10), np.float32))
+    (bad / "corrupt.npy").write_bytes(b"\x93NUMPY garbage")
+    (bad / "broken.wav").write_bytes(b"RIFF....WAVEfmt ")
+    out = tmp_path / "out"
+    r = run_cli("synthesize", tiny_ckpt, good, bad, "-o", out)
+    assert r.exit_code == 1
+    assert "synthesized 1 of 6 inputs" in r.output
+    failed = [line for line in r.output.splitlines() if line.startswith("failed:")]
+    assert len(failed) == 5
+    for name, why in [
+        ("transposed", "transposed?"),
+        ("nan", "NaN"),
+        ("wrongbins", "expected (80, T)"),
+        ("corrupt.npy", "cannot read mel"),
+        ("broken.wav", "cannot read audio"),
+    ]:
+        assert any(name in line and why in line for line in failed), name
+    assert sorted(p.name for p in out.iterdir()) == [f"{good.stem}.wav"]
+
+
+@pytest.mark.parametrize("kind", ["text", "foreign", "truncated", "missing"])
+def test_bad_checkpoints_give_one_line(
+    tmp_path: Path, tiny_ckpt: Path, features_dir: Path, kind: str
+) -> None:
+    path = tmp_path / "model.pt"
+    if kind == "text":
+        path.write_text("hello")
+    elif kind == "foreign":
+        torch.save({"state_dict": {"w": torch.zeros(2)}}, path)
+    elif kind == "truncated":
+        data = (tiny_ckpt / "checkpoint_00000004.pt").read_bytes()
+        path.write_bytes(data[: len(data) // 2])
+    mel = next((features_dir / "mels").glob("*.npy"))
+    r = run_cli("synthesize", path, mel, "-o", tmp_path / "out")
+    assert r.exit_code == 1
+    lines = _error_lines(r.output)
+    assert len(lines) == 1 and str(path) in lines[0], r.output
+    assert not (tmp_path / "out").exists()
+
+
+def test_info_and_config_commands(tiny_ckpt: Path) -> None:
+    r = run_cli("info", tiny_ckpt)
+    assert r.exit_code == 0 and "step 4" in r.output and "N=32" in r.output
+    r = run_cli("config", "-c", "allison-16k", "--set", "model.hidden_size=896")
+    assert r.exit_code == 0 and "hidden_size: 896" in r.output and "sample_rate: 16000" in r.output
+
+
+def test_console_script_exit_status(tmp_path: Path) -> None:
+    exe = Path(sys.executable).parent / "vocoder"
+    if not exe.exists():
+        exe = Path(shutil.which("vocoder") or "vocoder")
+    r = subprocess.run(
+        [str(exe), "train", str(tmp_path), str(tmp_path / "c")], capture_output=True, text=True, check=False
+    )
+    assert r.returncode == 1
+    assert r.stderr.strip().splitlines() == [f"error: {tmp_path}: not a features directory (no config.yaml)"]

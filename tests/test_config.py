@@ -1,0 +1,72 @@
+"""Config loading: defaults, YAML, --set, and one readable line for every mistake."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from vocoder.config import Config, load_config, parse_set
+from vocoder.errors import VocoderError
+
+
+def test_defaults_follow_hifigan_convention() -> None:
+    a = Config().audio
+    assert (a.sample_rate, a.n_fft, a.hop_length, a.win_length, a.n_mels) == (22050, 1024, 256, 1024, 80)
+    assert (a.fmin, a.fmax, a.log_floor) == (0.0, 8000.0, 1e-5)
+
+
+def test_shipped_configs_load_and_set_overrides_apply() -> None:
+    cfg = load_config(
+        "allison-16k", ["model.hidden_size=896", "train.batch_size=16", "train.learning_rate=5e-4"]
+    )
+    assert cfg.audio.sample_rate == 16000 and cfg.audio.hop_length == 200
+    assert cfg.model.hidden_size == 896 and cfg.train.batch_size == 16
+    assert cfg.train.learning_rate == pytest.approx(5e-4)
+    assert load_config("ljspeech-22k").audio.sample_rate == 22050
+
+
+def test_yaml_round_trip(tmp_path: Path) -> None:
+    cfg = load_config(None, ["model.cond_blocks=5"])
+    path = tmp_path / "c.yaml"
+    path.write_text(cfg.to_yaml())
+    assert load_config(str(path)) == cfg
+
+
+@pytest.mark.parametrize(
+    ("sets", "message"),
+    [
+        (["model.hidden_sise=8"], "unknown key model.hidden_sise"),
+        (["modle.hidden_size=8"], "unknown section 'modle'"),
+        (["model.hidden_size=big"], "model.hidden_size must be an integer"),
+        (["model.hidden_size=7"], "model.hidden_size must be even"),
+        (["train.learning_rate=-1"], "train.learning_rate must be > 0"),
+        (["audio.fmax=9000", "audio.sample_rate=16000"], "audio.fmax must be <= sample_rate/2"),
+        (["audio.win_length=2048"], "audio.win_length must be <= audio.n_fft"),
+        (["train.device=tpu"], "train.device must be cpu, cuda or auto"),
+        (["hidden_size=8"], "expected section.key=value"),
+        (["model.hidden_size"], "expected section.key=value"),
+    ],
+)
+def test_bad_values_are_rejected_with_the_key_named(sets: list[str], message: str) -> None:
+    with pytest.raises(VocoderError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_config(None, sets)
+
+
+def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("model:\n  hidden_size: [1,\n")
+    with pytest.raises(VocoderError, match=r"bad\.yaml: invalid YAML at line"):
+        load_config(str(bad))
+    wrong = tmp_path / "wrong.yaml"
+    wrong.write_text("- just\n- a list\n")
+    with pytest.raises(VocoderError, match="expected a mapping of sections"):
+        load_config(str(wrong))
+    with pytest.raises(VocoderError, match="no such config file"):
+        load_config(str(tmp_path / "absent.yaml"))
+
+
+def test_set_values_are_yaml_scalars() -> None:
+    assert parse_set(["train.max_minutes=1.5", "train.device=cuda"]) == {
+        "train": {"max_minutes": 1.5, "device": "cuda"}
+    }

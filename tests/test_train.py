@@ -1,0 +1,65 @@
+"""Training bookkeeping: exact resume, atomic checkpoints, metrics, refusal to clobber."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from conftest import TINY, run_cli
+from vocoder import checkpoint as ckpt_mod
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    return ckpt_mod.load(path)["model"]
+
+
+def test_resume_continues_exactly(tmp_path: Path, features_dir: Path) -> None:
+    straight = tmp_path / "straight"
+    assert run_cli("train", features_dir, straight, "--steps", "4", *TINY).exit_code == 0
+    split = tmp_path / "split"
+    assert run_cli("train", features_dir, split, "--steps", "2", *TINY).exit_code == 0
+    r = run_cli("train", features_dir, split, "--steps", "4", "--resume", *TINY)
+    assert r.exit_code == 0, r.output
+    a = _weights(straight / "checkpoint_00000004.pt")
+    b = _weights(split / "checkpoint_00000004.pt")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    # one record per step in the metrics log, none duplicated by the resume
+    steps = [json.loads(x)["step"] for x in (split / "metrics.jsonl").read_text().splitlines()]
+    train_steps = [
+        s
+        for s, x in zip(steps, (split / "metrics.jsonl").read_text().splitlines(), strict=True)
+        if "train_bits" in x
+    ]
+    assert train_steps == [1, 2, 3, 4]
+
+
+def test_checkpoint_contents_and_housekeeping(tiny_ckpt: Path) -> None:
+    found = ckpt_mod.list_checkpoints(tiny_ckpt)
+    assert [p.name for p in found] == ["checkpoint_00000002.pt", "checkpoint_00000004.pt"]
+    data = ckpt_mod.load(found[-1])
+    assert data["step"] == 4
+    assert {"model", "optimizer", "config", "rng"} <= data.keys()
+    assert data["config"]["model"]["hidden_size"] == 32
+    assert data["config"]["audio"]["sample_rate"] == 16000  # taken from the features
+    assert not list(tiny_ckpt.glob(".*tmp"))  # no temp files left behind
+    assert (tiny_ckpt / "config.yaml").read_text().startswith("audio:")
+    records = [json.loads(x) for x in (tiny_ckpt / "metrics.jsonl").read_text().splitlines()]
+    valid = [r["valid_bits"] for r in records if "valid_bits" in r]
+    assert len(valid) == 3 and all(0 < v < 17 for v in valid)
+
+
+def test_existing_run_is_not_overwritten(tmp_path: Path, features_dir: Path, tiny_ckpt: Path) -> None:
+    r = run_cli("train", features_dir, tiny_ckpt, "--steps", "2", *TINY)
+    assert r.exit_code == 1
+    assert "already holds checkpoints; pass --resume" in r.output
+
+
+def test_audio_settings_must_match_the_features(tmp_path: Path, features_dir: Path) -> None:
+    r = run_cli("train", features_dir, tmp_path / "x", "--steps", "1", "-c", "ljspeech-22k", *TINY)
+    assert r.exit_code == 1
+    assert "features were made with audio.sample_rate=16000" in r.output
+    assert not (tmp_path / "x").exists()
