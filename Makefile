@@ -48,13 +48,19 @@ $(SAN)/check_engine: $(SAN_OBJS)
 
 # The SIMD objects must define no weak (inline/template) symbols: the linker could keep
 # their AVX2/AVX-512 copy for the whole module and break it on older CPUs.
-sanitize: install $(SAN)/check_engine
+sanitize: install $(SAN)/check_engine $(SAN)/approx_error
 	@! nm -C $(SAN)/kernels_avx2.o $(SAN)/kernels_avx512.o | grep -E ' [WVu] ' || \
 		(echo "SIMD kernel objects export weak symbols (see Makefile)"; false)
 	$(BIN)/python tests/native/make_fixture.py $(SAN)/tiny.wrnn
 	$(SAN)/check_engine $(SAN)/tiny.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-bf16.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-int8.wrnn $(FUZZ_ITERATIONS)
+	@if grep -q avx512f /proc/cpuinfo; then $(SAN)/approx_error; else echo "approx_error: no AVX-512, skipped"; fi
+
+# The SIMD exp/sigmoid/tanh against libm (the whole program is built for AVX-512).
+$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h
+	@mkdir -p $(SAN)
+	$(CXX) -std=c++17 -O2 $(ISA_kernels_avx512) -Wno-unused-function $< -o $@
 
 lint: install
 	$(BIN)/ruff check src tests
