@@ -30,11 +30,11 @@ from vocoder.native import NativeVocoder
 ISAS = _engine.supported_isas()
 ROOT_WAV = Path(__file__).resolve().parents[1] / "data" / "allison-mini" / "wavs" / "AL-agent-incorrect.flac"
 # fp32: the engine differs from torch only by summation order and the SIMD exp
-# approximation (rel. error ~2e-7); measured max |diff| is ~3e-5 on logits of size ~10.
+# approximation (rel. error ~1e-7); measured max |diff| is ~2e-5 on logits of size ~10.
 FP32_LOGIT_ATOL, FP32_STATE_ATOL = 2e-3, 5e-4
 # Reduced precision, measured max |diff| against torch fp32 over the utterance:
-# bf16 (weights and matvec inputs rounded to 8 mantissa bits) ~3e-2 on logits, 8e-3 on
-# states; int8 (per-row weight scales, inputs quantised per step) ~9e-2 and 3e-2.
+# bf16 (weights and matvec inputs rounded to 8 mantissa bits) ~4e-2 on logits, 1.3e-2 on
+# states; int8 (per-row weight scales, inputs quantised per step) ~0.1 and 2.5e-2.
 LOSSY_ATOL = {"bf16": (0.25, 0.05), "int8": (0.5, 0.15)}
 GEN_SAMPLES = 6000  # the torch sequential sampler is slow; a crop keeps the test quick
 NEAR_TIE = 1e-5  # |cdf - u * total| / total under which rounding may pick the neighbouring class
@@ -128,9 +128,10 @@ def test_same_draws_give_the_same_samples(setup, torch_generation, isa: str) -> 
     diff = np.flatnonzero(got != ref)
     for i in diff:
         assert near[i] < NEAR_TIE or (i - 1 in diff), f"sample {i} differs without a near-tie ({near[i]:.2e})"
-    # Measured with this seed: 6000 steps, one differing sample (step 3388, coarse byte
-    # off by one) at the run's closest call, margin 2.6e-8 against the ~3e-5 logit error,
-    # and the samples after it agree again. Allow a handful, each starting at a near-tie.
+    # Measured with this model and seed: 6000 steps, 53 of them near-ties (margin < 1e-5),
+    # no differing sample. (An earlier initialisation gave one: the coarse byte off by one
+    # at a margin of 2.6e-8, the samples after it agreeing again.) Allow a handful, each
+    # at a near-tie or right after a differing sample.
     assert diff.size <= 3, f"{diff.size} differing samples (ISA {isa})"
     assert len(np.unique(got)) > 100  # a real, varied waveform was drawn
 
