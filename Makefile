@@ -5,13 +5,14 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXP ?= exp/demo
 
-.PHONY: install demo test lint clean
+.PHONY: install demo test lint clean sanitize
 
 install: $(STAMP)
 
 # torch first, pinned to the CPU wheel (an unpinned torch would pull a CUDA build),
 # then the package in editable mode with its dev tools. Re-runs only when these change.
-$(STAMP): pyproject.toml Makefile
+# The engine sources are prerequisites too: the editable install compiles them.
+$(STAMP): pyproject.toml Makefile CMakeLists.txt $(wildcard src/vocoder/engine/*.cpp src/vocoder/engine/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
@@ -21,8 +22,45 @@ $(STAMP): pyproject.toml Makefile
 demo: install
 	$(MAKE) -C recipes/allison all PY=$(abspath $(BIN))/python VOCODER=$(abspath $(BIN))/vocoder EXP=$(abspath $(EXP))
 
-test: install
+test: install sanitize
 	$(BIN)/python -m pytest -q
+
+# The engine core, built with ASan + UBSan into a standalone program that runs a valid
+# model on every ISA, then hand-made corruptions and a seeded mutation fuzz of the loader.
+SAN := build/sanitize
+ENGINE := src/vocoder/engine
+SAN_FLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
+SAN_OBJS := $(addprefix $(SAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o check_engine.o)
+ISA_kernels_avx2 := -mavx2 -mfma
+ISA_kernels_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni
+FUZZ_ITERATIONS ?= 2000
+
+$(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h
+	@mkdir -p $(SAN)
+	$(CXX) $(SAN_FLAGS) $(ISA_$*) -c $< -o $@
+
+$(SAN)/check_engine.o: tests/native/check_engine.cpp $(ENGINE)/wrnn.h
+	@mkdir -p $(SAN)
+	$(CXX) $(SAN_FLAGS) -c $< -o $@
+
+$(SAN)/check_engine: $(SAN_OBJS)
+	$(CXX) $(SAN_FLAGS) $^ -o $@
+
+# The SIMD objects must define no weak (inline/template) symbols: the linker could keep
+# their AVX2/AVX-512 copy for the whole module and break it on older CPUs.
+sanitize: install $(SAN)/check_engine $(SAN)/approx_error
+	@! nm -C $(SAN)/kernels_avx2.o $(SAN)/kernels_avx512.o | grep -E ' [WVu] ' || \
+		(echo "SIMD kernel objects export weak symbols (see Makefile)"; false)
+	$(BIN)/python tests/native/make_fixture.py $(SAN)/tiny.wrnn
+	$(SAN)/check_engine $(SAN)/tiny.wrnn $(FUZZ_ITERATIONS)
+	$(SAN)/check_engine $(SAN)/tiny-bf16.wrnn $(FUZZ_ITERATIONS)
+	$(SAN)/check_engine $(SAN)/tiny-int8.wrnn $(FUZZ_ITERATIONS)
+	@if grep -q avx512f /proc/cpuinfo; then $(SAN)/approx_error; else echo "approx_error: no AVX-512, skipped"; fi
+
+# The SIMD exp/sigmoid/tanh against libm (the whole program is built for AVX-512).
+$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h
+	@mkdir -p $(SAN)
+	$(CXX) -std=c++17 -O2 $(ISA_kernels_avx512) -Wno-unused-function $< -o $@
 
 lint: install
 	$(BIN)/ruff check src tests

@@ -39,7 +39,16 @@ SetOpt = Annotated[
 class Engine(str, Enum):
     """Sampling engines."""
 
+    native = "native"
     torch = "torch"
+
+
+class Precision(str, Enum):
+    """Weight precision of the per-sample matrices in an exported model file."""
+
+    fp32 = "fp32"
+    bf16 = "bf16"
+    int8 = "int8"
 
 
 def say(message: str, label: str = "", style: str = "", to: Console = out) -> None:
@@ -127,7 +136,9 @@ def train(
 
 @app.command()
 def synthesize(
-    model: Annotated[Path, typer.Argument(help="Checkpoint file, or checkpoint directory (its latest).")],
+    model: Annotated[
+        Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest)")
+    ],
     inputs: Annotated[
         list[Path],
         typer.Argument(
@@ -135,20 +146,25 @@ def synthesize(
         ),
     ],
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
-    engine: Annotated[Engine, typer.Option(help="Sampling engine.")] = Engine.torch,
+    engine: Annotated[
+        Engine | None,
+        typer.Option(help="Sampling engine [default: native for a .wrnn file, torch for a checkpoint]."),
+    ] = None,
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="Inputs synthesized in parallel (one process each).")
     ] = 1,
     seed: Annotated[int, typer.Option(help="Seed of the sampling random numbers.")] = 0,
 ) -> None:
-    """Vocode mels (or wavs) into 16-bit wavs with the reference sequential sampler.
+    """Vocode mels (or wavs) into 16-bit wavs with a sequential sampler (native or torch).
 
     Failed inputs are reported by name after the others finish; the exit status is then 1.
     """
+    from vocoder.synthesize import default_engine
     from vocoder.synthesize import synthesize as run
 
+    engine_name = engine.value if engine is not None else default_engine(model)
     try:
-        results, wall = run(model, inputs, out_dir, engine.value, seed, jobs, console)
+        results, wall = run(model, inputs, out_dir, engine_name, seed, jobs, console)
     except VocoderError as e:
         fail(str(e))
     good = [r for r in results if r.output is not None]
@@ -159,12 +175,132 @@ def synthesize(
     samples = sum(r.samples for r in good)
     rtf = wall / audio if audio else float("nan")
     say(
-        f"synthesized {len(good)} of {len(results)} inputs with the {engine.value} engine: "
+        f"synthesized {len(good)} of {len(results)} inputs with the {engine_name} engine: "
         f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall if wall else 0:.0f} samples/s, "
         f"RTF {rtf:.2f} ({1 / rtf if audio else 0:.3f}x real time) -> {out_dir}"
     )
     if bad:
         raise typer.Exit(1)
+
+
+@app.command()
+def export(
+    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file, or checkpoint directory (its latest)")],
+    out_file: Annotated[Path, typer.Argument(help="Model file to write (.wrnn) for the native engine.")],
+    precision: Annotated[
+        Precision, typer.Option(help="Weights of the per-sample matrices (GRU recurrent, output layers).")
+    ] = Precision.fp32,
+) -> None:
+    """Export a checkpoint as a self-contained model file for the native engine.
+
+    The file carries the model and feature config, so `synthesize` needs nothing else.
+    bf16 halves the per-sample weight traffic (logit error ~3e-2); int8 (per-row scales,
+    inputs quantised per step) quarters it (logit error ~0.1).
+    """
+    from vocoder.export import export_checkpoint
+
+    try:
+        cfg = export_checkpoint(checkpoint, out_file, precision.value)
+    except VocoderError as e:
+        fail(str(e))
+    say(
+        f"exported N={cfg.model.hidden_size} ({precision.value}) -> {out_file} "
+        f"({out_file.stat().st_size / 1e6:.1f} MB)"
+    )
+
+
+@app.command()
+def bench(
+    model: Annotated[
+        Path | None,
+        typer.Argument(help="Checkpoint or .wrnn file to time [default: random models, each --hidden-size]."),
+    ] = None,
+    hidden_size: Annotated[
+        list[int] | None,
+        typer.Option("--hidden-size", "-n", help="GRU width N (repeatable) [default: 384 512 896]."),
+    ] = None,
+    threads: Annotated[
+        list[int] | None, typer.Option("--threads", "-t", help="Threads (repeatable) [default: 1 2].")
+    ] = None,
+    precision: Annotated[
+        list[Precision] | None, typer.Option(help="Native weight precisions (repeatable) [default: all].")
+    ] = None,
+    seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
+    torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Time torch too.")] = True,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+) -> None:
+    """Time the native engine and the torch reference sampler (samples/s, x real time).
+
+    Timings only: correctness is the tests' job. Torch runs on a 2000-sample input.
+    "x torch" is against the best torch row of the same N.
+    """
+    import json
+
+    from rich.table import Table
+
+    from vocoder.bench import report, run_bench
+
+    sizes = hidden_size or [384, 512, 896]
+    thread_counts = threads or [1, 2]
+    precisions = [p.value for p in precision] if precision else [p.value for p in Precision]
+    try:
+        results = run_bench(
+            model,
+            sizes,
+            thread_counts,
+            precisions,
+            seconds,
+            torch_ref,
+            on_result=lambda r: say(
+                f"  {r.engine} N={r.hidden_size} {r.precision} threads={r.threads}: "
+                f"{r.samples_per_second:,.0f} samples/s",
+                to=console,
+            ),
+        )
+    except VocoderError as e:
+        fail(str(e))
+    torch_sps: dict[int, float] = {}  # the best torch result per N (its threads vary a lot on a busy machine)
+    for r in results:
+        if r.engine == "torch":
+            torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
+    table = Table(title="WaveRNN sequential sampling (dense)")
+    columns = (
+        "engine",
+        "N",
+        "prec",
+        "thr",
+        "ISA",
+        "samples/s",
+        "xRT 24k",
+        "x torch",
+        "% of limit",
+        "vs BLAS",
+    )
+    for col in columns:
+        table.add_column(col, justify="left" if col in ("engine", "prec", "ISA") else "right", no_wrap=True)
+    for r in results:
+        ref = torch_sps.get(r.hidden_size)
+        table.add_row(
+            r.engine,
+            str(r.hidden_size),
+            r.precision,
+            str(r.threads),
+            r.isa,
+            f"{r.samples_per_second:,.0f}",
+            f"{r.times_realtime_24k:.2f}",
+            f"{r.samples_per_second / ref:.1f}" if ref else "-",
+            f"{100 * r.share_of_limit:.0f}%",
+            f"{r.share_of_blas:.2f}x",
+        )
+    out.print(table)
+    say(
+        "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
+        "the probe reads a buffer of that size). "
+        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread."
+    )
+    if json_out is not None:
+        json_out.write_text(json.dumps(report(results), indent=2) + "\n")
+        say(f"-> {json_out}")
 
 
 @app.command()

@@ -88,12 +88,23 @@ class Vocoder(Protocol):
     def generate(self, mel: np.ndarray, seed: int) -> np.ndarray: ...
 
 
-def load_vocoder(model_path: Path, engine: str, threads: int = 0) -> Vocoder:
-    """Load a model for an engine; imports each engine's dependencies only when chosen."""
+def default_engine(model_path: Path) -> str:
+    """The engine a model file implies: native for a ``.wrnn`` file, torch for a checkpoint."""
+    return "native" if Path(model_path).suffix == ".wrnn" else "torch"
+
+
+def load_vocoder(model_path: Path, engine: str | None = None, threads: int = 0) -> Vocoder:
+    """Load a model for an engine (None: by file type); imports each engine's
+    dependencies only when chosen, so the native engine runs without torch."""
+    engine = engine or default_engine(model_path)
     if engine == "torch":
         from vocoder.sampler import TorchVocoder
 
         return TorchVocoder.load(model_path, threads)
+    if engine == "native":
+        from vocoder.native import NativeVocoder
+
+        return NativeVocoder.load(model_path, threads)
     raise VocoderError(f"unknown engine {engine!r}")
 
 
@@ -114,7 +125,7 @@ def synthesize_file(vocoder: Vocoder, source: Path, output: Path, seed: int) -> 
 _worker: Vocoder | None = None
 
 
-def _init_worker(model_path: Path, engine: str) -> None:
+def _init_worker(model_path: Path, engine: str | None) -> None:
     global _worker
     _worker = load_vocoder(model_path, engine, threads=1)
 
@@ -128,7 +139,7 @@ def synthesize(
     model_path: Path,
     inputs: list[Path],
     out_dir: Path,
-    engine: str,
+    engine: str | None,
     seed: int,
     jobs: int,
     console: Console,

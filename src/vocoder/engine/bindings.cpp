@@ -1,0 +1,134 @@
+// Python module vocoder._engine: a thin pybind11 layer over wrnn::Engine. Arrays are
+// checked here (dtype, shape) so the C++ core only ever sees well-formed buffers.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "wrnn.h"
+
+namespace py = pybind11;
+
+namespace {
+
+using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+
+class PyEngine {
+  public:
+    PyEngine(const std::string& path, int threads)
+        : model_(wrnn::load_model_file(path)), engine_(model_, wrnn::active_kernels(), threads) {}
+
+    std::string header_json() const { return model_->header_json; }
+    std::string isa() const { return engine_.kernels().name; }
+    int threads() const { return engine_.threads(); }
+    std::string precision() const {
+        switch (model_->dims.precision) {
+            case wrnn::Precision::BF16: return "bf16";
+            case wrnn::Precision::INT8: return "int8";
+            default: return "fp32";
+        }
+    }
+    py::dict dims() const {
+        const wrnn::Dims& d = model_->dims;
+        py::dict out;
+        out["hidden_size"] = d.hidden;
+        out["cond_channels"] = d.cond_channels;
+        out["cond_blocks"] = d.cond_blocks;
+        out["n_mels"] = d.n_mels;
+        out["hop_length"] = d.hop_length;
+        out["sample_rate"] = d.sample_rate;
+        return out;
+    }
+
+    py::array_t<int16_t> generate(const F32& mel, uint64_t seed) { return run(mel, seed, nullptr, nullptr, nullptr); }
+
+    py::array_t<int16_t> generate_with_draws(const F32& mel, const py::array_t<double, py::array::c_style | py::array::forcecast>& draws) {
+        size_t frames = check_mel(mel);
+        size_t total = frames * model_->dims.hop_length;
+        if (draws.ndim() != 2 || size_t(draws.shape(0)) != total || draws.shape(1) != 2)
+            throw wrnn::Error("draws must have shape (" + std::to_string(total) + ", 2)");
+        return run(mel, 0, draws.data(), nullptr, nullptr);
+    }
+
+    py::tuple teacher_forced(const F32& mel, const py::array_t<int16_t, py::array::c_style | py::array::forcecast>& samples) {
+        size_t frames = check_mel(mel);
+        size_t total = frames * model_->dims.hop_length;
+        if (samples.ndim() != 1 || size_t(samples.shape(0)) != total)
+            throw wrnn::Error("samples must have shape (" + std::to_string(total) + ",)");
+        wrnn::Trace trace;
+        run(mel, 0, nullptr, samples.data(), &trace);
+        auto arr = [](std::vector<float>& v, size_t rows, size_t cols) {
+            py::array_t<float> a({rows, cols});
+            std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
+            return a;
+        };
+        size_t n = model_->dims.hidden;
+        return py::make_tuple(arr(trace.coarse_logits, total, 256), arr(trace.fine_logits, total, 256),
+                              arr(trace.states, total, n));
+    }
+
+  private:
+    size_t check_mel(const F32& mel) const {
+        if (mel.ndim() != 2 || size_t(mel.shape(0)) != model_->dims.n_mels || mel.shape(1) < 1)
+            throw wrnn::Error("mel must have shape (" + std::to_string(model_->dims.n_mels) + ", frames >= 1)");
+        return size_t(mel.shape(1));
+    }
+
+    py::array_t<int16_t> run(const F32& mel, uint64_t seed, const double* draws, const int16_t* force, wrnn::Trace* trace) {
+        size_t frames = check_mel(mel);
+        std::vector<int16_t> out;
+        {
+            py::gil_scoped_release nogil;
+            out = engine_.run(mel.data(), int(frames), seed, draws, force, trace);
+        }
+        py::array_t<int16_t> a(out.size());
+        std::memcpy(a.mutable_data(), out.data(), out.size() * sizeof(int16_t));
+        return a;
+    }
+
+    std::shared_ptr<const wrnn::Model> model_;
+    wrnn::Engine engine_;
+};
+
+}  // namespace
+
+PYBIND11_MODULE(_engine, m) {
+    m.doc() = "WaveRNN native sampling engine (no torch).";
+    py::register_exception<wrnn::Error>(m, "EngineError", PyExc_ValueError);
+    m.def("select_isa", &wrnn::select_isa, py::arg("name"),
+          "Kernels for engines created from now on: auto, scalar, avx2 or avx512.");
+    m.def("active_isa", [] { return std::string(wrnn::active_kernels().name); });
+    m.def("supported_isas", &wrnn::supported_isas);
+    m.def(
+        "read_bandwidth",
+        [](size_t nbytes, int repeats) {
+            // Best-of-repeats GB/s for reading an nbytes buffer with the active kernels'
+            // widest loads: the ceiling for a step that streams that many weight bytes.
+            nbytes = (std::max<size_t>(nbytes, 64) + 63) / 64 * 64;
+            std::vector<uint8_t> buf(nbytes, 1);
+            const wrnn::Kernels& k = wrnn::active_kernels();
+            volatile uint64_t sink = k.stream(buf.data(), nbytes);
+            double best = 0.0;
+            py::gil_scoped_release nogil;
+            for (int r = 0; r < std::max(repeats, 1); ++r) {
+                auto t0 = std::chrono::steady_clock::now();
+                for (int i = 0; i < 20; ++i) sink = sink + k.stream(buf.data(), nbytes);
+                double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+                best = std::max(best, 20.0 * double(nbytes) / s / 1e9);
+            }
+            return best;
+        },
+        py::arg("nbytes"), py::arg("repeats") = 5);
+    py::class_<PyEngine>(m, "Engine")
+        .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 1)
+        .def_property_readonly("threads", &PyEngine::threads)
+        .def_property_readonly("header_json", &PyEngine::header_json)
+        .def_property_readonly("isa", &PyEngine::isa)
+        .def_property_readonly("precision", &PyEngine::precision)
+        .def_property_readonly("dims", &PyEngine::dims)
+        .def("generate", &PyEngine::generate, py::arg("mel"), py::arg("seed"))
+        .def("generate_with_draws", &PyEngine::generate_with_draws, py::arg("mel"), py::arg("draws"))
+        .def("teacher_forced", &PyEngine::teacher_forced, py::arg("mel"), py::arg("samples"));
+}

@@ -1,0 +1,281 @@
+// The sequential sampler: conditioning network, then one GRU step per sample with the
+// coarse byte drawn before the fine one (the masked input matrix keeps the coarse half
+// of every gate independent of c_t). Mirrors vocoder.sampler.generate.
+#include <immintrin.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstring>
+#include <thread>
+
+#include "wrnn.h"
+
+namespace wrnn {
+namespace {
+
+// xoshiro256** seeded through splitmix64: the engine's own uniform generator.
+class Rng {
+  public:
+    explicit Rng(uint64_t seed) {
+        for (auto& v : s_) {
+            seed += 0x9e3779b97f4a7c15ULL;
+            uint64_t z = seed;
+            z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ULL;
+            z = (z ^ (z >> 27)) * 0x94d049bb133111ebULL;
+            v = z ^ (z >> 31);
+        }
+    }
+    double uniform() { return double(next() >> 11) * 0x1.0p-53; }
+
+  private:
+    static uint64_t rotl(uint64_t x, int k) { return (x << k) | (x >> (64 - k)); }
+    uint64_t next() {
+        uint64_t r = rotl(s_[1] * 5, 7) * 9, t = s_[1] << 17;
+        s_[2] ^= s_[0], s_[3] ^= s_[1], s_[1] ^= s_[2], s_[0] ^= s_[3], s_[2] ^= t, s_[3] = rotl(s_[3], 45);
+        return r;
+    }
+    uint64_t s_[4];
+};
+
+// Valid 1-D convolution of x (in, len) -> (out, len - kernel + 1), optional relu.
+std::vector<float> conv_valid(const Conv1d& c, const std::vector<float>& x, int len, bool relu) {
+    int olen = len - c.kernel + 1;
+    std::vector<float> y(size_t(c.out) * olen);
+    for (int o = 0; o < c.out; ++o) {
+        float* yo = &y[size_t(o) * olen];
+        for (int i = 0; i < olen; ++i) yo[i] = c.b[o];
+        for (int ci = 0; ci < c.in; ++ci)
+            for (int k = 0; k < c.kernel; ++k) {
+                float w = c.w[(size_t(o) * c.in + ci) * c.kernel + k];
+                const float* xi = &x[size_t(ci) * len + k];
+                for (int i = 0; i < olen; ++i) yo[i] += w * xi[i];
+            }
+        if (relu)
+            for (int i = 0; i < olen; ++i) yo[i] = yo[i] < 0.0f ? 0.0f : yo[i];
+    }
+    return y;
+}
+
+float scale_byte(int v) { return float(v) / 127.5f - 1.0f; }
+
+}  // namespace
+
+void pack_bf16_pairs(const float* x, int n, uint32_t* out) {
+    auto bf = [](float f) -> uint32_t {
+        uint32_t u;
+        std::memcpy(&u, &f, 4);
+        return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16;  // round to nearest even (inputs are finite)
+    };
+    for (int k = 0; k < n / 2; ++k) out[k] = bf(x[2 * k]) | (bf(x[2 * k + 1]) << 16);
+    if (n % 2) out[n / 2] = bf(x[n - 1]);
+}
+
+Engine::Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads)
+    : model_(std::move(model)), kernels_(kernels) {
+    const Model& m = *model_;
+    int n = int(m.dims.hidden);
+    // Two threads split every step by the coarse/fine halves, which needs the halves to
+    // fall on 16-row kernel blocks; other sizes run on one thread.
+    threads_ = threads >= 2 && (n / 2) % 16 == 0 ? 2 : 1;
+    for (auto& hb : hbuf_) hb.assign(n, 0.0f);
+    gi_.assign(3 * n, 0.0f);
+    gh_.assign(m.hh.rows_padded, 0.0f);
+    for (auto& lane : lanes_) {
+        lane.tmp.assign(std::max(m.o1.rows_padded, m.o3.rows_padded), 0.0f);
+        lane.logits.assign(256, 0.0f);
+        lane.scratch.assign(256, 0.0f);
+        lane.packed.assign(n / 2 + 1, 0);
+    }
+}
+
+std::vector<float> Engine::project_frames(const float* mel, int frames) const {
+    const Model& m = *model_;
+    const int mels = int(m.dims.n_mels), c = int(m.dims.cond_channels), n3 = 3 * int(m.dims.hidden);
+    const int radius = 2 + int(m.dims.cond_blocks);
+    int len = frames + 2 * radius;
+    std::vector<float> x(size_t(mels) * len, 0.0f);
+    for (int b = 0; b < mels; ++b)
+        for (int t = 0; t < frames; ++t)
+            x[size_t(b) * len + radius + t] = (mel[size_t(b) * frames + t] - m.mel_mean[b]) / m.mel_std[b];
+    std::vector<float> a = conv_valid(m.inp, x, len, true);
+    len -= 4;
+    for (size_t i = 0; i < m.conv1.size(); ++i) {
+        std::vector<float> t = conv_valid(m.conv2[i], conv_valid(m.conv1[i], a, len, true), len - 2, false);
+        for (int ch = 0; ch < c; ++ch)
+            for (int j = 0; j < len - 2; ++j) t[size_t(ch) * (len - 2) + j] += a[size_t(ch) * len + j + 1];
+        a.swap(t);
+        len -= 2;
+    }
+    // a is (C, frames); edge frames repeated, then each frame projected by W_cond.
+    std::vector<float> proj(size_t(frames + 2) * n3);
+    std::vector<float> col(c);
+    for (int f = 0; f < frames + 2; ++f) {
+        int src = std::min(std::max(f - 1, 0), frames - 1);
+        for (int ch = 0; ch < c; ++ch) col[ch] = a[size_t(ch) * frames + src];
+        float* p = &proj[size_t(f) * n3];
+        for (int r = 0; r < n3; ++r) {
+            const float* w = &m.w_cond[size_t(r) * c];
+            float acc = 0.0f;
+            for (int ch = 0; ch < c; ++ch) acc += w[ch] * col[ch];
+            p[r] = acc;
+        }
+    }
+    return proj;
+}
+
+// Everything one utterance's steps share: inputs, precomputed conditioning, outputs.
+struct Engine::Ctx {
+    const Model& m;
+    const Kernels& K;
+    int n, half, hop;
+    const float* proj;
+    const float* wk;
+    const int* side;
+    const double* draws;
+    const int16_t* force;
+    Trace* trace;
+    int16_t* out;
+};
+
+namespace {
+
+// Spin briefly (the other thread is usually microseconds away), then yield so a busy
+// machine does not starve the thread being waited for.
+void wait_for(const std::atomic<int64_t>& a, int64_t v) {
+    for (int spins = 0; a.load(std::memory_order_acquire) < v; ++spins) {
+        if (spins < 4096)
+            _mm_pause();
+        else
+            std::this_thread::yield();
+    }
+}
+
+}  // namespace
+
+void Engine::gemv(Lane& lane, const Dense& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1) {
+    Packed p{lane.packed.data(), 1.0f};
+    if (d.precision == Precision::BF16) pack_bf16_pairs(x, cols, lane.packed.data());
+    if (d.precision == Precision::INT8) p.scale = kernels_.quantize(x, cols, lane.packed.data());
+    kernels_.gemv(d, x, p, y, relu, rb0, rb1);
+}
+
+// Gate inputs of step i for rows [off, off + len) of each gate.
+void Engine::gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len) {
+    size_t t = i / cx.hop;
+    int k = int(i % cx.hop);
+    const size_t n3 = 3 * size_t(cx.n);
+    const float* p0 = cx.proj + (t + 1) * n3;
+    const float* p1 = cx.proj + (t + 1 + cx.side[k]) * n3;
+    const Model& m = cx.m;
+    for (int g = 0; g < 3; ++g) {
+        int o = g * cx.n + off;
+        cx.K.gate_inputs(p0 + o, p1 + o, cx.wk[k], m.b_ih.data() + o, m.col_cprev.data() + o, scale_byte(c_prev),
+                         m.col_fprev.data() + o, scale_byte(f_prev), gi_.data() + o, len);
+    }
+}
+
+int Engine::coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, double u0) {
+    const Model& m = cx.m;
+    cx.K.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h_in, h_out, cx.n, 0, cx.half);
+    gemv(lane, m.o1, h_out, cx.half, lane.tmp.data(), true, 0, m.o1.rows_padded / 16);
+    gemv(lane, m.o2, lane.tmp.data(), cx.half, lane.logits.data(), false, 0, m.o2.rows_padded / 16);
+    if (cx.trace) std::memcpy(&cx.trace->coarse_logits[i * 256], lane.logits.data(), 256 * 4);
+    return cx.force ? (int(cx.force[i]) + 32768) >> 8 : cx.K.draw(lane.logits.data(), u0, lane.scratch.data());
+}
+
+int Engine::fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, int c, double u1) {
+    const Model& m = cx.m;
+    cx.K.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), scale_byte(c), h_in, h_out, cx.n, cx.half, cx.n);
+    gemv(lane, m.o3, h_out + cx.half, cx.half, lane.tmp.data(), true, 0, m.o3.rows_padded / 16);
+    gemv(lane, m.o4, lane.tmp.data(), cx.half, lane.logits.data(), false, 0, m.o4.rows_padded / 16);
+    if (cx.trace) {
+        std::memcpy(&cx.trace->fine_logits[i * 256], lane.logits.data(), 256 * 4);
+        std::memcpy(&cx.trace->states[i * cx.n], h_out, size_t(cx.n) * 4);
+    }
+    int f = cx.force ? (int(cx.force[i]) + 32768) & 0xff : cx.K.draw(lane.logits.data(), u1, lane.scratch.data());
+    cx.out[i] = int16_t(c * 256 + f - 32768);
+    return f;
+}
+
+std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, const double* draws, const int16_t* force,
+                                 Trace* trace) {
+    const Model& m = *model_;
+    const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
+    if (frames < 1) throw Error("the mel has no frames");
+    const size_t total = size_t(frames) * hop;
+    std::vector<float> proj = project_frames(mel, frames);
+    std::vector<float> wk(hop);
+    std::vector<int> side(hop);  // -1: blend with the previous frame, +1: the next one
+    for (int k = 0; k < hop; ++k) {
+        float d = (float(k) + 0.5f) / float(hop) - 0.5f;
+        wk[k] = std::fabs(d);
+        side[k] = d < 0.0f ? -1 : 1;
+    }
+    if (trace) {
+        trace->coarse_logits.assign(total * 256, 0.0f);
+        trace->fine_logits.assign(total * 256, 0.0f);
+        trace->states.assign(total * n, 0.0f);
+    }
+    std::vector<int16_t> out(total);
+    Ctx cx{m, kernels_, n, half, hop, proj.data(), wk.data(), side.data(), draws, force, trace, out.data()};
+    for (auto& hb : hbuf_) std::fill(hb.begin(), hb.end(), 0.0f);
+    Rng rng(seed);
+    const int blocks = m.hh.rows_padded / 16;
+    if (threads_ == 1) {
+        float* h = hbuf_[0].data();
+        int c_prev = 128, f_prev = 0;
+        for (size_t i = 0; i < total; ++i) {
+            double u0 = draws ? draws[2 * i] : rng.uniform();
+            double u1 = draws ? draws[2 * i + 1] : rng.uniform();
+            gate_rows(cx, i, c_prev, f_prev, 0, n);
+            gemv(lanes_[0], m.hh, h, n, gh_.data(), false, 0, blocks);
+            int c = coarse(cx, lanes_[0], i, h, h, u0);
+            f_prev = fine(cx, lanes_[0], i, h, h, c, u1);
+            c_prev = c;
+        }
+        return out;
+    }
+    // Two threads: this one owns the coarse rows of every gate and draws c; the worker
+    // owns the fine rows and draws f. The state is double-buffered by step parity (both
+    // read hbuf[i & 1], each writes its half of hbuf[(i + 1) & 1]); c (with its coarse
+    // state) and f (with its fine state) are published through two step counters.
+    std::atomic<int64_t> c_ready{-1}, f_ready{-1};
+    int shared_c = 0, shared_f = 0;
+    double shared_u1 = 0.0;
+    const int hb = half / 16, nb = n / 16;
+    std::thread worker([&] {
+        int c_prev = 128, f_prev = 0;
+        for (size_t i = 0; i < total; ++i) {
+            const float* h_in = hbuf_[i & 1].data();
+            gate_rows(cx, i, c_prev, f_prev, half, half);
+            for (int g = 0; g < 3; ++g) gemv(lanes_[1], m.hh, h_in, n, gh_.data(), false, g * nb + hb, (g + 1) * nb);
+            wait_for(c_ready, int64_t(i));
+            int c = shared_c;
+            f_prev = fine(cx, lanes_[1], i, h_in, hbuf_[(i + 1) & 1].data(), c, shared_u1);
+            c_prev = c;
+            shared_f = f_prev;
+            f_ready.store(int64_t(i), std::memory_order_release);
+        }
+    });
+    int c_prev = 128, f_prev = 0;
+    for (size_t i = 0; i < total; ++i) {
+        double u0 = draws ? draws[2 * i] : rng.uniform();
+        double u1 = draws ? draws[2 * i + 1] : rng.uniform();
+        if (i > 0) {
+            wait_for(f_ready, int64_t(i) - 1);
+            f_prev = shared_f;
+        }
+        const float* h_in = hbuf_[i & 1].data();
+        gate_rows(cx, i, c_prev, f_prev, 0, half);
+        for (int g = 0; g < 3; ++g) gemv(lanes_[0], m.hh, h_in, n, gh_.data(), false, g * nb, g * nb + hb);
+        c_prev = coarse(cx, lanes_[0], i, h_in, hbuf_[(i + 1) & 1].data(), u0);
+        shared_c = c_prev;
+        shared_u1 = u1;
+        c_ready.store(int64_t(i), std::memory_order_release);
+    }
+    worker.join();
+    return out;
+}
+
+}  // namespace wrnn

@@ -1,0 +1,195 @@
+// AVX2 + FMA kernels, compiled with per-file ISA flags and used only when the CPU
+// reports them. Same exp approximation as the AVX-512 file (Cephes, rel. error ~2e-7);
+// bf16 weights are widened to fp32 with shifts (no AVX2 bf16 dot product exists).
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "wrnn.h"
+
+namespace wrnn {
+namespace {
+
+inline __m256 exp8(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(-87.3f)), _mm256_set1_ps(88.3f));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)),
+                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(0.693359375f), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(-2.12194440e-4f), r);
+    __m256 p = _mm256_set1_ps(1.9875691500e-4f);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.3981999507e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(8.3334519073e-3f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(4.1665795894e-2f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.6666665459e-1f));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(5.0000001201e-1f));
+    p = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i e = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(p, _mm256_castsi256_ps(e));
+}
+
+inline __m256 sigmoid8(__m256 x) {
+    __m256 one = _mm256_set1_ps(1.0f);
+    return _mm256_div_ps(one, _mm256_add_ps(one, exp8(_mm256_sub_ps(_mm256_setzero_ps(), x))));
+}
+
+inline __m256 tanh8(__m256 x) {
+    __m256 one = _mm256_set1_ps(1.0f);
+    __m256 e = exp8(_mm256_add_ps(x, x));
+    return _mm256_sub_ps(one, _mm256_div_ps(_mm256_set1_ps(2.0f), _mm256_add_ps(e, one)));
+}
+
+// Lanes [0, left) set, for masked loads and stores of a tail.
+inline __m256i tail(int left) {
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(left), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+inline float bf16f(uint32_t bits16) { return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(bits16 << 16)))); }
+
+// 16 int32 row sums of an int8 block: bytes widened to int16, multiplied by the input
+// quad with vpmaddwd (exact: |q| <= 127), pairs summed at the end.
+void int8_block(const int8_t* w, const uint32_t* xp, int quads, __m256i& r0_7, __m256i& r8_15) {
+    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
+    for (int q = 0; q < quads; ++q) {
+        __m256i xv = _mm256_cvtepi8_epi16(_mm_set1_epi32(int(xp[q])));
+        const int8_t* wq = w + size_t(q) * 64;
+        auto ld = [&](int i) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + 16 * i))); };
+        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(ld(0), xv));
+        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(ld(1), xv));
+        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(ld(2), xv));
+        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(ld(3), xv));
+    }
+    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
+    r0_7 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a0, a1), order);
+    r8_15 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a2, a3), order);
+}
+
+void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+    const uint32_t* xp = packed.words;
+    for (int rb = rb_begin; rb < rb_end; ++rb) {
+        __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
+        if (d.precision == Precision::INT8) {
+            __m256i s0, s1;
+            int8_block(d.w8.data() + size_t(rb) * d.col_quads * 64, xp, d.col_quads, s0, s1);
+            __m256 xs = _mm256_set1_ps(packed.scale);
+            lo0 = _mm256_mul_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(_mm256_loadu_ps(d.scale.data() + rb * 16), xs));
+            hi0 = _mm256_mul_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(_mm256_loadu_ps(d.scale.data() + rb * 16 + 8), xs));
+        } else if (d.precision == Precision::FP32) {
+            const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
+            int k = 0;
+            for (; k + 2 <= d.cols; k += 2) {
+                __m256 x0 = _mm256_set1_ps(x[k]), x1 = _mm256_set1_ps(x[k + 1]);
+                lo0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k * 16), x0, lo0);
+                hi0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k * 16 + 8), x0, hi0);
+                lo1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k * 16 + 16), x1, lo1);
+                hi1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k * 16 + 24), x1, hi1);
+            }
+            for (; k < d.cols; ++k) {
+                __m256 x0 = _mm256_set1_ps(x[k]);
+                lo0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k * 16), x0, lo0);
+                hi0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + k * 16 + 8), x0, hi0);
+            }
+        } else {
+            const uint16_t* w = d.w16.data() + size_t(rb) * d.col_pairs * 32;
+            const __m256i himask = _mm256_set1_epi32(int(0xffff0000u));
+            for (int kp = 0; kp < d.col_pairs; ++kp) {
+                __m256 x0 = _mm256_set1_ps(bf16f(xp[kp] & 0xffff)), x1 = _mm256_set1_ps(bf16f(xp[kp] >> 16));
+                __m256i va = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kp * 32));
+                __m256i vb = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(w + kp * 32 + 16));
+                lo0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(va, 16)), x0, lo0);
+                lo1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(va, himask)), x1, lo1);
+                hi0 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_slli_epi32(vb, 16)), x0, hi0);
+                hi1 = _mm256_fmadd_ps(_mm256_castsi256_ps(_mm256_and_si256(vb, himask)), x1, hi1);
+            }
+        }
+        __m256 lo = _mm256_add_ps(_mm256_add_ps(lo0, lo1), _mm256_loadu_ps(d.bias.data() + rb * 16));
+        __m256 hi = _mm256_add_ps(_mm256_add_ps(hi0, hi1), _mm256_loadu_ps(d.bias.data() + rb * 16 + 8));
+        if (relu) {
+            lo = _mm256_max_ps(lo, _mm256_setzero_ps());
+            hi = _mm256_max_ps(hi, _mm256_setzero_ps());
+        }
+        _mm256_storeu_ps(y + rb * 16, lo);
+        _mm256_storeu_ps(y + rb * 16 + 8, hi);
+    }
+}
+
+void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
+              int begin, int end) {
+    __m256 vs = _mm256_set1_ps(s), one = _mm256_set1_ps(1.0f);
+    for (int j = begin; j < end; j += 8) {
+        __m256i m = tail(end - j);
+        auto ld = [&](const float* p) { return _mm256_maskload_ps(p, m); };
+        auto in = [&](int g) { return _mm256_fmadd_ps(ld(col + g * n + j), vs, ld(gi + g * n + j)); };
+        __m256 r = sigmoid8(_mm256_add_ps(in(0), ld(gh + j)));
+        __m256 u = sigmoid8(_mm256_add_ps(in(1), ld(gh + n + j)));
+        __m256 e = tanh8(_mm256_fmadd_ps(r, ld(gh + 2 * n + j), in(2)));
+        _mm256_maskstore_ps(h_out + j, m, _mm256_fmadd_ps(u, ld(h_in + j), _mm256_mul_ps(_mm256_sub_ps(one, u), e)));
+    }
+}
+
+void gate_inputs(const float* p0, const float* p1, float w, const float* b, const float* c0, float s0, const float* c1,
+                 float s1, float* out, int n) {
+    __m256 vw = _mm256_set1_ps(w), vw1 = _mm256_set1_ps(1.0f - w), v0 = _mm256_set1_ps(s0), v1 = _mm256_set1_ps(s1);
+    for (int j = 0; j < n; j += 8) {
+        __m256i m = tail(n - j);
+        __m256 a = _mm256_mul_ps(vw1, _mm256_maskload_ps(p0 + j, m));
+        a = _mm256_fmadd_ps(vw, _mm256_maskload_ps(p1 + j, m), a);
+        a = _mm256_add_ps(a, _mm256_maskload_ps(b + j, m));
+        a = _mm256_fmadd_ps(_mm256_maskload_ps(c0 + j, m), v0, a);
+        a = _mm256_fmadd_ps(_mm256_maskload_ps(c1 + j, m), v1, a);
+        _mm256_maskstore_ps(out + j, m, a);
+    }
+}
+
+int draw(const float* logits, double u, float* scratch) {
+    __m256 mx = _mm256_loadu_ps(logits);
+    for (int i = 8; i < 256; i += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(logits + i));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
+    __m256 vmax = _mm256_set1_ps(_mm_cvtss_f32(m4));
+    for (int i = 0; i < 256; i += 8) _mm256_storeu_ps(scratch + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(logits + i), vmax)));
+    float cum = 0.0f;
+    for (int i = 0; i < 256; ++i) scratch[i] = cum += scratch[i];
+    float thr = float(u) * scratch[255];
+    for (int i = 0; i < 256; ++i)
+        if (scratch[i] > thr) return i;
+    return 255;
+}
+
+float quantize(const float* x, int n, uint32_t* out) {
+    const __m256 absmask = _mm256_castsi256_ps(_mm256_set1_epi32(0x7fffffff));
+    __m256 mx = _mm256_setzero_ps();
+    for (int j = 0; j < n; j += 8) mx = _mm256_max_ps(mx, _mm256_and_ps(_mm256_maskload_ps(x + j, tail(n - j)), absmask));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    float m = _mm_cvtss_f32(_mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1)));
+    __m256 inv = _mm256_set1_ps(m > 0.0f ? 127.0f / m : 0.0f), lo = _mm256_set1_ps(-127.0f), hi = _mm256_set1_ps(127.0f);
+    out[(n + 3) / 4 - 1] = 0;  // the padding bytes of the last word
+    int8_t* bytes = reinterpret_cast<int8_t*>(out);
+    alignas(32) int32_t q[8];
+    for (int j = 0; j < n; j += 8) {
+        __m256 v = _mm256_min_ps(_mm256_max_ps(_mm256_mul_ps(_mm256_maskload_ps(x + j, tail(n - j)), inv), lo), hi);
+        _mm256_store_si256(reinterpret_cast<__m256i*>(q), _mm256_cvtps_epi32(v));
+        for (int e = 0; e < 8 && j + e < n; ++e) bytes[j + e] = int8_t(q[e]);
+    }
+    return m > 0.0f ? m / 127.0f : 1.0f;
+}
+
+uint64_t stream(const uint8_t* bytes, size_t n) {
+    __m256i a = _mm256_setzero_si256(), b = a;
+    for (size_t i = 0; i < n; i += 64) {
+        a = _mm256_xor_si256(a, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + i)));
+        b = _mm256_xor_si256(b, _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes + i + 32)));
+    }
+    a = _mm256_xor_si256(a, b);
+    return uint64_t(_mm256_extract_epi64(a, 0) ^ _mm256_extract_epi64(a, 1) ^ _mm256_extract_epi64(a, 2) ^
+                    _mm256_extract_epi64(a, 3));
+}
+
+const Kernels kAvx2 = {"avx2", gemv, gru_rows, gate_inputs, draw, quantize, stream};
+
+}  // namespace
+
+const Kernels* kernels_avx2() { return &kAvx2; }
+
+}  // namespace wrnn

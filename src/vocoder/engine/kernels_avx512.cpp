@@ -1,0 +1,169 @@
+// AVX-512 kernels (F, BW, VL, BF16), compiled with per-file ISA flags and used only
+// when the CPU reports them. exp uses the Cephes polynomial (relative error about
+// 2e-7); sigmoid and tanh are built from it with an exact division.
+#include <immintrin.h>
+
+#include <cmath>
+
+#include "wrnn.h"
+
+namespace wrnn {
+namespace {
+
+inline __m512 exp16(__m512 x) {
+    x = _mm512_min_ps(_mm512_max_ps(x, _mm512_set1_ps(-87.3f)), _mm512_set1_ps(88.3f));
+    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(x, _mm512_set1_ps(1.44269504088896341f)),
+                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(0.693359375f), x);
+    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(-2.12194440e-4f), r);
+    __m512 p = _mm512_set1_ps(1.9875691500e-4f);
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.3981999507e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(8.3334519073e-3f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(4.1665795894e-2f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.6666665459e-1f));
+    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(5.0000001201e-1f));
+    p = _mm512_fmadd_ps(p, _mm512_mul_ps(r, r), _mm512_add_ps(r, _mm512_set1_ps(1.0f)));
+    return _mm512_scalef_ps(p, n);
+}
+
+inline __m512 sigmoid16(__m512 x) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    return _mm512_div_ps(one, _mm512_add_ps(one, exp16(_mm512_sub_ps(_mm512_setzero_ps(), x))));
+}
+
+inline __m512 tanh16(__m512 x) {
+    __m512 one = _mm512_set1_ps(1.0f);
+    __m512 e = exp16(_mm512_add_ps(x, x));
+    return _mm512_sub_ps(one, _mm512_div_ps(_mm512_set1_ps(2.0f), _mm512_add_ps(e, one)));
+}
+
+inline __mmask16 tail(int left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
+
+void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+    const uint32_t* xp = packed.words;
+    for (int rb = rb_begin; rb < rb_end; ++rb) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        if (d.precision == Precision::INT8) {
+            // vpdpbusd multiplies unsigned by signed bytes: x is offset by 128 (xor 0x80)
+            // and 128 * rowsum is taken off afterwards; the sums are exact integers.
+            const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
+            __m512i i0 = _mm512_setzero_si512(), i1 = i0, i2 = i0, i3 = i0;
+            auto dp = [&](__m512i acc, int q) {
+                return _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(int(xp[q] ^ 0x80808080u)),
+                                           _mm512_loadu_si512(w + size_t(q) * 64));
+            };
+            int q = 0;
+            for (; q + 4 <= d.col_quads; q += 4) {
+                i0 = dp(i0, q), i1 = dp(i1, q + 1), i2 = dp(i2, q + 2), i3 = dp(i3, q + 3);
+            }
+            for (; q < d.col_quads; ++q) i0 = dp(i0, q);
+            __m512i sum = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
+            sum = _mm512_sub_epi32(sum, _mm512_slli_epi32(_mm512_loadu_si512(d.rowsum.data() + rb * 16), 7));
+            a0 = _mm512_mul_ps(_mm512_cvtepi32_ps(sum),
+                               _mm512_mul_ps(_mm512_loadu_ps(d.scale.data() + rb * 16), _mm512_set1_ps(packed.scale)));
+        } else if (d.precision == Precision::FP32) {
+            const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
+            int k = 0;
+            for (; k + 4 <= d.cols; k += 4) {
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16), _mm512_set1_ps(x[k]), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 16), _mm512_set1_ps(x[k + 1]), a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 32), _mm512_set1_ps(x[k + 2]), a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 48), _mm512_set1_ps(x[k + 3]), a3);
+            }
+            for (; k < d.cols; ++k) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16), _mm512_set1_ps(x[k]), a0);
+        } else {
+            const uint16_t* w = d.w16.data() + size_t(rb) * d.col_pairs * 32;
+            int k = 0;
+            auto dp = [&](__m512 acc, int kp) {
+                return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(w + kp * 32),
+                                        (__m512bh)_mm512_set1_epi32(int(xp[kp])));
+            };
+            for (; k + 4 <= d.col_pairs; k += 4) {
+                a0 = dp(a0, k), a1 = dp(a1, k + 1), a2 = dp(a2, k + 2), a3 = dp(a3, k + 3);
+            }
+            for (; k < d.col_pairs; ++k) a0 = dp(a0, k);
+        }
+        __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
+        s = _mm512_add_ps(s, _mm512_loadu_ps(d.bias.data() + rb * 16));
+        if (relu) s = _mm512_max_ps(s, _mm512_setzero_ps());
+        _mm512_storeu_ps(y + rb * 16, s);
+    }
+}
+
+void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
+              int begin, int end) {
+    __m512 vs = _mm512_set1_ps(s), one = _mm512_set1_ps(1.0f);
+    for (int j = begin; j < end; j += 16) {
+        __mmask16 m = tail(end - j);
+        auto in = [&](int g) {
+            return _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, col + g * n + j), vs, _mm512_maskz_loadu_ps(m, gi + g * n + j));
+        };
+        __m512 r = sigmoid16(_mm512_add_ps(in(0), _mm512_maskz_loadu_ps(m, gh + j)));
+        __m512 u = sigmoid16(_mm512_add_ps(in(1), _mm512_maskz_loadu_ps(m, gh + n + j)));
+        __m512 e = tanh16(_mm512_fmadd_ps(r, _mm512_maskz_loadu_ps(m, gh + 2 * n + j), in(2)));
+        __m512 hv = _mm512_maskz_loadu_ps(m, h_in + j);
+        _mm512_mask_storeu_ps(h_out + j, m, _mm512_fmadd_ps(u, hv, _mm512_mul_ps(_mm512_sub_ps(one, u), e)));
+    }
+}
+
+void gate_inputs(const float* p0, const float* p1, float w, const float* b, const float* c0, float s0, const float* c1,
+                 float s1, float* out, int n) {
+    __m512 vw = _mm512_set1_ps(w), vw1 = _mm512_set1_ps(1.0f - w), v0 = _mm512_set1_ps(s0), v1 = _mm512_set1_ps(s1);
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 m = tail(n - j);
+        __m512 a = _mm512_mul_ps(vw1, _mm512_maskz_loadu_ps(m, p0 + j));
+        a = _mm512_fmadd_ps(vw, _mm512_maskz_loadu_ps(m, p1 + j), a);
+        a = _mm512_add_ps(a, _mm512_maskz_loadu_ps(m, b + j));
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, c0 + j), v0, a);
+        a = _mm512_fmadd_ps(_mm512_maskz_loadu_ps(m, c1 + j), v1, a);
+        _mm512_mask_storeu_ps(out + j, m, a);
+    }
+}
+
+int draw(const float* logits, double u, float* scratch) {
+    __m512 mx = _mm512_loadu_ps(logits);
+    for (int i = 16; i < 256; i += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(logits + i));
+    __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
+    for (int i = 0; i < 256; i += 16) _mm512_storeu_ps(scratch + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(logits + i), vmax)));
+    float cum = 0.0f;
+    for (int i = 0; i < 256; ++i) scratch[i] = cum += scratch[i];
+    float thr = float(u) * scratch[255];
+    for (int i = 0; i < 256; ++i)
+        if (scratch[i] > thr) return i;
+    return 255;
+}
+
+float quantize(const float* x, int n, uint32_t* out) {
+    const __m512 absmask = _mm512_castsi512_ps(_mm512_set1_epi32(0x7fffffff));
+    __m512 mx = _mm512_setzero_ps();
+    for (int j = 0; j < n; j += 16) mx = _mm512_max_ps(mx, _mm512_and_ps(_mm512_maskz_loadu_ps(tail(n - j), x + j), absmask));
+    float m = _mm512_reduce_max_ps(mx);
+    __m512 inv = _mm512_set1_ps(m > 0.0f ? 127.0f / m : 0.0f), lo = _mm512_set1_ps(-127.0f), hi = _mm512_set1_ps(127.0f);
+    out[(n + 3) / 4 - 1] = 0;  // the padding bytes of the last word
+    int8_t* bytes = reinterpret_cast<int8_t*>(out);
+    for (int j = 0; j < n; j += 16) {
+        __mmask16 t = tail(n - j);
+        __m512 v = _mm512_min_ps(_mm512_max_ps(_mm512_mul_ps(_mm512_maskz_loadu_ps(t, x + j), inv), lo), hi);
+        _mm_mask_storeu_epi8(bytes + j, t, _mm512_cvtepi32_epi8(_mm512_cvtps_epi32(v)));
+    }
+    return m > 0.0f ? m / 127.0f : 1.0f;
+}
+
+uint64_t stream(const uint8_t* bytes, size_t n) {
+    __m512i a = _mm512_setzero_si512(), b = a;
+    size_t i = 0;
+    for (; i + 128 <= n; i += 128) {
+        a = _mm512_xor_si512(a, _mm512_loadu_si512(bytes + i));
+        b = _mm512_xor_si512(b, _mm512_loadu_si512(bytes + i + 64));
+    }
+    if (i < n) a = _mm512_xor_si512(a, _mm512_loadu_si512(bytes + i));
+    return uint64_t(_mm512_reduce_or_epi64(_mm512_xor_si512(a, b)));
+}
+
+const Kernels kAvx512 = {"avx512", gemv, gru_rows, gate_inputs, draw, quantize, stream};
+
+}  // namespace
+
+const Kernels* kernels_avx512() { return &kAvx512; }
+
+}  // namespace wrnn

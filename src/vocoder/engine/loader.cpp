@@ -1,0 +1,316 @@
+// Model file (.wrnn) parser. The file is untrusted: every size, offset, dtype and
+// shape is checked before use, and any problem is one Error naming the file.
+// Layout: docs/model-format.md.
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <fstream>
+#include <limits>
+#include <map>
+#include <sstream>
+
+#include "wrnn.h"
+
+namespace wrnn {
+namespace {
+
+constexpr uint8_t kMagic[8] = {0x89, 'W', 'R', 'N', 'N', '\r', '\n', 0x1a};
+constexpr uint32_t kVersion = 1;
+constexpr size_t kHeaderSize = 96;
+constexpr size_t kEntrySize = 96;
+constexpr size_t kNameSize = 64;
+constexpr size_t kAlign = 64;
+constexpr size_t kChecksumSize = 4;
+constexpr uint32_t kMaxTensors = 4096;
+enum DType : uint32_t { kF32 = 1, kBF16 = 2, kI8 = 3 };
+
+uint32_t rd32(const uint8_t* p) {
+    uint32_t v;
+    std::memcpy(&v, p, 4);
+    return v;  // little-endian hosts only (x86-64)
+}
+uint64_t rd64(const uint8_t* p) {
+    uint64_t v;
+    std::memcpy(&v, p, 8);
+    return v;
+}
+
+float bf16_to_f32(uint16_t v) {
+    uint32_t u = uint32_t(v) << 16;
+    float f;
+    std::memcpy(&f, &u, 4);
+    return f;
+}
+
+struct Tensor {
+    std::string name;
+    uint32_t dtype = 0;
+    std::vector<uint64_t> shape;
+    const uint8_t* data = nullptr;
+    uint64_t count = 0;
+};
+
+class Parser {
+  public:
+    Parser(const uint8_t* data, size_t size, std::string name) : d_(data), n_(size), name_(std::move(name)) {}
+
+    [[noreturn]] void fail(const std::string& msg) const { throw Error(name_ + ": " + msg); }
+
+    std::unique_ptr<Model> parse() {
+        if (n_ < 8 || std::memcmp(d_, kMagic, 8) != 0) fail("not a WaveRNN model file (bad magic)");
+        if (n_ < kHeaderSize + kChecksumSize) fail("file truncated (" + std::to_string(n_) + " bytes)");
+        uint32_t version = rd32(d_ + 8);
+        if (version != kVersion)
+            fail("model format version " + std::to_string(version) + " is not supported (this engine reads version " +
+                 std::to_string(kVersion) + ")");
+        if (rd32(d_ + 12) != kHeaderSize) fail("bad header size " + std::to_string(rd32(d_ + 12)));
+        uint64_t file_size = rd64(d_ + 16);
+        if (file_size != n_)
+            fail(file_size > n_ ? "file truncated (" + std::to_string(n_) + " of " + std::to_string(file_size) +
+                                      " bytes)"
+                                : "trailing bytes after the model (" + std::to_string(n_) + " bytes, header says " +
+                                      std::to_string(file_size) + ")");
+        uint32_t stored = rd32(d_ + n_ - kChecksumSize);
+        if (crc32(d_, n_ - kChecksumSize) != stored) fail("checksum mismatch (file corrupted)");
+
+        uint64_t json_len = rd32(d_ + 24);
+        uint32_t n_tensors = rd32(d_ + 28);
+        uint64_t table_off = rd64(d_ + 32), data_off = rd64(d_ + 40);
+        uint64_t end = n_ - kChecksumSize;
+        if (kHeaderSize + json_len > end) fail("JSON header length out of range");
+        if (n_tensors == 0 || n_tensors > kMaxTensors) fail("bad tensor count " + std::to_string(n_tensors));
+        if (table_off < kHeaderSize + json_len || table_off > end || table_off % 8 != 0)
+            fail("tensor table offset out of range");
+        if (uint64_t(n_tensors) * kEntrySize > end - table_off) fail("tensor table extends past the end of the file");
+        if (data_off < table_off + uint64_t(n_tensors) * kEntrySize || data_off > end || data_off % kAlign != 0)
+            fail("tensor data offset out of range");
+        for (size_t i = 76; i < kHeaderSize; ++i)
+            if (d_[i] != 0) fail("reserved header bytes are not zero");
+
+        auto m = std::make_unique<Model>();
+        m->path = name_;
+        m->header_json.assign(reinterpret_cast<const char*>(d_ + kHeaderSize), json_len);
+        Dims& dm = m->dims;
+        dm.hidden = rd32(d_ + 48);
+        dm.cond_channels = rd32(d_ + 52);
+        dm.cond_blocks = rd32(d_ + 56);
+        dm.n_mels = rd32(d_ + 60);
+        dm.hop_length = rd32(d_ + 64);
+        dm.sample_rate = rd32(d_ + 68);
+        uint32_t prec = rd32(d_ + 72);
+        if (dm.hidden < 4 || dm.hidden % 2 || dm.hidden > 8192) fail("bad hidden size " + std::to_string(dm.hidden));
+        if (dm.cond_channels < 1 || dm.cond_channels > 4096) fail("bad cond_channels " + std::to_string(dm.cond_channels));
+        if (dm.cond_blocks > 64) fail("bad cond_blocks " + std::to_string(dm.cond_blocks));
+        if (dm.n_mels < 1 || dm.n_mels > 1024) fail("bad n_mels " + std::to_string(dm.n_mels));
+        if (dm.hop_length < 1 || dm.hop_length > 65536) fail("bad hop_length " + std::to_string(dm.hop_length));
+        if (dm.sample_rate < 1000 || dm.sample_rate > 1000000) fail("bad sample_rate " + std::to_string(dm.sample_rate));
+        if (prec != uint32_t(Precision::FP32) && prec != uint32_t(Precision::BF16) && prec != uint32_t(Precision::INT8))
+            fail("unknown precision code " + std::to_string(prec));
+        dm.precision = Precision(prec);
+
+        read_table(table_off, n_tensors, data_off, end);
+        build(*m);
+        return m;
+    }
+
+  private:
+    void read_table(uint64_t table_off, uint32_t count, uint64_t data_off, uint64_t end) {
+        for (uint32_t i = 0; i < count; ++i) {
+            const uint8_t* e = d_ + table_off + uint64_t(i) * kEntrySize;
+            size_t len = 0;
+            while (len < kNameSize && e[len] != 0) ++len;
+            if (len == 0 || len == kNameSize) fail("tensor " + std::to_string(i) + ": bad name");
+            for (size_t j = len; j < kNameSize; ++j)
+                if (e[j] != 0) fail("tensor " + std::to_string(i) + ": bad name padding");
+            Tensor t;
+            t.name.assign(reinterpret_cast<const char*>(e), len);
+            for (char c : t.name)
+                if (c < 0x21 || c > 0x7e) fail("tensor " + std::to_string(i) + ": name is not printable ASCII");
+            t.dtype = rd32(e + 64);
+            uint32_t ndim = rd32(e + 68);
+            if (t.dtype != kF32 && t.dtype != kBF16 && t.dtype != kI8)
+                fail("tensor " + t.name + ": unknown dtype code " + std::to_string(t.dtype));
+            if (ndim < 1 || ndim > 4) fail("tensor " + t.name + ": bad rank " + std::to_string(ndim));
+            uint64_t count_el = 1;
+            for (uint32_t k = 0; k < 4; ++k) {
+                uint32_t s = rd32(e + 72 + 4 * k);
+                if (k < ndim) {
+                    if (s == 0 || s > (1u << 24)) fail("tensor " + t.name + ": bad dimension " + std::to_string(s));
+                    t.shape.push_back(s);
+                    count_el *= s;
+                    if (count_el > (uint64_t(1) << 32)) fail("tensor " + t.name + ": too large");
+                } else if (s != 0) {
+                    fail("tensor " + t.name + ": unused dimensions must be zero");
+                }
+            }
+            uint64_t off = rd64(e + 88);
+            uint64_t nbytes = count_el * (t.dtype == kF32 ? 4 : t.dtype == kBF16 ? 2 : 1);
+            if (off % kAlign != 0 || off < data_off || off > end || nbytes > end - off)
+                fail("tensor " + t.name + ": data offset " + std::to_string(off) + " out of range");
+            t.data = d_ + off;
+            t.count = count_el;
+            if (tensors_.count(t.name)) fail("tensor " + t.name + " appears twice");
+            tensors_[t.name] = t;
+        }
+    }
+
+    static const char* dtype_name(uint32_t d) { return d == kF32 ? "f32" : d == kBF16 ? "bf16" : "i8"; }
+
+    static std::string shape_str(const std::vector<uint64_t>& s) {
+        std::ostringstream o;
+        o << "(";
+        for (size_t i = 0; i < s.size(); ++i) o << (i ? ", " : "") << s[i];
+        o << (s.size() == 1 ? ",)" : ")");
+        return o.str();
+    }
+
+    const Tensor& take(const std::string& name, std::vector<uint64_t> shape, uint32_t dtype) {
+        auto it = tensors_.find(name);
+        if (it == tensors_.end()) fail("missing tensor " + name);
+        const Tensor& t = it->second;
+        if (t.shape != shape)
+            fail("tensor " + name + " has shape " + shape_str(t.shape) + ", the config needs " + shape_str(shape));
+        if (t.dtype != dtype)
+            fail("tensor " + name + " has dtype " + dtype_name(t.dtype) + ", expected " + dtype_name(dtype));
+        used_.push_back(name);
+        return t;
+    }
+
+    std::vector<float> floats(const std::string& name, std::vector<uint64_t> shape) {
+        const Tensor& t = take(name, std::move(shape), kF32);
+        std::vector<float> v(t.count);
+        std::memcpy(v.data(), t.data, t.count * 4);
+        for (float x : v)
+            if (!std::isfinite(x)) fail("tensor " + name + " holds a non-finite value");
+        return v;
+    }
+
+    Conv1d conv(const std::string& prefix, int out, int in, int k) {
+        Conv1d c;
+        c.out = out, c.in = in, c.kernel = k;
+        c.w = floats(prefix + ".weight", {uint64_t(out), uint64_t(in), uint64_t(k)});
+        c.b = floats(prefix + ".bias", {uint64_t(out)});
+        return c;
+    }
+
+    // Reads a row-major (rows, cols) matrix in the file's precision and lays it out for the kernels.
+    Dense dense(const std::string& wname, const std::string& bname, int rows, int cols, Precision p) {
+        Dense d;
+        d.rows = rows, d.cols = cols, d.precision = p;
+        d.rows_padded = (rows + 15) / 16 * 16;
+        d.col_pairs = (cols + 1) / 2;
+        d.col_quads = (cols + 3) / 4;
+        std::vector<float> b = floats(bname, {uint64_t(rows)});
+        d.bias.assign(d.rows_padded, 0.0f);
+        std::copy(b.begin(), b.end(), d.bias.begin());
+        if (p == Precision::FP32) {
+            std::vector<float> w = floats(wname, {uint64_t(rows), uint64_t(cols)});
+            d.w32.assign(size_t(d.rows_padded) * cols, 0.0f);
+            for (int r = 0; r < rows; ++r)
+                for (int k = 0; k < cols; ++k) d.w32[(size_t(r / 16) * cols + k) * 16 + r % 16] = w[size_t(r) * cols + k];
+        } else if (p == Precision::INT8) {
+            const Tensor& t = take(wname, {uint64_t(rows), uint64_t(cols)}, kI8);
+            std::vector<float> s = floats(wname + ".scale", {uint64_t(rows)});
+            for (float v : s)
+                if (!(v > 0.0f)) fail("tensor " + wname + ".scale must be positive");
+            d.scale.assign(d.rows_padded, 0.0f);
+            std::copy(s.begin(), s.end(), d.scale.begin());
+            d.rowsum.assign(d.rows_padded, 0);
+            d.w8.assign(size_t(d.rows_padded) * d.col_quads * 4, 0);
+            for (int r = 0; r < rows; ++r)
+                for (int k = 0; k < cols; ++k) {
+                    int8_t v = int8_t(t.data[size_t(r) * cols + k]);
+                    if (v == -128) fail("tensor " + wname + " holds -128 (int8 weights must be in -127..127)");
+                    d.w8[((size_t(r / 16) * d.col_quads + k / 4) * 16 + r % 16) * 4 + k % 4] = v;
+                    d.rowsum[r] += v;
+                }
+        } else {
+            const Tensor& t = take(wname, {uint64_t(rows), uint64_t(cols)}, kBF16);
+            d.w16.assign(size_t(d.rows_padded) * d.col_pairs * 2, 0);
+            for (int r = 0; r < rows; ++r)
+                for (int k = 0; k < cols; ++k) {
+                    uint16_t v;
+                    std::memcpy(&v, t.data + (size_t(r) * cols + k) * 2, 2);
+                    if (!std::isfinite(bf16_to_f32(v))) fail("tensor " + wname + " holds a non-finite value");
+                    d.w16[((size_t(r / 16) * d.col_pairs + k / 2) * 16 + r % 16) * 2 + k % 2] = v;
+                }
+        }
+        return d;
+    }
+
+    void build(Model& m) {
+        const Dims& dm = m.dims;
+        const int n = int(dm.hidden), h = n / 2, c = int(dm.cond_channels), mels = int(dm.n_mels);
+        m.mel_mean = floats("mel_mean", {uint64_t(mels)});
+        m.mel_std = floats("mel_std", {uint64_t(mels)});
+        for (float s : m.mel_std)
+            if (!(s > 0.0f)) fail("tensor mel_std must be positive");
+        m.inp = conv("cond.inp", c, mels, 5);
+        for (uint32_t i = 0; i < dm.cond_blocks; ++i) {
+            std::string p = "cond.blocks." + std::to_string(i);
+            m.conv1.push_back(conv(p + ".conv1", c, c, 3));
+            m.conv2.push_back(conv(p + ".conv2", c, c, 1));
+        }
+        std::vector<float> wih = floats("gru.weight_ih_l0", {uint64_t(3 * n), uint64_t(3 + c)});
+        m.b_ih = floats("gru.bias_ih_l0", {uint64_t(3 * n)});
+        m.w_cond.resize(size_t(3 * n) * c);
+        m.col_cprev.resize(3 * n), m.col_fprev.resize(3 * n), m.col_cur.resize(3 * n);
+        for (int r = 0; r < 3 * n; ++r) {
+            const float* row = &wih[size_t(r) * (3 + c)];
+            m.col_cprev[r] = row[0], m.col_fprev[r] = row[1], m.col_cur[r] = row[2];
+            if (r % n < h && row[2] != 0.0f)
+                fail("gru.weight_ih_l0 is not masked: column 2 (c_t) must be zero in the coarse rows");
+            std::copy(row + 3, row + 3 + c, &m.w_cond[size_t(r) * c]);
+        }
+        m.hh = dense("gru.weight_hh_l0", "gru.bias_hh_l0", 3 * n, n, dm.precision);
+        m.o1 = dense("O1.weight", "O1.bias", h, h, dm.precision);
+        m.o2 = dense("O2.weight", "O2.bias", 256, h, dm.precision);
+        m.o3 = dense("O3.weight", "O3.bias", h, h, dm.precision);
+        m.o4 = dense("O4.weight", "O4.bias", 256, h, dm.precision);
+        if (used_.size() != tensors_.size()) {
+            for (const auto& kv : tensors_)
+                if (std::find(used_.begin(), used_.end(), kv.first) == used_.end()) fail("unexpected tensor " + kv.first);
+        }
+    }
+
+    const uint8_t* d_;
+    size_t n_;
+    std::string name_;
+    std::map<std::string, Tensor> tensors_;
+    std::vector<std::string> used_;
+};
+
+}  // namespace
+
+uint32_t crc32(const uint8_t* data, size_t size) {
+    static const auto table = [] {
+        std::vector<uint32_t> t(256);
+        for (uint32_t i = 0; i < 256; ++i) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; ++k) c = c & 1 ? 0xedb88320u ^ (c >> 1) : c >> 1;
+            t[i] = c;
+        }
+        return t;
+    }();
+    uint32_t c = 0xffffffffu;
+    for (size_t i = 0; i < size; ++i) c = table[(c ^ data[i]) & 0xff] ^ (c >> 8);
+    return c ^ 0xffffffffu;
+}
+
+std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const std::string& name) {
+    return Parser(data, size, name).parse();
+}
+
+std::unique_ptr<Model> load_model_file(const std::string& path) {
+    std::ifstream f(path, std::ios::binary | std::ios::ate);
+    if (!f) throw Error(path + ": cannot open model file");
+    std::streamoff size = f.tellg();
+    if (size < 0) throw Error(path + ": cannot read model file");
+    if (size > (std::streamoff(1) << 34)) throw Error(path + ": file too large for a model");
+    std::vector<uint8_t> buf(static_cast<size_t>(size));
+    f.seekg(0);
+    if (size > 0 && !f.read(reinterpret_cast<char*>(buf.data()), size)) throw Error(path + ": cannot read model file");
+    return load_model_bytes(buf.data(), buf.size(), path);
+}
+
+}  // namespace wrnn

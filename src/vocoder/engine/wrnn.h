@@ -1,0 +1,148 @@
+// WaveRNN sampling engine: model file loader, kernels and the sequential sampler.
+// Torch-free; the Python binding (bindings.cpp) and the sanitizer/fuzz programs use
+// only what is declared here.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace wrnn {
+
+// Every problem with a model file or a call argument: one readable line.
+struct Error : std::runtime_error {
+    using std::runtime_error::runtime_error;
+};
+
+enum class Precision : uint32_t { FP32 = 1, BF16 = 2, INT8 = 3 };
+
+// Sizes every tensor shape is checked against (stored in the binary file header).
+struct Dims {
+    uint32_t hidden = 0, cond_channels = 0, cond_blocks = 0, n_mels = 0, hop_length = 0, sample_rate = 0;
+    Precision precision = Precision::FP32;
+};
+
+// y = W x + b (optionally relu), with W laid out for the kernels at load time:
+// rows are grouped in blocks of 16; fp32 stores block-major (rb, k, 16), bf16 stores
+// column pairs (rb, k/2, 16, 2) so one 32-bit broadcast of (x[k], x[k+1]) feeds 16 rows,
+// int8 column quads (rb, k/4, 16, 4) with a per-row scale (w = scale * q).
+struct Dense {
+    int rows = 0, cols = 0, rows_padded = 0, col_pairs = 0, col_quads = 0;
+    Precision precision = Precision::FP32;
+    std::vector<float> w32;
+    std::vector<uint16_t> w16;
+    std::vector<int8_t> w8;
+    std::vector<float> scale;     // int8: rows_padded
+    std::vector<int32_t> rowsum;  // int8: sum of each row's q (for unsigned-input dot products)
+    std::vector<float> bias;      // rows_padded, zero beyond rows
+};
+
+// A matvec input in the layer's precision: bf16 pairs, or int8 quads with a scale
+// (x ~= scale * q); fp32 layers read the float vector directly.
+struct Packed {
+    const uint32_t* words = nullptr;
+    float scale = 1.0f;
+};
+
+struct Conv1d {
+    int out = 0, in = 0, kernel = 0;
+    std::vector<float> w;  // (out, in, kernel) as in torch
+    std::vector<float> b;
+};
+
+struct Model {
+    std::string path;
+    std::string header_json;
+    Dims dims;
+    std::vector<float> mel_mean, mel_std;
+    Conv1d inp;
+    std::vector<Conv1d> conv1, conv2;  // residual blocks
+    std::vector<float> w_cond;          // (3N, C): the conditioning columns of the masked W_ih
+    std::vector<float> col_cprev, col_fprev, col_cur, b_ih;  // (3N) each
+    Dense hh, o1, o2, o3, o4;
+};
+
+// Parse and validate a model file; throws Error("<name>: <problem>").
+std::unique_ptr<Model> load_model_file(const std::string& path);
+std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const std::string& name);
+
+// CRC-32 (zlib / IEEE 802.3 polynomial), the model file's checksum.
+uint32_t crc32(const uint8_t* data, size_t size);
+
+// Kernel table: one scalar reference, AVX2 and AVX-512 versions.
+struct Kernels {
+    const char* name;
+    // y = W x + b for the row blocks [rb_begin, rb_end) (16 rows each).
+    void (*gemv)(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end);
+    // h_out[j] for j in [begin, end): PyTorch GRU update of h_in from gate pre-activations,
+    // with gi[g*N + j] + col[g*N + j] * s as the input part of gate g (h_in may be h_out).
+    void (*gru_rows)(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out,
+                     int n, int begin, int end);
+    // out = (1 - w) * p0 + w * p1 + b + c0 * s0 + c1 * s1
+    void (*gate_inputs)(const float* p0, const float* p1, float w, const float* b, const float* c0, float s0,
+                        const float* c1, float s1, float* out, int n);
+    // Inverse-CDF draw from 256 logits at uniform u.
+    int (*draw)(const float* logits, double u, float* scratch);
+    // Symmetric int8 quantisation of x[0..n) (scale = max|x| / 127, q = round-to-nearest-
+    // even of x * 127 / max|x|), four per word, zero-padded; returns the scale. Every ISA
+    // computes the same q bit for bit.
+    float (*quantize)(const float* x, int n, uint32_t* out);
+    // Reads bytes[0..n) (n a multiple of 64) with the widest loads; the XOR of all words
+    // is returned so the reads cannot be optimised away. A bandwidth probe for `bench`.
+    uint64_t (*stream)(const uint8_t* bytes, size_t n);
+};
+
+const Kernels& kernels_scalar();
+const Kernels* kernels_avx2();    // nullptr if not compiled in
+const Kernels* kernels_avx512();  // nullptr if not compiled in
+// The kernels used by new engines: best supported ISA, or WRNN_ISA / select_isa.
+const Kernels& active_kernels();
+void select_isa(const std::string& name);  // "auto", "scalar", "avx2", "avx512"; throws Error
+std::vector<std::string> supported_isas();
+
+// bf16 round-to-nearest-even of x[0..n) packed as (x[2k] | x[2k+1] << 16).
+void pack_bf16_pairs(const float* x, int n, uint32_t* out);
+
+
+// Per-step internals for parity tests.
+struct Trace {
+    std::vector<float> coarse_logits, fine_logits, states;  // (L, 256), (L, 256), (L, N)
+};
+
+class Engine {
+  public:
+    // threads: 1, or 2 to split each step between two threads (needs N/2 % 16 == 0;
+    // other sizes fall back to 1). Results are identical either way.
+    Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads = 1);
+    // mel: (n_mels, frames) row-major. draws: (L, 2) or null (seeded RNG). force: int16
+    // samples (L) for teacher forcing or null. trace: filled when non-null.
+    std::vector<int16_t> run(const float* mel, int frames, uint64_t seed, const double* draws,
+                             const int16_t* force, Trace* trace);
+    // Conditioning projected to gate space per padded frame: (frames + 2, 3N).
+    std::vector<float> project_frames(const float* mel, int frames) const;
+    const Model& model() const { return *model_; }
+    const Kernels& kernels() const { return kernels_; }
+    int threads() const { return threads_; }
+
+  private:
+    struct Ctx;
+    struct Lane {  // one thread's scratch
+        std::vector<float> tmp, logits, scratch;
+        std::vector<uint32_t> packed;
+    };
+    void gemv(Lane& lane, const Dense& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1);
+    void gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len);
+    int coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, double u0);
+    int fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, int c, double u1);
+
+    std::shared_ptr<const Model> model_;
+    const Kernels& kernels_;
+    int threads_ = 1;
+    std::vector<float> hbuf_[2], gi_, gh_;
+    Lane lanes_[2];
+};
+
+}  // namespace wrnn

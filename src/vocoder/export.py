@@ -1,0 +1,144 @@
+"""`export`: a checkpoint -> a ``.wrnn`` model file for the native engine.
+
+The file is self-describing (config and feature spec as JSON, named and typed tensors)
+and protected by a checksum, so the C++ loader can treat it as untrusted input and a
+wrong or damaged file is rejected with one readable line. The layout is documented in
+docs/model-format.md; this writer and src/vocoder/engine/loader.cpp must agree on it.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from vocoder.config import Config
+from vocoder.errors import VocoderError
+from vocoder.fsutil import atomic_path
+
+MAGIC = b"\x89WRNN\r\n\x1a"
+FORMAT_VERSION = 1
+HEADER_SIZE = 96
+ENTRY_SIZE = 96
+NAME_SIZE = 64
+ALIGN = 64
+CHECKSUM_SIZE = 4  # CRC-32 (zlib polynomial) of every byte before it
+DTYPES = {"f32": 1, "bf16": 2, "i8": 3}
+PRECISIONS = {"fp32": 1, "bf16": 2, "int8": 3}
+# The matrices applied once per sample: these take the export precision.
+PER_SAMPLE = ("gru.weight_hh_l0", "O1.weight", "O2.weight", "O3.weight", "O4.weight")
+
+
+def to_bf16(x: np.ndarray) -> np.ndarray:
+    """fp32 -> bf16 bit patterns (uint16), rounding to nearest even."""
+    u = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
+    return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16)
+
+
+def to_int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Symmetric per-row int8: w ~= scale[:, None] * q, q in -127..127 (an all-zero
+    row gets scale 1)."""
+    peak = np.abs(w).max(axis=1)
+    scale = np.where(peak > 0, peak / 127.0, 1.0).astype(np.float32)
+    q = np.clip(np.rint(w / scale[:, None]), -127, 127).astype(np.int8)
+    return q, scale
+
+
+def _align(n: int, a: int) -> int:
+    return (n + a - 1) // a * a
+
+
+def model_tensors(state: dict[str, np.ndarray], precision: str) -> list[tuple[str, str, np.ndarray]]:
+    """(name, dtype, array) for every tensor the engine reads, in file order.
+
+    The input matrix is stored already masked and the mask itself is dropped: the engine
+    relies on (and checks) the zero coarse rows of column 2.
+    """
+    out = []
+    for name, value in state.items():
+        if name == "input_mask":
+            continue
+        arr = np.ascontiguousarray(value, dtype=np.float32)
+        if name == "gru.weight_ih_l0":
+            arr = arr * state["input_mask"]
+        if precision == "bf16" and name in PER_SAMPLE:
+            out.append((name, "bf16", to_bf16(arr)))
+        elif precision == "int8" and name in PER_SAMPLE:
+            q, scale = to_int8_rows(arr)
+            out.append((name, "i8", q))
+            out.append((f"{name}.scale", "f32", scale))
+        else:
+            out.append((name, "f32", arr))
+    return out
+
+
+def write_model_file(
+    path: Path, cfg: Config, state: dict[str, np.ndarray], precision: str = "fp32", origin: str = ""
+) -> None:
+    """Write a model file from a config and a float32 state dict (names as in WaveRNN)."""
+    if precision not in PRECISIONS:
+        raise VocoderError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    tensors = model_tensors(state, precision)
+    header = {
+        "format": "wavernn-vocoder/model",
+        "precision": precision,
+        "source": origin,
+        "config": {"audio": cfg.to_dict()["audio"], "model": cfg.to_dict()["model"]},
+    }
+    js = json.dumps(header, sort_keys=True).encode("utf-8")
+    table_off = _align(HEADER_SIZE + len(js), 8)
+    data_off = _align(table_off + ENTRY_SIZE * len(tensors), ALIGN)
+    entries, blobs, off = [], [], data_off
+    for name, dtype, arr in tensors:
+        raw = arr.tobytes()
+        shape = [*arr.shape, 0, 0, 0, 0][:4]
+        raw_name = name.encode("ascii")
+        if len(raw_name) >= NAME_SIZE:
+            raise VocoderError(f"tensor name {name!r} is longer than {NAME_SIZE - 1} bytes")
+        entries.append(struct.pack(f"<{NAME_SIZE}sII4IQ", raw_name, DTYPES[dtype], arr.ndim, *shape, off))
+        blobs.append((off, raw))
+        off = _align(off + len(raw), ALIGN)
+    size = off + CHECKSUM_SIZE
+    a, m = cfg.audio, cfg.model
+    buf = bytearray(size - CHECKSUM_SIZE)
+    struct.pack_into(
+        "<8sIIQIIQQ7I",
+        buf,
+        0,
+        MAGIC,
+        FORMAT_VERSION,
+        HEADER_SIZE,
+        size,
+        len(js),
+        len(tensors),
+        table_off,
+        data_off,
+        m.hidden_size,
+        m.cond_channels,
+        m.cond_blocks,
+        a.n_mels,
+        a.hop_length,
+        a.sample_rate,
+        PRECISIONS[precision],
+    )
+    buf[HEADER_SIZE : HEADER_SIZE + len(js)] = js
+    for i, e in enumerate(entries):
+        buf[table_off + i * ENTRY_SIZE : table_off + (i + 1) * ENTRY_SIZE] = e
+    for o, raw in blobs:
+        buf[o : o + len(raw)] = raw
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(bytes(buf) + struct.pack("<I", zlib.crc32(buf)))
+
+
+def export_checkpoint(ckpt_path: Path, out_path: Path, precision: str = "fp32") -> Config:
+    """Checkpoint file (or directory: its latest) -> model file; returns the config."""
+    from vocoder import checkpoint as ckpt_mod
+
+    path = ckpt_mod.resolve(ckpt_path)
+    model, cfg, _ = ckpt_mod.load_model(path)
+    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    write_model_file(out_path, cfg, state, precision, origin=path.name)
+    return cfg

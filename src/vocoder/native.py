@@ -1,0 +1,108 @@
+"""The native engine behind the `synthesize` interface: a torch-free wrapper.
+
+``vocoder._engine`` (C++, built with the package) does the work; this module turns its
+errors into ``VocoderError`` and rebuilds the model's ``Config`` from the file's JSON
+header, so a process that serves a ``.wrnn`` file never imports torch.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import ModuleType
+
+import numpy as np
+
+from vocoder import config as config_mod
+from vocoder.config import Config
+from vocoder.errors import VocoderError
+
+MODEL_EXT = ".wrnn"
+
+
+def _engine_module() -> ModuleType:
+    try:
+        from vocoder import _engine
+    except ImportError as e:
+        raise VocoderError(f"the native engine is not built ({e}); reinstall with `make install`") from None
+    return _engine
+
+
+class NativeVocoder:
+    """A loaded model file; ``generate`` runs the C++ sequential sampler."""
+
+    def __init__(self, path: Path, engine: object, cfg: Config) -> None:
+        self.path = path
+        self.engine = engine
+        self.cfg = cfg
+
+    @classmethod
+    def load(cls, path: Path, threads: int = 0) -> NativeVocoder:
+        """Open and validate a model file. ``threads`` = 2 splits each step between two
+        threads (coarse and fine halves; same samples); 0 or 1 means one thread, so
+        several ``--jobs`` processes do not oversubscribe the cores by default."""
+        mod = _engine_module()
+        path = Path(path)
+        if path.is_dir():
+            raise VocoderError(f"{path}: is a directory; the native engine reads one {MODEL_EXT} model file")
+        try:
+            engine = mod.Engine(str(path), max(1, threads))
+        except mod.EngineError as e:
+            hint = ""
+            if "bad magic" in str(e) and path.suffix != MODEL_EXT:
+                hint = " (a checkpoint? use --engine torch, or convert it with `vocoder export`)"
+            raise VocoderError(f"{e}{hint}") from None
+        try:
+            header = json.loads(engine.header_json)
+            cfg_dict = header["config"]
+        except (ValueError, KeyError, TypeError):
+            raise VocoderError(f"{path}: model file header is not valid JSON with a 'config' entry") from None
+        cfg = config_mod.from_dict(cfg_dict, f"{path} (stored config)")
+        dims = engine.dims
+        stored = {
+            "hidden_size": cfg.model.hidden_size,
+            "cond_channels": cfg.model.cond_channels,
+            "cond_blocks": cfg.model.cond_blocks,
+            "n_mels": cfg.audio.n_mels,
+            "hop_length": cfg.audio.hop_length,
+            "sample_rate": cfg.audio.sample_rate,
+        }
+        for key, value in stored.items():
+            if dims[key] != value:
+                raise VocoderError(
+                    f"{path}: header {key}={dims[key]} disagrees with its stored config ({value})"
+                )
+        return cls(path, engine, cfg)
+
+    @property
+    def isa(self) -> str:
+        return self.engine.isa
+
+    @property
+    def threads(self) -> int:
+        return self.engine.threads
+
+    @property
+    def precision(self) -> str:
+        return self.engine.precision
+
+    def _call(self, name: str, *args: object) -> object:
+        mod = _engine_module()
+        try:
+            return getattr(self.engine, name)(*args)
+        except mod.EngineError as e:
+            raise VocoderError(f"{self.path}: {e}") from None
+
+    def generate(self, mel: np.ndarray, seed: int) -> np.ndarray:
+        """mel (n_mels, T) -> T * hop int16 samples, with the engine's own seeded RNG."""
+        return self._call("generate", np.asarray(mel, np.float32), int(seed) & 0xFFFFFFFFFFFFFFFF)
+
+    def generate_with_draws(self, mel: np.ndarray, draws: np.ndarray) -> np.ndarray:
+        """Test hook: sample with caller-given uniforms (L, 2), as ``sampler.generate(draws=...)``."""
+        return self._call("generate_with_draws", np.asarray(mel, np.float32), np.asarray(draws, np.float64))
+
+    def teacher_forced(
+        self, mel: np.ndarray, samples: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Test hook: per-step coarse/fine logits (L, 256) and states (L, N) given the true samples."""
+        return self._call("teacher_forced", np.asarray(mel, np.float32), np.asarray(samples, np.int16))

@@ -1,0 +1,27 @@
+"""Write tiny model files (random weights; N/2 = 16 so the two-thread split runs) for the
+sanitizer and fuzz program."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import torch
+
+from vocoder import checkpoint as ckpt_mod
+from vocoder.config import load_config
+from vocoder.export import write_model_file
+
+
+def main(out: Path) -> None:
+    cfg = load_config("allison-16k", ["model.hidden_size=32", "model.cond_channels=5", "model.cond_blocks=1"])
+    torch.manual_seed(0)
+    model = ckpt_mod.build_model(cfg)
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    write_model_file(out, cfg, state, "fp32")
+    write_model_file(out.with_name(out.stem + "-bf16.wrnn"), cfg, state, "bf16")
+    write_model_file(out.with_name(out.stem + "-int8.wrnn"), cfg, state, "int8")
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]))

@@ -1,0 +1,161 @@
+"""The C++ loader treats model files as untrusted: each kind of damage is one readable
+error naming the file, raised as VocoderError (never a crash)."""
+
+from __future__ import annotations
+
+import math
+import struct
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from native_util import patch, random_model, small_config, speech, state_of, tensor_entry, with_crc
+from vocoder.errors import VocoderError
+from vocoder.export import write_model_file
+from vocoder.native import NativeVocoder
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    cfg = small_config(hidden=32, channels=8, blocks=1)
+    mel, _ = speech(cfg)
+    path = tmp_path_factory.mktemp("loader") / "good.wrnn"
+    write_model_file(path, cfg, state_of(random_model(cfg, mel)), "fp32")
+    return path.read_bytes()
+
+
+def entry_field(data: bytes, name: str, field: int) -> int:
+    return tensor_entry(data, name) + field
+
+
+def tensor_data_offset(data: bytes, name: str) -> int:
+    return struct.unpack_from("<Q", data, tensor_entry(data, name) + 88)[0]
+
+
+def rejects(tmp_path: Path, data: bytes, *needles: str) -> str:
+    path = tmp_path / "model.wrnn"
+    path.write_bytes(data)
+    with pytest.raises(VocoderError) as info:
+        NativeVocoder.load(path)
+    msg = str(info.value)
+    assert str(path) in msg and "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+    return msg
+
+
+def test_the_good_file_loads(good: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "ok.wrnn"
+    path.write_bytes(good)
+    voc = NativeVocoder.load(path)
+    assert voc.cfg.model.hidden_size == 32 and voc.cfg.audio.sample_rate == 16000
+    assert voc.generate(np.zeros((80, 2), np.float32), 0).shape == (400,)
+
+
+def _mask_violation(d: bytes) -> bytes:
+    off = tensor_data_offset(d, "gru.weight_ih_l0")  # row 0, column 2: a coarse row
+    return patch(d, off + 2 * 4, "<f", 0.5)
+
+
+def _nan(d: bytes) -> bytes:
+    return patch(d, tensor_data_offset(d, "O2.bias"), "<f", math.nan)
+
+
+def _duplicate(d: bytes) -> bytes:
+    src = tensor_entry(d, "O4.bias")
+    dst = tensor_entry(d, "O3.bias")
+    buf = bytearray(d)
+    buf[dst : dst + 64] = buf[src : src + 64]
+    return with_crc(bytes(buf))
+
+
+CASES = {
+    "empty": (lambda d: b"", ["bad magic"]),
+    "magic": (lambda d: b"GGUF" + d[4:], ["bad magic"]),
+    "version": (lambda d: patch(d, 8, "<I", 7), ["format version 7 is not supported"]),
+    "truncated": (lambda d: d[: len(d) // 2], ["truncated"]),
+    "header only": (lambda d: d[:60], ["truncated"]),
+    "trailing": (lambda d: d + b"\0" * 16, ["trailing bytes"]),
+    "checksum": (lambda d: patch(d, len(d) // 2, "<B", d[len(d) // 2] ^ 0x40, fix_crc=False), ["checksum"]),
+    "json length": (lambda d: patch(d, 24, "<I", 0xFFFFFFF0), ["JSON header length out of range"]),
+    "tensor count": (lambda d: patch(d, 28, "<I", 0), ["bad tensor count"]),
+    "table offset": (lambda d: patch(d, 32, "<Q", 2**63), ["tensor table offset out of range"]),
+    "data offset": (lambda d: patch(d, 40, "<Q", 3), ["tensor data offset out of range"]),
+    "hidden size": (lambda d: patch(d, 48, "<I", 7), ["bad hidden size 7"]),
+    "precision": (lambda d: patch(d, 72, "<I", 9), ["unknown precision code 9"]),
+    "reserved": (lambda d: patch(d, 80, "<I", 1), ["reserved header bytes"]),
+    "tensor offset": (
+        lambda d: patch(d, entry_field(d, "O1.bias", 88), "<Q", len(d) - 64),
+        ["tensor O1.bias: data offset", "out of range"],
+    ),
+    "misaligned": (
+        lambda d: patch(d, entry_field(d, "O1.bias", 88), "<Q", tensor_data_offset(d, "O1.bias") + 4),
+        ["tensor O1.bias: data offset"],
+    ),
+    "unknown dtype": (lambda d: patch(d, entry_field(d, "mel_std", 64), "<I", 9), ["unknown dtype code 9"]),
+    "wrong dtype": (lambda d: patch(d, entry_field(d, "mel_std", 64), "<I", 2), ["mel_std has dtype bf16"]),
+    "rank": (lambda d: patch(d, entry_field(d, "mel_std", 68), "<I", 5), ["bad rank 5"]),
+    "shape": (
+        lambda d: patch(d, entry_field(d, "O1.weight", 76), "<I", 8),
+        ["O1.weight has shape (16, 8), the config needs (16, 16)"],
+    ),
+    "config shape": (lambda d: patch(d, 52, "<I", 9), ["has shape", "the config needs"]),
+    "missing": (
+        lambda d: patch(d, entry_field(d, "O4.bias", 0), "<8s", b"O4.biaz\0"),
+        ["missing tensor O4.bias"],
+    ),
+    "duplicate": (_duplicate, ["appears twice"]),
+    "name": (lambda d: patch(d, entry_field(d, "O4.bias", 0), "<2s", b"\x01\x02"), ["not printable"]),
+    "unmasked": (_mask_violation, ["not masked"]),
+    "non-finite": (_nan, ["O2.bias holds a non-finite value"]),
+}
+
+
+@pytest.mark.parametrize("case", CASES)
+def test_damaged_files_are_rejected(good: bytes, tmp_path: Path, case: str) -> None:
+    damage, needles = CASES[case]
+    rejects(tmp_path, damage(good), *needles)
+
+
+@pytest.fixture(scope="module")
+def good_int8(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    cfg = small_config(hidden=32, channels=8, blocks=1)
+    mel, _ = speech(cfg)
+    path = tmp_path_factory.mktemp("loader") / "good-int8.wrnn"
+    write_model_file(path, cfg, state_of(random_model(cfg, mel)), "int8")
+    return path.read_bytes()
+
+
+def test_int8_weights_and_scales_are_checked(good_int8: bytes, tmp_path: Path) -> None:
+    path = tmp_path / "ok.wrnn"
+    path.write_bytes(good_int8)
+    assert NativeVocoder.load(path).precision == "int8"
+    w = tensor_data_offset(good_int8, "O1.weight")
+    rejects(tmp_path, patch(good_int8, w, "<b", -128), "holds -128")
+    s = tensor_data_offset(good_int8, "O1.weight.scale")
+    rejects(tmp_path, patch(good_int8, s, "<f", 0.0), "O1.weight.scale must be positive")
+    rejects(tmp_path, patch(good_int8, entry_field(good_int8, "O1.weight", 64), "<I", 1), "has dtype f32")
+
+
+def test_header_json_must_hold_a_valid_config(good: bytes, tmp_path: Path) -> None:
+    (json_len,) = struct.unpack_from("<I", good, 24)
+    bad = bytearray(good)
+    bad[96 : 96 + json_len] = b"x" * json_len
+    rejects(tmp_path, with_crc(bytes(bad)), "not valid JSON")
+    text = good[96 : 96 + json_len].replace(b'"hidden_size": 32', b'"hidden_size": 34')
+    rejects(tmp_path, with_crc(good[:96] + text + good[96 + json_len :]), "hidden_size=32 disagrees")
+
+
+def test_a_checkpoint_given_to_the_native_engine_gets_a_hint(tmp_path: Path) -> None:
+    path = tmp_path / "checkpoint_00000010.pt"
+    path.write_bytes(b"PK\x03\x04 not a model file")
+    with pytest.raises(VocoderError, match=r"bad magic.*vocoder export"):
+        NativeVocoder.load(path)
+
+
+def test_missing_file_and_directory(tmp_path: Path) -> None:
+    with pytest.raises(VocoderError, match="cannot open model file"):
+        NativeVocoder.load(tmp_path / "nope.wrnn")
+    with pytest.raises(VocoderError, match="is a directory"):
+        NativeVocoder.load(tmp_path)
