@@ -42,6 +42,10 @@ TINY = [
 ]
 
 
+# Shipped 16 kHz config, one validation and one test utterance (for five-utterance sets).
+PREPROCESS_16K = ["-c", "allison-16k", "--set", "data.valid_count=1", "--set", "data.test_count=1"]
+
+
 def run_cli(*args: str):
     """Invoke the CLI in-process; returns the click Result (exit_code, stdout, stderr)."""
     return CliRunner().invoke(app, [str(a) for a in args], catch_exceptions=False)
@@ -62,17 +66,7 @@ def features_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     base = tmp_path_factory.mktemp("feats")
     data = make_dataset(base / "data")
     feats = base / "features"
-    r = run_cli(
-        "preprocess",
-        data,
-        feats,
-        "-c",
-        "allison-16k",
-        "--set",
-        "data.valid_count=1",
-        "--set",
-        "data.test_count=1",
-    )
+    r = run_cli("preprocess", data, feats, *PREPROCESS_16K)
     assert r.exit_code == 0, r.output
     return feats
 

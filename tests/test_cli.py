@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import CORPUS, make_dataset, run_cli
+from conftest import CORPUS, PREPROCESS_16K, make_dataset, run_cli
 
 
 def _error_lines(output: str) -> list[str]:
@@ -53,19 +53,7 @@ def test_preprocess_skips_bad_files_and_resumes(tmp_path: Path) -> None:
         16000,
     )
     feats = tmp_path / "feats"
-    r = run_cli(
-        "preprocess",
-        data,
-        feats,
-        "-c",
-        "allison-16k",
-        "--jobs",
-        "2",
-        "--set",
-        "data.valid_count=1",
-        "--set",
-        "data.test_count=1",
-    )
+    r = run_cli("preprocess", data, feats, *PREPROCESS_16K, "--jobs", "2")
     assert r.exit_code == 0, r.output
     assert "skipped 4" in r.output
     for bad, why in [
@@ -77,17 +65,7 @@ def test_preprocess_skips_bad_files_and_resumes(tmp_path: Path) -> None:
         assert any(bad in line and why in line for line in r.output.splitlines()), bad
         assert not (feats / "mels" / f"{bad}.npy").exists()
     assert len(list((feats / "mels").glob("*.npy"))) == 3
-    again = run_cli(
-        "preprocess",
-        data,
-        feats,
-        "-c",
-        "allison-16k",
-        "--set",
-        "data.valid_count=1",
-        "--set",
-        "data.test_count=1",
-    )
+    again = run_cli("preprocess", data, feats, *PREPROCESS_16K)
     assert "preprocessed 0 new, reused 3" in again.output
     other = run_cli("preprocess", data, feats, "-c", "ljspeech-22k")
     assert other.exit_code == 1 and "other audio settings" in other.output

@@ -217,6 +217,10 @@ def test_cli_export_then_synthesize_picks_native(setup, tmp_path: Path) -> None:
     assert "native engine" in res.output
     y, sr = sf.read(tmp_path / "out" / f"{ROOT_WAV.stem}.wav", dtype="int16")
     assert sr == cfg.audio.sample_rate and len(y) > 10000
+    res = runner.invoke(app, ["info", str(tmp_path / "m.wrnn")])
+    assert res.exit_code == 0, res.output
+    assert "native model file, fp32 weights" in res.output
+    assert f"hidden_size: {cfg.model.hidden_size}" in res.output
 
 
 def test_cli_rejects_a_corrupt_model_file_with_one_line(setup, tmp_path: Path) -> None:

@@ -148,7 +148,7 @@ def synthesize(
     out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
     engine: Annotated[
         Engine | None,
-        typer.Option(help="Sampling engine [default: native for a .wrnn file, torch for a checkpoint]."),
+        typer.Option(help="Sampling engine (default: native for a .wrnn file, torch for a checkpoint)."),
     ] = None,
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="Inputs synthesized in parallel (one process each).")
@@ -185,7 +185,9 @@ def synthesize(
 
 @app.command()
 def export(
-    checkpoint: Annotated[Path, typer.Argument(help="Checkpoint file, or checkpoint directory (its latest)")],
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Checkpoint file, or checkpoint directory (its latest).")
+    ],
     out_file: Annotated[Path, typer.Argument(help="Model file to write (.wrnn) for the native engine.")],
     precision: Annotated[
         Precision, typer.Option(help="Weights of the per-sample matrices (GRU recurrent, output layers).")
@@ -213,17 +215,19 @@ def export(
 def bench(
     model: Annotated[
         Path | None,
-        typer.Argument(help="Checkpoint or .wrnn file to time [default: random models, each --hidden-size]."),
+        typer.Argument(
+            help="Checkpoint or .wrnn file to time (default: random models, one per --hidden-size)."
+        ),
     ] = None,
     hidden_size: Annotated[
         list[int] | None,
-        typer.Option("--hidden-size", "-n", help="GRU width N (repeatable) [default: 384 512 896]."),
+        typer.Option("--hidden-size", "-n", help="GRU width N, repeatable (default: 384 512 896)."),
     ] = None,
     threads: Annotated[
-        list[int] | None, typer.Option("--threads", "-t", help="Threads (repeatable) [default: 1 2].")
+        list[int] | None, typer.Option("--threads", "-t", help="Threads, repeatable (default: 1 2).")
     ] = None,
     precision: Annotated[
-        list[Precision] | None, typer.Option(help="Native weight precisions (repeatable) [default: all].")
+        list[Precision] | None, typer.Option(help="Native weight precisions, repeatable (default: all).")
     ] = None,
     seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
     torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Time torch too.")] = True,
@@ -305,21 +309,31 @@ def bench(
 
 @app.command()
 def info(
-    model: Annotated[Path, typer.Argument(help="Checkpoint file or directory.")],
+    model: Annotated[Path, typer.Argument(help="Checkpoint file or directory, or a .wrnn model file.")],
 ) -> None:
-    """Print a checkpoint's step, sizes and full config."""
-    from vocoder import checkpoint as ckpt_mod
-
+    """Print a model's step or precision, sizes and full config."""
     try:
-        path = ckpt_mod.resolve(model)
-        net, cfg, data = ckpt_mod.load_model(path)
+        if model.suffix == ".wrnn":
+            from vocoder.native import NativeVocoder
+
+            native = NativeVocoder.load(model)
+            cfg = native.cfg
+            say(
+                f"{model}: native model file, {native.precision} weights, "
+                f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz, kernels {native.isa}"
+            )
+        else:
+            from vocoder import checkpoint as ckpt_mod
+
+            path = ckpt_mod.resolve(model)
+            net, cfg, data = ckpt_mod.load_model(path)
+            params = sum(p.numel() for p in net.parameters())
+            say(
+                f"{path}: step {data['step']}, {params:,} parameters, "
+                f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz"
+            )
     except VocoderError as e:
         fail(str(e))
-    params = sum(p.numel() for p in net.parameters())
-    say(
-        f"{path}: step {data['step']}, {params:,} parameters, "
-        f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz"
-    )
     out.print(cfg.to_yaml(), highlight=False, markup=False, end="")
 
 
