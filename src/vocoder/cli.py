@@ -296,7 +296,8 @@ def bench(
             f"{100 * r.share_of_limit:.0f}%",
             f"{r.share_of_blas:.2f}x",
         )
-    out.print(table)
+    # never truncate figures (a pipe or log gets 80 columns by default)
+    (out if out.width >= 110 else Console(width=110)).print(table)
     say(
         "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
         "the probe reads a buffer of that size). "
