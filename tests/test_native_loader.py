@@ -16,13 +16,18 @@ from vocoder.export import write_model_file
 from vocoder.native import NativeVocoder
 
 
-@pytest.fixture(scope="module")
-def good(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+def _model_bytes(tmp_path_factory: pytest.TempPathFactory, precision: str) -> bytes:
+    """A valid small model file of the given precision, as bytes to damage."""
     cfg = small_config(hidden=32, channels=8, blocks=1)
     mel, _ = speech(cfg)
-    path = tmp_path_factory.mktemp("loader") / "good.wrnn"
-    write_model_file(path, cfg, state_of(random_model(cfg, mel)), "fp32")
+    path = tmp_path_factory.mktemp("loader") / f"good-{precision}.wrnn"
+    write_model_file(path, cfg, state_of(random_model(cfg, mel)), precision)
     return path.read_bytes()
+
+
+@pytest.fixture(scope="module")
+def good(tmp_path_factory: pytest.TempPathFactory) -> bytes:
+    return _model_bytes(tmp_path_factory, "fp32")
 
 
 def entry_field(data: bytes, name: str, field: int) -> int:
@@ -120,11 +125,7 @@ def test_damaged_files_are_rejected(good: bytes, tmp_path: Path, case: str) -> N
 
 @pytest.fixture(scope="module")
 def good_int8(tmp_path_factory: pytest.TempPathFactory) -> bytes:
-    cfg = small_config(hidden=32, channels=8, blocks=1)
-    mel, _ = speech(cfg)
-    path = tmp_path_factory.mktemp("loader") / "good-int8.wrnn"
-    write_model_file(path, cfg, state_of(random_model(cfg, mel)), "int8")
-    return path.read_bytes()
+    return _model_bytes(tmp_path_factory, "int8")
 
 
 def test_int8_weights_and_scales_are_checked(good_int8: bytes, tmp_path: Path) -> None:

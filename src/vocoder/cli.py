@@ -102,7 +102,10 @@ def train(
     steps: Annotated[
         int | None, typer.Option(help="Total training steps (same as --set train.steps=N).")
     ] = None,
-    resume: Annotated[bool, typer.Option(help="Continue from the latest checkpoint in CKPT_DIR.")] = False,
+    resume: Annotated[
+        bool,
+        typer.Option(help="Continue from the latest checkpoint in CKPT_DIR (a fresh start if it has none)."),
+    ] = False,
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda or auto (same as --set train.device=...).")
     ] = None,
