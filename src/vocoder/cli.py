@@ -138,6 +138,72 @@ def train(
 
 
 @app.command()
+def prune(
+    checkpoint: Annotated[
+        Path, typer.Argument(help="Dense checkpoint file or directory (its latest) to prune.")
+    ],
+    ckpt_dir: Annotated[Path, typer.Argument(help="New directory for the pruned run's checkpoints.")],
+    sparsity: Annotated[
+        float, typer.Option(min=0.0, max=0.999, help="Final sparsity Z of each pruned matrix.")
+    ] = 0.95,
+    block: Annotated[
+        str, typer.Option(help="Block shape RxC (rows x columns), e.g. 16x1, 4x4, 1x1.")
+    ] = "16x1",
+    start: Annotated[
+        int | None, typer.Option(help="Step t0 where pruning starts (default: the checkpoint's step).")
+    ] = None,
+    ramp: Annotated[
+        int | None, typer.Option(help="Steps S over which sparsity rises to Z (default: prune.ramp).")
+    ] = None,
+    steps: Annotated[
+        int | None, typer.Option(help="Total steps to train to (default: start + 2 * ramp).")
+    ] = None,
+    features: Annotated[
+        Path | None, typer.Option(help="Features directory (default: the one the checkpoint was trained on).")
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Continue training a dense checkpoint while pruning it to block sparsity.
+
+    Sparsity follows z(t) = Z (1 - (1 - (t - t0) / S)^3); masks are recomputed every
+    prune.interval steps from block magnitudes and reapplied after every step. R_u, R_r and
+    R_e are pruned separately (plus O1 and O3 with --set prune.layers=gru+out). Rerunning
+    with the same CKPT_DIR resumes.
+    """
+    from vocoder import checkpoint as ckpt_mod
+    from vocoder.train import train as run
+
+    try:
+        source = ckpt_mod.resolve(checkpoint)
+        data = ckpt_mod.load(source)
+        user = load_config(config, set_)
+        t0 = int(data["step"]) if start is None else start
+        s_ramp = user.prune.ramp if ramp is None else ramp
+        total = t0 + 2 * s_ramp if steps is None else steps
+        overrides = [
+            *(set_ or []),
+            f"prune.sparsity={sparsity}",
+            f"prune.block={block}",
+            f"prune.start={t0}",
+            f"prune.ramp={s_ramp}",
+            f"train.steps={total}",
+        ]
+        cfg = load_config(config, overrides)
+        feats = features or (Path(data["features_dir"]) if data.get("features_dir") else None)
+        if feats is None:
+            raise VocoderError(f"{source}: does not record its features directory; pass --features")
+        result = run(feats, ckpt_dir, cfg, True, console, frozenset(explicit_keys(config, overrides)), source)
+    except VocoderError as e:
+        fail(str(e))
+    last = "-" if result.last_valid_bits is None else f"{result.last_valid_bits:.3f}"
+    say(
+        f"pruned to step {result.step} ({sparsity:.1%} in {block} blocks, ramp from step {t0} "
+        f"over {s_ramp}); validation NLL {last} bits/sample; checkpoints in {ckpt_dir}"
+    )
+
+
+@app.command()
 def synthesize(
     model: Annotated[
         Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest)")

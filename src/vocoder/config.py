@@ -8,6 +8,7 @@ typo or an impossible value stops a job at second zero rather than an hour in.
 from __future__ import annotations
 
 import dataclasses
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -73,6 +74,18 @@ class TrainConfig:
 
 
 @dataclass
+class PruneConfig:
+    """Gradual block pruning during training (off while ``sparsity`` is 0)."""
+
+    sparsity: float = 0.0
+    block: str = "16x1"
+    start: int = 0
+    ramp: int = 10000
+    interval: int = 500
+    layers: str = "gru"
+
+
+@dataclass
 class Config:
     """The whole configuration; every section is a typed dataclass."""
 
@@ -80,6 +93,7 @@ class Config:
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict, as written to YAML and stored in checkpoints."""
@@ -191,6 +205,13 @@ def _check(cfg: Config, origin: str) -> None:
     need(t.log_every >= 1, "train.log_every must be >= 1")
     need(t.threads >= 0, "train.threads must be >= 0 (0 = torch default)")
     need(t.device in ("cpu", "cuda", "auto"), "train.device must be cpu, cuda or auto")
+    p = cfg.prune
+    need(0 <= p.sparsity < 1, "prune.sparsity must be in [0, 1)")
+    need(re.fullmatch(r"[1-9]\d*x[1-9]\d*", p.block) is not None, "prune.block must look like 16x1 or 4x4")
+    need(p.start >= 0, "prune.start must be >= 0")
+    need(p.ramp >= 1, "prune.ramp must be >= 1")
+    need(p.interval >= 1, "prune.interval must be >= 1")
+    need(p.layers in ("gru", "gru+out"), "prune.layers must be gru or gru+out")
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:

@@ -29,6 +29,7 @@ from vocoder.data import Batch, WindowCutter, load_utterances, mel_statistics, r
 from vocoder.errors import VocoderError
 from vocoder.fsutil import write_text_atomic
 from vocoder.model import WaveRNN
+from vocoder.pruning import Pruner
 
 LN2 = math.log(2.0)
 
@@ -99,6 +100,19 @@ def _merge_config(user: Config, explicit: set[str], feats: Config, features_dir:
     return Config(audio=feats.audio, data=feats.data, model=user.model, train=user.train)
 
 
+def _continued_config(stored: Config, user: Config, explicit: set[str], ckpt_dir: Path) -> Config:
+    """A continued run keeps its stored config; explicit train.* and prune.* keys apply."""
+    for key, value in vars(user.model).items():
+        if f"model.{key}" in explicit and getattr(stored.model, key) != value:
+            raise VocoderError(f"{ckpt_dir}: a continued run cannot change model.{key}")
+    for section in ("train", "prune"):
+        for key in vars(getattr(stored, section)):
+            if f"{section}.{key}" in explicit:
+                setattr(getattr(stored, section), key, getattr(getattr(user, section), key))
+    config_mod.from_dict(stored.to_dict(), "continued config")  # re-validate the mix
+    return stored
+
+
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
@@ -147,8 +161,13 @@ def train(
     resume: bool,
     console: Console,
     explicit: frozenset[str] = frozenset(),
+    init_from: Path | None = None,
 ) -> TrainResult:
-    """Train (or resume) a WaveRNN on a features directory, checkpointing into ckpt_dir."""
+    """Train (or resume) a WaveRNN on a features directory, checkpointing into ckpt_dir.
+
+    ``init_from`` starts a new run from another run's checkpoint (weights, optimiser,
+    step and RNG states), as `vocoder prune` does to sparsify a dense model.
+    """
     existing = ckpt_mod.list_checkpoints(ckpt_dir)
     feats_cfg = read_features_config(features_dir)
     state: dict[str, Any] | None = None
@@ -156,12 +175,11 @@ def train(
         raise VocoderError(
             f"{ckpt_dir}: already holds checkpoints; pass --resume to continue or use a new dir"
         )
-    if resume and existing:
-        state = ckpt_mod.load(existing[-1])
-        stored = config_mod.from_dict(state["config"], f"{existing[-1]} (stored config)")
-        if user_cfg.model != stored.model and user_cfg.model != config_mod.ModelConfig():
-            raise VocoderError(f"{ckpt_dir}: --resume cannot change model settings")
-        cfg = Config(audio=stored.audio, data=stored.data, model=stored.model, train=user_cfg.train)
+    source = existing[-1] if resume and existing else init_from
+    if source is not None:
+        state = ckpt_mod.load(source)
+        stored = config_mod.from_dict(state["config"], f"{source} (stored config)")
+        cfg = _continued_config(stored, user_cfg, set(explicit), ckpt_dir)
     else:
         cfg = _merge_config(user_cfg, set(explicit), feats_cfg, features_dir)
     tc = cfg.train
@@ -198,12 +216,15 @@ def train(
         model.load_state_dict(state["model"])
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
+    pruner = Pruner(model, cfg.prune) if cfg.prune.sparsity > 0 else None
     if state is not None:
         opt.load_state_dict(state["optimizer"])
         for group in opt.param_groups:
             group["lr"] = tc.learning_rate
         _restore_rng(rng, state["rng"])
         step = int(state["step"])
+        if pruner is not None and state.get("prune_masks"):
+            pruner.load_state_dict(state["prune_masks"])
 
     cutter = WindowCutter(
         tc.seq_frames,
@@ -225,6 +246,8 @@ def train(
             "step": step,
             "config": cfg.to_dict(),
             "rng": _rng_state(rng),
+            "features_dir": str(features_dir.resolve()),
+            "prune_masks": pruner.state_dict() if pruner is not None else {},
         }
         ckpt_mod.save(ckpt_dir / ckpt_mod.checkpoint_name(step), payload)
         for old in ckpt_mod.list_checkpoints(ckpt_dir)[: -tc.keep_checkpoints]:
@@ -248,6 +271,7 @@ def train(
         TextColumn("loss {task.fields[loss]:.3f} b/s"),
         TextColumn("valid {task.fields[valid]}"),
         TextColumn("{task.fields[rate]:.2f} steps/s"),
+        TextColumn("sparsity {task.fields[sparsity]:.1%}"),
         TimeElapsedColumn(),
     )
     with Progress(*columns, console=console, transient=False) as progress:
@@ -258,6 +282,7 @@ def train(
             loss=float("nan"),
             valid="-" if last_bits is None else f"{last_bits:.3f}",
             rate=0.0,
+            sparsity=pruner.sparsity() if pruner is not None else 0.0,
         )
         window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
         try:
@@ -269,22 +294,26 @@ def train(
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
                 opt.step()
                 step += 1
+                if pruner is not None:
+                    pruner.step(step)
                 window_steps += 1
                 window_loss += loss.item() / LN2
                 if step % tc.log_every == 0 or step == tc.steps:
                     rate = window_steps / max(time.monotonic() - window_start, 1e-9)
                     bits = window_loss / window_steps
+                    sparsity = pruner.sparsity() if pruner is not None else 0.0
                     _append_metrics(
                         metrics,
                         {
                             "step": step,
+                            "sparsity": sparsity,
                             "train_bits": bits,
                             "grad_norm": float(grad_norm),
                             "steps_per_s": rate,
                             "samples_per_s": rate * samples_per_step,
                         },
                     )
-                    progress.update(task, loss=bits, rate=rate)
+                    progress.update(task, loss=bits, rate=rate, sparsity=sparsity)
                     window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
                 out_of_time = tc.max_minutes > 0 and time.monotonic() - start > tc.max_minutes * 60
                 if step % tc.valid_every == 0 or step == tc.steps or out_of_time:
