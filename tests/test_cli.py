@@ -21,9 +21,16 @@ def _error_lines(output: str) -> list[str]:
 
 def test_help_documents_every_command() -> None:
     r = run_cli("--help")
-    for command in ("preprocess", "train", "synthesize", "info", "config"):
+    for command in ("preprocess", "train", "prune", "synthesize", "export", "bench", "info", "config"):
         assert command in r.output
-    for command, option in [("preprocess", "--jobs"), ("train", "--resume"), ("synthesize", "--out-dir")]:
+    for command, option in [
+        ("preprocess", "--jobs"),
+        ("train", "--resume"),
+        ("prune", "--sparsity"),
+        ("synthesize", "--out-dir"),
+        ("export", "--precision"),
+        ("bench", "--hidden-size"),
+    ]:
         assert option in run_cli(command, "--help").output
 
 
