@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-EXP ?= exp/demo
+EXP ?= exp/allison
 
 .PHONY: install demo test lint clean sanitize
 
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml Makefile CMakeLists.txt $(wildcard src/vocoder/engine/*
 	touch $(STAMP)
 
 demo: install
-	$(MAKE) -C recipes/allison all PY=$(abspath $(BIN))/python VOCODER=$(abspath $(BIN))/vocoder EXP=$(abspath $(EXP))
+	$(MAKE) -C recipes/allison all VOCODER=$(abspath $(BIN))/vocoder EXP=$(abspath $(EXP))
 
 test: install sanitize
 	$(BIN)/python -m pytest -q
