@@ -217,6 +217,12 @@ def test_cli_export_then_synthesize_picks_native(setup, tmp_path: Path) -> None:
     assert "native engine" in res.output
     y, sr = sf.read(tmp_path / "out" / f"{ROOT_WAV.stem}.wav", dtype="int16")
     assert sr == cfg.audio.sample_rate and len(y) > 10000
+    res = runner.invoke(
+        app, ["synthesize", str(tmp_path / "m.wrnn"), str(ROOT_WAV), "-o", str(tmp_path / "o2"), "-t", "2"]
+    )
+    assert res.exit_code == 0, res.output
+    two, _ = sf.read(tmp_path / "o2" / f"{ROOT_WAV.stem}.wav", dtype="int16")
+    assert np.array_equal(two, y)  # two engine threads give the same samples
     res = runner.invoke(app, ["info", str(tmp_path / "m.wrnn")])
     assert res.exit_code == 0, res.output
     assert "native model file, fp32 weights" in res.output

@@ -222,6 +222,17 @@ def synthesize(
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="Inputs synthesized in parallel (one process each).")
     ] = 1,
+    threads: Annotated[
+        int,
+        typer.Option(
+            "--threads",
+            "-t",
+            min=0,
+            max=2,
+            help="Threads per engine instance: native 2 splits each step between two cores (same "
+            "samples); torch sets its thread count; 0 = default (1 per job).",
+        ),
+    ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the sampling random numbers.")] = 0,
 ) -> None:
     """Vocode mels (or wavs) into 16-bit wavs with a sequential sampler (native or torch).
@@ -233,7 +244,7 @@ def synthesize(
 
     engine_name = engine.value if engine is not None else default_engine(model)
     try:
-        results, wall = run(model, inputs, out_dir, engine_name, seed, jobs, console)
+        results, wall = run(model, inputs, out_dir, engine_name, seed, jobs, console, threads)
     except VocoderError as e:
         fail(str(e))
     good = [r for r in results if r.output is not None]

@@ -125,9 +125,9 @@ def synthesize_file(vocoder: Vocoder, source: Path, output: Path, seed: int) -> 
 _worker: Vocoder | None = None
 
 
-def _init_worker(model_path: Path, engine: str | None) -> None:
+def _init_worker(model_path: Path, engine: str | None, threads: int) -> None:
     global _worker
-    _worker = load_vocoder(model_path, engine, threads=1)
+    _worker = load_vocoder(model_path, engine, threads=threads)
 
 
 def _work(source: Path, output: Path, seed: int) -> Result:
@@ -143,13 +143,15 @@ def synthesize(
     seed: int,
     jobs: int,
     console: Console,
+    threads: int = 0,
 ) -> tuple[list[Result], float]:
     """Vocode every input; returns per-input results and the wall time.
 
-    With ``jobs`` > 1 each worker process loads its own engine instance (one thread
-    each) and takes inputs as they come.
+    With ``jobs`` > 1 each worker process loads its own engine instance and takes inputs
+    as they come. ``threads`` is per engine instance (0: the engine's default, and one
+    thread in each worker so that jobs do not oversubscribe the cores).
     """
-    vocoder = load_vocoder(model_path, engine)
+    vocoder = load_vocoder(model_path, engine, threads)
     files, results = gather_inputs(inputs)
     outputs = output_paths(files, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -181,7 +183,7 @@ def synthesize(
         else:
             ctx = get_context("spawn")
             with ProcessPoolExecutor(
-                jobs, mp_context=ctx, initializer=_init_worker, initargs=(model_path, engine)
+                jobs, mp_context=ctx, initializer=_init_worker, initargs=(model_path, engine, threads or 1)
             ) as pool:
                 futures = [pool.submit(_work, f, o, seed) for f, o in zip(files, outputs, strict=True)]
                 for fut in as_completed(futures):
