@@ -109,3 +109,24 @@ def test_prune_command_and_exact_zeros_at_every_checkpoint(tmp_path: Path, tiny_
     assert again.exit_code == 0 and "pruned to step 10" in again.output
     bad = run_cli("prune", tiny_ckpt, tmp_path / "bad", "--block", "5x5", *TINY)
     assert bad.exit_code == 1 and "does not tile" in bad.output
+
+
+def test_pruning_inside_train(tmp_path: Path, features_dir: Path) -> None:
+    out = tmp_path / "run"
+    sets = [
+        "--set",
+        "prune.sparsity=0.5",
+        "--set",
+        "prune.block=4x4",
+        "--set",
+        "prune.ramp=2",
+        "--set",
+        "prune.interval=1",
+    ]
+    r = run_cli("train", features_dir, out, "--steps", "4", *TINY, *sets)
+    assert r.exit_code == 0, r.output
+    final = ckpt_mod.load(out / "checkpoint_00000004.pt")
+    assert final["config"]["prune"]["sparsity"] == 0.5
+    w = final["model"]["gru.weight_hh_l0"]
+    for i in range(3):
+        assert float((w[i * 32 : (i + 1) * 32] == 0).float().mean()) == pytest.approx(0.5, abs=1 / 64)

@@ -87,7 +87,7 @@ def _restore_rng(rng: np.random.Generator, state: dict[str, Any]) -> None:
 
 
 def _merge_config(user: Config, explicit: set[str], feats: Config, features_dir: Path) -> Config:
-    """Audio and data settings belong to the features; model and train to the user.
+    """Audio and data settings belong to the features; model, train and prune to the user.
 
     An audio value the user gave explicitly must agree with the features.
     """
@@ -97,7 +97,7 @@ def _merge_config(user: Config, explicit: set[str], feats: Config, features_dir:
                 f"{features_dir}: features were made with audio.{key}="
                 f"{getattr(feats.audio, key)}, the config asks for {value}"
             )
-    return Config(audio=feats.audio, data=feats.data, model=user.model, train=user.train)
+    return Config(audio=feats.audio, data=feats.data, model=user.model, train=user.train, prune=user.prune)
 
 
 def _continued_config(stored: Config, user: Config, explicit: set[str], ckpt_dir: Path) -> Config:
