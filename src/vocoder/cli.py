@@ -171,35 +171,18 @@ def prune(
     R_e are pruned separately (plus O1 and O3 with --set prune.layers=gru+out). Rerunning
     with the same CKPT_DIR resumes.
     """
-    from vocoder import checkpoint as ckpt_mod
-    from vocoder.train import train as run
+    from vocoder.train import prune as run
 
+    schedule = {"sparsity": sparsity, "block": block, "start": start, "ramp": ramp, "steps": steps}
     try:
-        source = ckpt_mod.resolve(checkpoint)
-        data = ckpt_mod.load(source)
-        user = load_config(config, set_)
-        t0 = int(data["step"]) if start is None else start
-        s_ramp = user.prune.ramp if ramp is None else ramp
-        total = t0 + 2 * s_ramp if steps is None else steps
-        overrides = [
-            *(set_ or []),
-            f"prune.sparsity={sparsity}",
-            f"prune.block={block}",
-            f"prune.start={t0}",
-            f"prune.ramp={s_ramp}",
-            f"train.steps={total}",
-        ]
-        cfg = load_config(config, overrides)
-        feats = features or (Path(data["features_dir"]) if data.get("features_dir") else None)
-        if feats is None:
-            raise VocoderError(f"{source}: does not record its features directory; pass --features")
-        result = run(feats, ckpt_dir, cfg, True, console, frozenset(explicit_keys(config, overrides)), source)
+        pruned = run(checkpoint, ckpt_dir, config, list(set_ or []), schedule, features, console)
     except VocoderError as e:
         fail(str(e))
+    result = pruned.train
     last = "-" if result.last_valid_bits is None else f"{result.last_valid_bits:.3f}"
     say(
-        f"pruned to step {result.step} ({sparsity:.1%} in {block} blocks, ramp from step {t0} "
-        f"over {s_ramp}); validation NLL {last} bits/sample; checkpoints in {ckpt_dir}"
+        f"pruned to step {result.step} ({sparsity:.1%} in {block} blocks, ramp from step {pruned.start} "
+        f"over {pruned.ramp}); validation NLL {last} bits/sample; checkpoints in {ckpt_dir}"
     )
 
 

@@ -161,12 +161,13 @@ def train(
     resume: bool,
     console: Console,
     explicit: frozenset[str] = frozenset(),
-    init_from: Path | None = None,
+    init_from: tuple[Path, dict[str, Any]] | None = None,
 ) -> TrainResult:
     """Train (or resume) a WaveRNN on a features directory, checkpointing into ckpt_dir.
 
-    ``init_from`` starts a new run from another run's checkpoint (weights, optimiser,
-    step and RNG states), as `vocoder prune` does to sparsify a dense model.
+    ``init_from`` (a checkpoint's path and its loaded contents) starts a new run from
+    another run's checkpoint (weights, optimiser, step and RNG states), as `prune` does
+    to sparsify a dense model.
     """
     existing = ckpt_mod.list_checkpoints(ckpt_dir)
     feats_cfg = read_features_config(features_dir)
@@ -175,9 +176,12 @@ def train(
         raise VocoderError(
             f"{ckpt_dir}: already holds checkpoints; pass --resume to continue or use a new dir"
         )
-    source = existing[-1] if resume and existing else init_from
-    if source is not None:
-        state = ckpt_mod.load(source)
+    if resume and existing:
+        source: Path | None = existing[-1]
+        state = ckpt_mod.load(existing[-1])
+    else:
+        source, state = init_from if init_from is not None else (None, None)
+    if source is not None and state is not None:
         stored = config_mod.from_dict(state["config"], f"{source} (stored config)")
         cfg = _continued_config(stored, user_cfg, set(explicit), ckpt_dir)
     else:
@@ -332,3 +336,52 @@ def train(
             console.print(f"interrupted: saved step {step}; continue with --resume")
             raise
     return TrainResult(step, first_bits, last_bits, time.monotonic() - start, stopped_by)
+
+
+@dataclass
+class PruneResult:
+    """A pruning run's outcome and the schedule it used."""
+
+    train: TrainResult
+    start: int
+    ramp: int
+
+
+def prune(
+    checkpoint: Path,
+    ckpt_dir: Path,
+    config: str | None,
+    sets: list[str],
+    schedule: dict[str, Any],
+    features_dir: Path | None,
+    console: Console,
+) -> PruneResult:
+    """Continue a checkpoint's run into ``ckpt_dir`` under a pruning schedule.
+
+    ``schedule`` holds ``sparsity`` and ``block`` and optionally ``start`` (default: the
+    checkpoint's step), ``ramp`` (default: prune.ramp) and ``steps`` (default:
+    start + 2 * ramp); None means the default. The features directory defaults to the
+    one the checkpoint was trained on. Rerunning with the same ``ckpt_dir`` resumes.
+    """
+    source = ckpt_mod.resolve(checkpoint)
+    state = ckpt_mod.load(source)
+    start = int(state["step"]) if schedule.get("start") is None else schedule["start"]
+    ramp = schedule.get("ramp")
+    if ramp is None:
+        ramp = config_mod.load_config(config, sets).prune.ramp
+    steps = start + 2 * ramp if schedule.get("steps") is None else schedule["steps"]
+    overrides = [
+        *sets,
+        f"prune.sparsity={schedule['sparsity']}",
+        f"prune.block={schedule['block']}",
+        f"prune.start={start}",
+        f"prune.ramp={ramp}",
+        f"train.steps={steps}",
+    ]
+    cfg = config_mod.load_config(config, overrides)
+    feats = features_dir or (Path(state["features_dir"]) if state.get("features_dir") else None)
+    if feats is None:
+        raise VocoderError(f"{source}: does not record its features directory; pass --features")
+    explicit = frozenset(config_mod.explicit_keys(config, overrides))
+    result = train(feats, ckpt_dir, cfg, True, console, explicit, (source, state))
+    return PruneResult(result, start, ramp)
