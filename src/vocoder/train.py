@@ -25,7 +25,14 @@ from torch.nn import functional as F  # noqa: N812
 from vocoder import checkpoint as ckpt_mod
 from vocoder import config as config_mod
 from vocoder.config import Config
-from vocoder.data import Batch, WindowCutter, load_utterances, mel_statistics, read_features_config
+from vocoder.data import (
+    Batch,
+    Utterance,
+    WindowCutter,
+    load_utterances,
+    mel_statistics,
+    read_features_config,
+)
 from vocoder.errors import VocoderError
 from vocoder.fsutil import write_text_atomic
 from vocoder.model import WaveRNN
@@ -191,21 +198,17 @@ def train(
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
 
-    cutter_frames = tc.seq_frames
-    train_utts = [
-        u
-        for u in load_utterances(features_dir, "train", cfg.audio.hop_length, cfg.audio.n_mels)
-        if u.mel.shape[1] >= cutter_frames + 2
-    ]
-    valid_utts = [
-        u
-        for u in load_utterances(features_dir, "valid", cfg.audio.hop_length, cfg.audio.n_mels)
-        if u.mel.shape[1] >= cutter_frames + 2
-    ]
-    if not train_utts:
-        raise VocoderError(f"{features_dir}: no training utterance of {cutter_frames + 2}+ frames")
-    if not valid_utts:
-        raise VocoderError(f"{features_dir}: no validation utterance of {cutter_frames + 2}+ frames")
+    min_frames = tc.seq_frames + 2  # a window plus one frame on each side for interpolation
+
+    def usable(split: str, what: str) -> list[Utterance]:
+        utts = load_utterances(features_dir, split, cfg.audio.hop_length, cfg.audio.n_mels)
+        utts = [u for u in utts if u.mel.shape[1] >= min_frames]
+        if not utts:
+            raise VocoderError(f"{features_dir}: no {what} utterance of {min_frames}+ frames")
+        return utts
+
+    train_utts = usable("train", "training")
+    valid_utts = usable("valid", "validation")
 
     torch.manual_seed(tc.seed)
     random.seed(tc.seed)
