@@ -20,16 +20,18 @@ from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path
 
 MAGIC = b"\x89WRNN\r\n\x1a"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: block-sparse matrices (an i32 index + packed blocks)
 HEADER_SIZE = 96
 ENTRY_SIZE = 96
 NAME_SIZE = 64
 ALIGN = 64
 CHECKSUM_SIZE = 4  # CRC-32 (zlib polynomial) of every byte before it
-DTYPES = {"f32": 1, "bf16": 2, "i8": 3}
+DTYPES = {"f32": 1, "bf16": 2, "i8": 3, "i32": 4}
 PRECISIONS = {"fp32": 1, "bf16": 2, "int8": 3}
 # The matrices applied once per sample: these take the export precision.
 PER_SAMPLE = ("gru.weight_hh_l0", "O1.weight", "O2.weight", "O3.weight", "O4.weight")
+# Block shapes the engine has sparse kernels for; other pruning blocks export dense.
+KERNEL_BLOCKS = {"16x1": (16, 1), "4x4": (4, 4)}
 
 
 def to_bf16(x: np.ndarray) -> np.ndarray:
@@ -47,16 +49,49 @@ def to_int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
+def block_sparse(w: np.ndarray, block: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
+    """A matrix in the sparse kernels' order: (index, blocks).
+
+    The rows are cut into stripes of r rows; ``index`` holds, per stripe, its number of
+    kept blocks followed by each kept block's first column (increasing); ``blocks`` is
+    (kept, c, r): each block's values column by column, stripe after stripe. A block is
+    kept when any of its values is non-zero, so the product is exactly the dense one.
+    """
+    r, c = block
+    rows, cols = w.shape
+    tiles = w.reshape(rows // r, r, cols // c, c).transpose(0, 2, 3, 1)  # (stripe, block col, c, r)
+    keep = np.any(tiles != 0, axis=(2, 3))
+    index: list[int] = []
+    for stripe in keep:
+        starts = np.flatnonzero(stripe) * c
+        index += [len(starts), *starts.tolist()]
+    return np.asarray(index, dtype=np.int32), np.ascontiguousarray(tiles[keep])
+
+
+def sparse_matrices(cfg: Config) -> dict[str, tuple[int, int]]:
+    """The matrices pruning left block-sparse in a kernel block shape, by tensor name."""
+    p = cfg.prune
+    if p.sparsity <= 0 or p.block not in KERNEL_BLOCKS:
+        return {}
+    names = ["gru.weight_hh_l0"] + (["O1.weight", "O3.weight"] if p.layers == "gru+out" else [])
+    return dict.fromkeys(names, KERNEL_BLOCKS[p.block])
+
+
 def _align(n: int, a: int) -> int:
     return (n + a - 1) // a * a
 
 
-def model_tensors(state: dict[str, np.ndarray], precision: str) -> list[tuple[str, str, np.ndarray]]:
+def model_tensors(
+    state: dict[str, np.ndarray], precision: str, sparse: dict[str, tuple[int, int]] | None = None
+) -> list[tuple[str, str, np.ndarray]]:
     """(name, dtype, array) for every tensor the engine reads, in file order.
 
     The input matrix is stored already masked and the mask itself is dropped: the engine
-    relies on (and checks) the zero coarse rows of column 2.
+    relies on (and checks) the zero coarse rows of column 2. A matrix named in ``sparse``
+    is stored as ``<name>.blocks`` + ``<name>.index`` (see ``block_sparse``) with its values
+    in the export precision.
     """
+    sparse = sparse or {}
     out = []
     for name, value in state.items():
         if name == "input_mask":
@@ -64,29 +99,42 @@ def model_tensors(state: dict[str, np.ndarray], precision: str) -> list[tuple[st
         arr = np.ascontiguousarray(value, dtype=np.float32)
         if name == "gru.weight_ih_l0":
             arr = arr * state["input_mask"]
-        if precision == "bf16" and name in PER_SAMPLE:
-            out.append((name, "bf16", to_bf16(arr)))
-        elif precision == "int8" and name in PER_SAMPLE:
-            q, scale = to_int8_rows(arr)
-            out.append((name, "i8", q))
-            out.append((f"{name}.scale", "f32", scale))
-        else:
+        if name not in PER_SAMPLE:
             out.append((name, "f32", arr))
+            continue
+        scale = None
+        if precision == "bf16":
+            dtype, stored = "bf16", to_bf16(arr)
+        elif precision == "int8":
+            (stored, scale), dtype = to_int8_rows(arr), "i8"
+        else:
+            dtype, stored = "f32", arr
+        index, blocks = block_sparse(stored, sparse[name]) if name in sparse else (None, None)
+        if blocks is not None and len(blocks):
+            out.append((f"{name}.blocks", dtype, blocks))
+            out.append((f"{name}.index", "i32", index))
+        else:
+            out.append((name, dtype, stored))
+        if scale is not None:
+            out.append((f"{name}.scale", "f32", scale))
     return out
 
 
 def write_model_file(
     path: Path, cfg: Config, state: dict[str, np.ndarray], precision: str = "fp32", origin: str = ""
 ) -> None:
-    """Write a model file from a config and a float32 state dict (names as in WaveRNN)."""
+    """Write a model file from a config and a float32 state dict (names as in WaveRNN).
+
+    Matrices pruned in a kernel block shape (``cfg.prune``) are written block-sparse.
+    """
     if precision not in PRECISIONS:
         raise VocoderError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
-    tensors = model_tensors(state, precision)
+    tensors = model_tensors(state, precision, sparse_matrices(cfg))
     header = {
         "format": "wavernn-vocoder/model",
         "precision": precision,
         "source": origin,
-        "config": {"audio": cfg.to_dict()["audio"], "model": cfg.to_dict()["model"]},
+        "config": {key: cfg.to_dict()[key] for key in ("audio", "model", "prune")},
     }
     js = json.dumps(header, sort_keys=True).encode("utf-8")
     table_off = _align(HEADER_SIZE + len(js), 8)

@@ -37,16 +37,18 @@ class NativeVocoder:
         self.cfg = cfg
 
     @classmethod
-    def load(cls, path: Path, threads: int = 0) -> NativeVocoder:
+    def load(cls, path: Path, threads: int = 0, sparse: str = "auto") -> NativeVocoder:
         """Open and validate a model file. ``threads`` = 2 splits each step between two
         threads (coarse and fine halves; same samples); 0 or 1 means one thread, so
-        several ``--jobs`` processes do not oversubscribe the cores by default."""
+        several ``--jobs`` processes do not oversubscribe the cores by default.
+        ``sparse``: block-sparse matrices run on the sparse kernels when sparse enough
+        to win ("auto"), always, or are expanded to dense ("never")."""
         mod = _engine_module()
         path = Path(path)
         if path.is_dir():
             raise VocoderError(f"{path}: is a directory; the native engine reads one {MODEL_EXT} model file")
         try:
-            engine = mod.Engine(str(path), max(1, threads))
+            engine = mod.Engine(str(path), max(1, threads), sparse)
         except mod.EngineError as e:
             hint = ""
             if "bad magic" in str(e) and path.suffix != MODEL_EXT:
@@ -85,6 +87,11 @@ class NativeVocoder:
     @property
     def precision(self) -> str:
         return self.engine.precision
+
+    @property
+    def layout(self) -> dict[str, dict[str, object]]:
+        """Per matrix: kind (dense/sparse), block (e.g. 16x1) and density as loaded."""
+        return self.engine.layout
 
     def _call(self, name: str, *args: object) -> object:
         mod = _engine_module()

@@ -17,8 +17,31 @@ using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
 
 class PyEngine {
   public:
-    PyEngine(const std::string& path, int threads)
-        : model_(wrnn::load_model_file(path)), engine_(model_, wrnn::active_kernels(), threads) {}
+    PyEngine(const std::string& path, int threads, const std::string& sparse)
+        : model_(wrnn::load_model_file(path, sparse_use(sparse))), engine_(model_, wrnn::active_kernels(), threads) {}
+
+    static wrnn::SparseUse sparse_use(const std::string& s) {
+        if (s == "auto") return wrnn::SparseUse::Auto;
+        if (s == "always") return wrnn::SparseUse::Always;
+        if (s == "never") return wrnn::SparseUse::Never;
+        throw wrnn::Error("sparse must be auto, always or never, not '" + s + "'");
+    }
+
+    // How each per-sample matrix is held: "dense", or "sparse RxC" with its density.
+    py::dict layout() const {
+        py::dict out;
+        const wrnn::Model& m = *model_;
+        const std::pair<const char*, const wrnn::Matrix*> mats[] = {
+            {"gru.weight_hh_l0", &m.hh}, {"O1.weight", &m.o1}, {"O2.weight", &m.o2}, {"O3.weight", &m.o3}, {"O4.weight", &m.o4}};
+        for (const auto& [name, mat] : mats) {
+            py::dict d;
+            d["kind"] = mat->sparse ? "sparse" : "dense";
+            d["block"] = mat->sparse ? std::to_string(mat->block_rows) + "x" + std::to_string(mat->block_cols) : "";
+            d["density"] = mat->density();
+            out[name] = d;
+        }
+        return out;
+    }
 
     std::string header_json() const { return model_->header_json; }
     std::string isa() const { return engine_.kernels().name; }
@@ -122,7 +145,9 @@ PYBIND11_MODULE(_engine, m) {
         },
         py::arg("nbytes"), py::arg("repeats") = 5);
     py::class_<PyEngine>(m, "Engine")
-        .def(py::init<const std::string&, int>(), py::arg("path"), py::arg("threads") = 1)
+        .def(py::init<const std::string&, int, const std::string&>(), py::arg("path"), py::arg("threads") = 1,
+             py::arg("sparse") = "auto")
+        .def_property_readonly("layout", &PyEngine::layout)
         .def_property_readonly("threads", &PyEngine::threads)
         .def_property_readonly("header_json", &PyEngine::header_json)
         .def_property_readonly("isa", &PyEngine::isa)

@@ -153,7 +153,12 @@ void wait_for(const std::atomic<int64_t>& a, int64_t v) {
 
 }  // namespace
 
-void Engine::gemv(Lane& lane, const Dense& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1) {
+void Engine::gemv(Lane& lane, const Matrix& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1) {
+    if (d.sparse) {
+        const int per = 16 / d.block_rows, stripes = d.rows / d.block_rows;
+        kernels_.spmv(d, x, y, relu, std::min(rb0 * per, stripes), std::min(rb1 * per, stripes));
+        return;
+    }
     Packed p{lane.packed.data(), 1.0f};
     if (d.precision == Precision::BF16) pack_bf16_pairs(x, cols, lane.packed.data());
     if (d.precision == Precision::INT8) p.scale = kernels_.quantize(x, cols, lane.packed.data());

@@ -63,7 +63,7 @@ void int8_block(const int8_t* w, const uint32_t* xp, int quads, __m256i& r0_7, _
     r8_15 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a2, a3), order);
 }
 
-void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
     const uint32_t* xp = packed.words;
     for (int rb = rb_begin; rb < rb_end; ++rb) {
         __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
@@ -109,6 +109,47 @@ void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, in
         }
         _mm256_storeu_ps(y + rb * 16, lo);
         _mm256_storeu_ps(y + rb * 16 + 8, hi);
+    }
+}
+
+void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int s_end) {
+    const float* w = d.w32.data();
+    const int32_t* col = d.bcol.data();
+    if (d.block_rows == 16) {  // 16x1: one broadcast of x[col] feeds the block's 16 rows
+        for (int s = s_begin; s < s_end; ++s) {
+            __m256 lo = _mm256_setzero_ps(), hi = lo;
+            for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
+                __m256 xb = _mm256_set1_ps(x[col[b]]);
+                lo = _mm256_fmadd_ps(_mm256_loadu_ps(w + size_t(b) * 16), xb, lo);
+                hi = _mm256_fmadd_ps(_mm256_loadu_ps(w + size_t(b) * 16 + 8), xb, hi);
+            }
+            lo = _mm256_add_ps(lo, _mm256_loadu_ps(d.bias.data() + s * 16));
+            hi = _mm256_add_ps(hi, _mm256_loadu_ps(d.bias.data() + s * 16 + 8));
+            if (relu) {
+                lo = _mm256_max_ps(lo, _mm256_setzero_ps());
+                hi = _mm256_max_ps(hi, _mm256_setzero_ps());
+            }
+            _mm256_storeu_ps(y + s * 16, lo);
+            _mm256_storeu_ps(y + s * 16 + 8, hi);
+        }
+        return;
+    }
+    // 4x4: columns (0, 1) and (2, 3) of the block against x[col..col+3] spread to one
+    // column value per 128-bit lane; the lanes are summed into the stripe's 4 rows.
+    const __m256i spread01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
+    const __m256i spread23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
+    for (int s = s_begin; s < s_end; ++s) {
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0;
+        for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
+            __m256 x4 = _mm256_castps128_ps256(_mm_loadu_ps(x + col[b]));
+            a0 = _mm256_fmadd_ps(_mm256_loadu_ps(w + size_t(b) * 16), _mm256_permutevar8x32_ps(x4, spread01), a0);
+            a1 = _mm256_fmadd_ps(_mm256_loadu_ps(w + size_t(b) * 16 + 8), _mm256_permutevar8x32_ps(x4, spread23), a1);
+        }
+        __m256 a = _mm256_add_ps(a0, a1);
+        __m128 v = _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1)),
+                              _mm_loadu_ps(d.bias.data() + s * 4));
+        if (relu) v = _mm_max_ps(v, _mm_setzero_ps());
+        _mm_storeu_ps(y + s * 4, v);
     }
 }
 
@@ -186,7 +227,7 @@ uint64_t stream(const uint8_t* bytes, size_t n) {
                     _mm256_extract_epi64(a, 3));
 }
 
-const Kernels kAvx2 = {"avx2", gemv, gru_rows, gate_inputs, draw, quantize, stream};
+const Kernels kAvx2 = {"avx2", gemv, spmv, gru_rows, gate_inputs, draw, quantize, stream};
 
 }  // namespace
 

@@ -39,7 +39,7 @@ inline __m512 tanh16(__m512 x) {
 
 inline __mmask16 tail(int left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
 
-void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
     const uint32_t* xp = packed.words;
     for (int rb = rb_begin; rb < rb_end; ++rb) {
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
@@ -87,6 +87,48 @@ void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, in
         s = _mm512_add_ps(s, _mm512_loadu_ps(d.bias.data() + rb * 16));
         if (relu) s = _mm512_max_ps(s, _mm512_setzero_ps());
         _mm512_storeu_ps(y + rb * 16, s);
+    }
+}
+
+void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int s_end) {
+    const float* w = d.w32.data();
+    const int32_t* col = d.bcol.data();
+    if (d.block_rows == 16) {  // 16x1: one broadcast of x[col] feeds the block's 16 rows
+        for (int s = s_begin; s < s_end; ++s) {
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+            int b = d.stripe[s];
+            const int e = d.stripe[s + 1];
+            for (; b + 2 <= e; b += 2) {
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + size_t(b) * 16), _mm512_set1_ps(x[col[b]]), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + size_t(b) * 16 + 16), _mm512_set1_ps(x[col[b + 1]]), a1);
+            }
+            if (b < e) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + size_t(b) * 16), _mm512_set1_ps(x[col[b]]), a0);
+            __m512 v = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_loadu_ps(d.bias.data() + s * 16));
+            if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+            _mm512_storeu_ps(y + s * 16, v);
+        }
+        return;
+    }
+    // 4x4: the block's 4 columns of 4 rows against x[col..col+3] spread to one column
+    // value per 128-bit lane; the lanes are summed into the stripe's 4 rows at the end.
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    auto xv = [&](int b) { return _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_loadu_ps(x + col[b]))); };
+    for (int s = s_begin; s < s_end; ++s) {
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0;
+        int b = d.stripe[s];
+        const int e = d.stripe[s + 1];
+        for (; b + 2 <= e; b += 2) {
+            a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + size_t(b) * 16), xv(b), a0);
+            a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + size_t(b) * 16 + 16), xv(b + 1), a1);
+        }
+        if (b < e) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + size_t(b) * 16), xv(b), a0);
+        __m512 a = _mm512_add_ps(a0, a1);
+        __m256 h = _mm256_add_ps(_mm512_castps512_ps256(a),
+                                 _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+        __m128 v = _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)),
+                              _mm_loadu_ps(d.bias.data() + s * 4));
+        if (relu) v = _mm_max_ps(v, _mm_setzero_ps());
+        _mm_storeu_ps(y + s * 4, v);
     }
 }
 
@@ -160,7 +202,7 @@ uint64_t stream(const uint8_t* bytes, size_t n) {
     return uint64_t(_mm512_reduce_or_epi64(_mm512_xor_si512(a, b)));
 }
 
-const Kernels kAvx512 = {"avx512", gemv, gru_rows, gate_inputs, draw, quantize, stream};
+const Kernels kAvx512 = {"avx512", gemv, spmv, gru_rows, gate_inputs, draw, quantize, stream};
 
 }  // namespace
 

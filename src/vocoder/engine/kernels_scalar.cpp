@@ -15,7 +15,7 @@ float bf16f(uint32_t bits16) {
     return f;
 }
 
-void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
     const uint32_t* xp = packed.words;
     for (int rb = rb_begin; rb < rb_end; ++rb) {
         float acc[16] = {};
@@ -42,6 +42,22 @@ void gemv(const Dense& d, const float* x, Packed packed, float* y, bool relu, in
         for (int r = 0; r < 16; ++r) {
             float v = acc[r] + d.bias[rb * 16 + r];
             y[rb * 16 + r] = relu && v < 0.0f ? 0.0f : v;
+        }
+    }
+}
+
+void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int s_end) {
+    const int br = d.block_rows, bc = d.block_cols;
+    for (int s = s_begin; s < s_end; ++s) {
+        float acc[16] = {};
+        for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
+            const float* w = d.w32.data() + size_t(b) * 16;
+            for (int j = 0; j < bc; ++j)
+                for (int i = 0; i < br; ++i) acc[i] += w[j * br + i] * x[d.bcol[b] + j];
+        }
+        for (int i = 0; i < br; ++i) {
+            float v = acc[i] + d.bias[s * br + i];
+            y[s * br + i] = relu && v < 0.0f ? 0.0f : v;
         }
     }
 }
@@ -97,7 +113,7 @@ uint64_t stream(const uint8_t* bytes, size_t n) {
     return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
 }
 
-const Kernels kScalar = {"scalar", gemv, gru_rows, gate_inputs, draw, quantize, stream};
+const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, draw, quantize, stream};
 
 }  // namespace
 

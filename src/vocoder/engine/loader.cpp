@@ -15,14 +15,16 @@ namespace wrnn {
 namespace {
 
 constexpr uint8_t kMagic[8] = {0x89, 'W', 'R', 'N', 'N', '\r', '\n', 0x1a};
-constexpr uint32_t kVersion = 1;
+constexpr uint32_t kMinVersion = 1, kVersion = 2;  // 2 added block-sparse matrices (i32 index tensors)
 constexpr size_t kHeaderSize = 96;
 constexpr size_t kEntrySize = 96;
 constexpr size_t kNameSize = 64;
 constexpr size_t kAlign = 64;
 constexpr size_t kChecksumSize = 4;
 constexpr uint32_t kMaxTensors = 4096;
-enum DType : uint32_t { kF32 = 1, kBF16 = 2, kI8 = 3 };
+enum DType : uint32_t { kF32 = 1, kBF16 = 2, kI8 = 3, kI32 = 4 };
+
+size_t dtype_size(uint32_t d) { return d == kBF16 ? 2 : d == kI8 ? 1 : 4; }
 
 uint32_t rd32(const uint8_t* p) {
     uint32_t v;
@@ -52,7 +54,8 @@ struct Tensor {
 
 class Parser {
   public:
-    Parser(const uint8_t* data, size_t size, std::string name) : d_(data), n_(size), name_(std::move(name)) {}
+    Parser(const uint8_t* data, size_t size, std::string name, SparseUse use)
+        : d_(data), n_(size), name_(std::move(name)), use_(use) {}
 
     [[noreturn]] void fail(const std::string& msg) const { throw Error(name_ + ": " + msg); }
 
@@ -60,9 +63,9 @@ class Parser {
         if (n_ < 8 || std::memcmp(d_, kMagic, 8) != 0) fail("not a WaveRNN model file (bad magic)");
         if (n_ < kHeaderSize + kChecksumSize) fail("file truncated (" + std::to_string(n_) + " bytes)");
         uint32_t version = rd32(d_ + 8);
-        if (version != kVersion)
-            fail("model format version " + std::to_string(version) + " is not supported (this engine reads version " +
-                 std::to_string(kVersion) + ")");
+        if (version < kMinVersion || version > kVersion)
+            fail("model format version " + std::to_string(version) + " is not supported (this engine reads versions " +
+                 std::to_string(kMinVersion) + " to " + std::to_string(kVersion) + ")");
         if (rd32(d_ + 12) != kHeaderSize) fail("bad header size " + std::to_string(rd32(d_ + 12)));
         uint64_t file_size = rd64(d_ + 16);
         if (file_size != n_)
@@ -128,7 +131,7 @@ class Parser {
                 if (c < 0x21 || c > 0x7e) fail("tensor " + std::to_string(i) + ": name is not printable ASCII");
             t.dtype = rd32(e + 64);
             uint32_t ndim = rd32(e + 68);
-            if (t.dtype != kF32 && t.dtype != kBF16 && t.dtype != kI8)
+            if (t.dtype != kF32 && t.dtype != kBF16 && t.dtype != kI8 && t.dtype != kI32)
                 fail("tensor " + t.name + ": unknown dtype code " + std::to_string(t.dtype));
             if (ndim < 1 || ndim > 4) fail("tensor " + t.name + ": bad rank " + std::to_string(ndim));
             uint64_t count_el = 1;
@@ -144,7 +147,7 @@ class Parser {
                 }
             }
             uint64_t off = rd64(e + 88);
-            uint64_t nbytes = count_el * (t.dtype == kF32 ? 4 : t.dtype == kBF16 ? 2 : 1);
+            uint64_t nbytes = count_el * dtype_size(t.dtype);
             if (off % kAlign != 0 || off < data_off || off > end || nbytes > end - off)
                 fail("tensor " + t.name + ": data offset " + std::to_string(off) + " out of range");
             t.data = d_ + off;
@@ -154,7 +157,9 @@ class Parser {
         }
     }
 
-    static const char* dtype_name(uint32_t d) { return d == kF32 ? "f32" : d == kBF16 ? "bf16" : "i8"; }
+    static const char* dtype_name(uint32_t d) {
+        return d == kF32 ? "f32" : d == kBF16 ? "bf16" : d == kI8 ? "i8" : "i32";
+    }
 
     static std::string shape_str(const std::vector<uint64_t>& s) {
         std::ostringstream o;
@@ -193,9 +198,89 @@ class Parser {
         return c;
     }
 
-    // Reads a row-major (rows, cols) matrix in the file's precision and lays it out for the kernels.
-    Dense dense(const std::string& wname, const std::string& bname, int rows, int cols, Precision p) {
-        Dense d;
+    // A row-major (rows, cols) matrix in the file's precision: exactly one of f32, bf16
+    // or (i8 with one scale per row) is filled.
+    struct RowMajor {
+        std::vector<float> f32, scale;
+        std::vector<uint16_t> bf16;
+        std::vector<int8_t> i8;
+    };
+
+    static uint32_t dtype_of(Precision p) { return p == Precision::FP32 ? kF32 : p == Precision::BF16 ? kBF16 : kI8; }
+
+    std::vector<float> row_scales(const std::string& wname, int rows) {
+        std::vector<float> s = floats(wname + ".scale", {uint64_t(rows)});
+        for (float v : s)
+            if (!(v > 0.0f)) fail("tensor " + wname + ".scale must be positive");
+        return s;
+    }
+
+    // Checks and returns one weight value as stored (finite, int8 not -128).
+    float check_value(const std::string& wname, Precision p, const uint8_t* data, size_t i) {
+        float v;
+        if (p == Precision::FP32) {
+            std::memcpy(&v, data + i * 4, 4);
+        } else if (p == Precision::BF16) {
+            uint16_t h;
+            std::memcpy(&h, data + i * 2, 2);
+            v = bf16_to_f32(h);
+        } else {
+            int8_t q = int8_t(data[i]);
+            if (q == -128) fail("tensor " + wname + " holds -128 (int8 weights must be in -127..127)");
+            v = float(q);
+        }
+        if (!std::isfinite(v)) fail("tensor " + wname + " holds a non-finite value");
+        return v;
+    }
+
+    // Stores value i of a tensor (already checked) at position `at` of a RowMajor.
+    static void put(RowMajor& m, Precision p, const uint8_t* data, size_t i, size_t at) {
+        if (p == Precision::FP32)
+            std::memcpy(&m.f32[at], data + i * 4, 4);
+        else if (p == Precision::BF16)
+            std::memcpy(&m.bf16[at], data + i * 2, 2);
+        else
+            m.i8[at] = int8_t(data[i]);
+    }
+
+    static RowMajor zeros(Precision p, size_t count) {
+        RowMajor m;
+        if (p == Precision::FP32) m.f32.assign(count, 0.0f);
+        if (p == Precision::BF16) m.bf16.assign(count, 0);
+        if (p == Precision::INT8) m.i8.assign(count, 0);
+        return m;
+    }
+
+    // Lays a row-major matrix out for the dense kernels.
+    static void layout_dense(Matrix& d, const RowMajor& m) {
+        const int rows = d.rows, cols = d.cols;
+        if (d.precision == Precision::FP32) {
+            d.w32.assign(size_t(d.rows_padded) * cols, 0.0f);
+            for (int r = 0; r < rows; ++r)
+                for (int k = 0; k < cols; ++k) d.w32[(size_t(r / 16) * cols + k) * 16 + r % 16] = m.f32[size_t(r) * cols + k];
+        } else if (d.precision == Precision::INT8) {
+            d.scale.assign(d.rows_padded, 0.0f);
+            std::copy(m.scale.begin(), m.scale.end(), d.scale.begin());
+            d.rowsum.assign(d.rows_padded, 0);
+            d.w8.assign(size_t(d.rows_padded) * d.col_quads * 4, 0);
+            for (int r = 0; r < rows; ++r)
+                for (int k = 0; k < cols; ++k) {
+                    int8_t v = m.i8[size_t(r) * cols + k];
+                    d.w8[((size_t(r / 16) * d.col_quads + k / 4) * 16 + r % 16) * 4 + k % 4] = v;
+                    d.rowsum[r] += v;
+                }
+        } else {
+            d.w16.assign(size_t(d.rows_padded) * d.col_pairs * 2, 0);
+            for (int r = 0; r < rows; ++r)
+                for (int k = 0; k < cols; ++k)
+                    d.w16[((size_t(r / 16) * d.col_pairs + k / 2) * 16 + r % 16) * 2 + k % 2] = m.bf16[size_t(r) * cols + k];
+        }
+    }
+
+    // Reads a per-sample matrix, stored dense as `wname` or block-sparse as `wname.blocks`
+    // + `wname.index`, and lays it out for the kernels (dense or sparse: see SparseUse).
+    Matrix matrix(const std::string& wname, const std::string& bname, int rows, int cols, Precision p) {
+        Matrix d;
         d.rows = rows, d.cols = cols, d.precision = p;
         d.rows_padded = (rows + 15) / 16 * 16;
         d.col_pairs = (cols + 1) / 2;
@@ -203,38 +288,75 @@ class Parser {
         std::vector<float> b = floats(bname, {uint64_t(rows)});
         d.bias.assign(d.rows_padded, 0.0f);
         std::copy(b.begin(), b.end(), d.bias.begin());
-        if (p == Precision::FP32) {
-            std::vector<float> w = floats(wname, {uint64_t(rows), uint64_t(cols)});
-            d.w32.assign(size_t(d.rows_padded) * cols, 0.0f);
-            for (int r = 0; r < rows; ++r)
-                for (int k = 0; k < cols; ++k) d.w32[(size_t(r / 16) * cols + k) * 16 + r % 16] = w[size_t(r) * cols + k];
-        } else if (p == Precision::INT8) {
-            const Tensor& t = take(wname, {uint64_t(rows), uint64_t(cols)}, kI8);
-            std::vector<float> s = floats(wname + ".scale", {uint64_t(rows)});
-            for (float v : s)
-                if (!(v > 0.0f)) fail("tensor " + wname + ".scale must be positive");
-            d.scale.assign(d.rows_padded, 0.0f);
-            std::copy(s.begin(), s.end(), d.scale.begin());
-            d.rowsum.assign(d.rows_padded, 0);
-            d.w8.assign(size_t(d.rows_padded) * d.col_quads * 4, 0);
-            for (int r = 0; r < rows; ++r)
-                for (int k = 0; k < cols; ++k) {
-                    int8_t v = int8_t(t.data[size_t(r) * cols + k]);
-                    if (v == -128) fail("tensor " + wname + " holds -128 (int8 weights must be in -127..127)");
-                    d.w8[((size_t(r / 16) * d.col_quads + k / 4) * 16 + r % 16) * 4 + k % 4] = v;
-                    d.rowsum[r] += v;
-                }
-        } else {
-            const Tensor& t = take(wname, {uint64_t(rows), uint64_t(cols)}, kBF16);
-            d.w16.assign(size_t(d.rows_padded) * d.col_pairs * 2, 0);
-            for (int r = 0; r < rows; ++r)
-                for (int k = 0; k < cols; ++k) {
-                    uint16_t v;
-                    std::memcpy(&v, t.data + (size_t(r) * cols + k) * 2, 2);
-                    if (!std::isfinite(bf16_to_f32(v))) fail("tensor " + wname + " holds a non-finite value");
-                    d.w16[((size_t(r / 16) * d.col_pairs + k / 2) * 16 + r % 16) * 2 + k % 2] = v;
-                }
+        RowMajor m = zeros(p, size_t(rows) * cols);
+        if (p == Precision::INT8) m.scale = row_scales(wname, rows);
+        if (!tensors_.count(wname + ".blocks")) {
+            const Tensor& t = take(wname, {uint64_t(rows), uint64_t(cols)}, dtype_of(p));
+            for (size_t i = 0; i < t.count; ++i) {
+                check_value(wname, p, t.data, i);
+                put(m, p, t.data, i, i);
+            }
+            layout_dense(d, m);
+            return d;
         }
+        const std::string vname = wname + ".blocks", iname = wname + ".index";
+        const Tensor& vt = tensors_.at(vname);
+        if (vt.shape.size() != 3) fail("tensor " + vname + " must have rank 3 (blocks, block columns, block rows)");
+        const int br = int(vt.shape[2]), bc = int(vt.shape[1]);
+        const uint64_t nblocks = vt.shape[0];
+        if (!((br == 16 && bc == 1) || (br == 4 && bc == 4)))
+            fail("tensor " + vname + ": blocks must be 16x1 or 4x4, not " + std::to_string(br) + "x" + std::to_string(bc));
+        if (rows % br || cols % bc)
+            fail("tensor " + vname + ": " + std::to_string(br) + "x" + std::to_string(bc) + " blocks do not tile a " +
+                 std::to_string(rows) + "x" + std::to_string(cols) + " matrix");
+        const int stripes = rows / br;
+        if (nblocks > uint64_t(stripes) * (cols / bc)) fail("tensor " + vname + " holds more blocks than the matrix");
+        take(vname, vt.shape, dtype_of(p));
+        const Tensor& it = take(iname, {uint64_t(stripes) + nblocks}, kI32);
+        std::vector<int32_t> idx(it.count);
+        std::memcpy(idx.data(), it.data, it.count * 4);
+        d.stripe.assign(stripes + 1, 0);
+        d.bcol.assign(nblocks, 0);
+        size_t pos = 0, nb = 0;
+        for (int s = 0; s < stripes; ++s) {
+            int32_t count = idx[pos++];
+            if (count < 0 || count > cols / bc || uint64_t(count) > nblocks - nb)
+                fail("tensor " + iname + ": stripe " + std::to_string(s) + " has a bad block count " + std::to_string(count));
+            d.stripe[s] = int32_t(nb);
+            int32_t prev = -1;
+            for (int32_t k = 0; k < count; ++k) {
+                int32_t c = idx[pos++];
+                if (c < 0 || c % bc || c >= cols || c <= prev)
+                    fail("tensor " + iname + ": stripe " + std::to_string(s) + " has a bad block column " +
+                         std::to_string(c));
+                d.bcol[nb++] = prev = c;
+            }
+        }
+        d.stripe[stripes] = int32_t(nb);
+        if (nb != nblocks)
+            fail("tensor " + iname + " lists " + std::to_string(nb) + " blocks, " + vname + " holds " +
+                 std::to_string(nblocks));
+        std::vector<float> widened(nblocks * 16);
+        for (int s = 0; s < stripes; ++s)
+            for (int32_t blk = d.stripe[s]; blk < d.stripe[s + 1]; ++blk)
+                for (int j = 0; j < bc; ++j)
+                    for (int i = 0; i < br; ++i) {
+                        size_t v = size_t(blk) * 16 + size_t(j) * br + i;
+                        size_t r = size_t(s) * br + i, at = r * cols + size_t(d.bcol[blk]) + j;
+                        float w = check_value(vname, p, vt.data, v);
+                        widened[v] = p == Precision::INT8 ? w * m.scale[r] : w;
+                        put(m, p, vt.data, v, at);
+                    }
+        const double density = double(nblocks) * 16 / (double(rows) * double(cols));
+        bool keep = use_ == SparseUse::Always || (use_ == SparseUse::Auto && density <= sparse_max_density(p));
+        if (!keep) {
+            d.stripe.clear(), d.bcol.clear();
+            layout_dense(d, m);
+            return d;
+        }
+        d.sparse = true;
+        d.block_rows = br, d.block_cols = bc;
+        d.w32 = std::move(widened);
         return d;
     }
 
@@ -262,11 +384,11 @@ class Parser {
                 fail("gru.weight_ih_l0 is not masked: column 2 (c_t) must be zero in the coarse rows");
             std::copy(row + 3, row + 3 + c, &m.w_cond[size_t(r) * c]);
         }
-        m.hh = dense("gru.weight_hh_l0", "gru.bias_hh_l0", 3 * n, n, dm.precision);
-        m.o1 = dense("O1.weight", "O1.bias", h, h, dm.precision);
-        m.o2 = dense("O2.weight", "O2.bias", 256, h, dm.precision);
-        m.o3 = dense("O3.weight", "O3.bias", h, h, dm.precision);
-        m.o4 = dense("O4.weight", "O4.bias", 256, h, dm.precision);
+        m.hh = matrix("gru.weight_hh_l0", "gru.bias_hh_l0", 3 * n, n, dm.precision);
+        m.o1 = matrix("O1.weight", "O1.bias", h, h, dm.precision);
+        m.o2 = matrix("O2.weight", "O2.bias", 256, h, dm.precision);
+        m.o3 = matrix("O3.weight", "O3.bias", h, h, dm.precision);
+        m.o4 = matrix("O4.weight", "O4.bias", 256, h, dm.precision);
         if (used_.size() != tensors_.size()) {
             for (const auto& kv : tensors_)
                 if (std::find(used_.begin(), used_.end(), kv.first) == used_.end()) fail("unexpected tensor " + kv.first);
@@ -278,6 +400,7 @@ class Parser {
     std::string name_;
     std::map<std::string, Tensor> tensors_;
     std::vector<std::string> used_;
+    SparseUse use_;
 };
 
 }  // namespace
@@ -297,11 +420,28 @@ uint32_t crc32(const uint8_t* data, size_t size) {
     return c ^ 0xffffffffu;
 }
 
-std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const std::string& name) {
-    return Parser(data, size, name).parse();
+double Matrix::density() const {
+    if (!sparse) return 1.0;
+    return double(bcol.size()) * block_rows * block_cols / (double(rows) * double(cols));
 }
 
-std::unique_ptr<Model> load_model_file(const std::string& path) {
+// Break-even densities of the sparse kernels against the dense ones, measured with
+// `vocoder bench --sparse-use always/never` (docs/native-engine.md): fp32 sparse
+// blocks read the same bytes per weight as dense fp32 but add an index load, bf16 and
+// int8 dense read half and a quarter of the bytes.
+double sparse_max_density(Precision p) {
+    switch (p) {
+        case Precision::BF16: return 0.3;
+        case Precision::INT8: return 0.15;
+        default: return 0.5;
+    }
+}
+
+std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const std::string& name, SparseUse use) {
+    return Parser(data, size, name, use).parse();
+}
+
+std::unique_ptr<Model> load_model_file(const std::string& path, SparseUse use) {
     std::ifstream f(path, std::ios::binary | std::ios::ate);
     if (!f) throw Error(path + ": cannot open model file");
     std::streamoff size = f.tellg();
@@ -310,7 +450,7 @@ std::unique_ptr<Model> load_model_file(const std::string& path) {
     std::vector<uint8_t> buf(static_cast<size_t>(size));
     f.seekg(0);
     if (size > 0 && !f.read(reinterpret_cast<char*>(buf.data()), size)) throw Error(path + ": cannot read model file");
-    return load_model_bytes(buf.data(), buf.size(), path);
+    return load_model_bytes(buf.data(), buf.size(), path, use);
 }
 
 }  // namespace wrnn

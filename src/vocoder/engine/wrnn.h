@@ -25,19 +25,33 @@ struct Dims {
     Precision precision = Precision::FP32;
 };
 
-// y = W x + b (optionally relu), with W laid out for the kernels at load time:
-// rows are grouped in blocks of 16; fp32 stores block-major (rb, k, 16), bf16 stores
-// column pairs (rb, k/2, 16, 2) so one 32-bit broadcast of (x[k], x[k+1]) feeds 16 rows,
-// int8 column quads (rb, k/4, 16, 4) with a per-row scale (w = scale * q).
-struct Dense {
+// y = W x + b (optionally relu) for a matrix applied once per sample, laid out for the
+// kernels at load time, dense or block-sparse.
+//
+// Dense: rows are grouped in blocks of 16; fp32 stores block-major (rb, k, 16), bf16
+// stores column pairs (rb, k/2, 16, 2) so one 32-bit broadcast of (x[k], x[k+1]) feeds 16
+// rows, int8 column quads (rb, k/4, 16, 4) with a per-row scale (w = scale * q).
+//
+// Block-sparse (sparse == true): rows are cut into stripes of block_rows; stripe s owns
+// the blocks [stripe[s], stripe[s + 1]), block b starting at column bcol[b] (increasing
+// within a stripe). Block b's block_rows x block_cols values sit at w32[b * 16 ...],
+// column by column, widened to fp32 at load whatever the file's precision: at the
+// densities where sparse wins the values fit in L2 and the cost is the number of
+// multiply-adds, not bytes. Blocks are 16x1 or 4x4 (16 values either way).
+struct Matrix {
     int rows = 0, cols = 0, rows_padded = 0, col_pairs = 0, col_quads = 0;
     Precision precision = Precision::FP32;
+    bool sparse = false;
+    int block_rows = 0, block_cols = 0;
+    std::vector<int32_t> stripe, bcol;
     std::vector<float> w32;
     std::vector<uint16_t> w16;
     std::vector<int8_t> w8;
     std::vector<float> scale;     // int8: rows_padded
     std::vector<int32_t> rowsum;  // int8: sum of each row's q (for unsigned-input dot products)
     std::vector<float> bias;      // rows_padded, zero beyond rows
+
+    double density() const;  // stored weights / (rows * cols)
 };
 
 // A matvec input in the layer's precision: bf16 pairs, or int8 quads with a scale
@@ -62,12 +76,20 @@ struct Model {
     std::vector<Conv1d> conv1, conv2;  // residual blocks
     std::vector<float> w_cond;          // (3N, C): the conditioning columns of the masked W_ih
     std::vector<float> col_cprev, col_fprev, col_cur, b_ih;  // (3N) each
-    Dense hh, o1, o2, o3, o4;
+    Matrix hh, o1, o2, o3, o4;
 };
 
+// What the loader does with a block-sparse matrix in the file: Auto keeps it sparse when
+// its density is at most sparse_max_density(precision) (the measured break-even against
+// the dense kernels) and expands it to dense otherwise; Always and Never force a choice
+// (tests and `bench` compare the two on one file).
+enum class SparseUse { Auto, Always, Never };
+double sparse_max_density(Precision p);
+
 // Parse and validate a model file; throws Error("<name>: <problem>").
-std::unique_ptr<Model> load_model_file(const std::string& path);
-std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const std::string& name);
+std::unique_ptr<Model> load_model_file(const std::string& path, SparseUse use = SparseUse::Auto);
+std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const std::string& name,
+                                        SparseUse use = SparseUse::Auto);
 
 // CRC-32 (zlib / IEEE 802.3 polynomial), the model file's checksum.
 uint32_t crc32(const uint8_t* data, size_t size);
@@ -75,8 +97,11 @@ uint32_t crc32(const uint8_t* data, size_t size);
 // Kernel table: one scalar reference, AVX2 and AVX-512 versions.
 struct Kernels {
     const char* name;
-    // y = W x + b for the row blocks [rb_begin, rb_end) (16 rows each).
-    void (*gemv)(const Dense& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end);
+    // y = W x + b for the row blocks [rb_begin, rb_end) (16 rows each) of a dense matrix.
+    void (*gemv)(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end);
+    // y = W x + b for the stripes [s_begin, s_end) (block_rows rows each) of a
+    // block-sparse matrix (16x1 or 4x4 blocks; x in fp32).
+    void (*spmv)(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int s_end);
     // h_out[j] for j in [begin, end): PyTorch GRU update of h_in from gate pre-activations,
     // with gi[g*N + j] + col[g*N + j] * s as the input part of gate g (h_in may be h_out).
     void (*gru_rows)(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out,
@@ -133,7 +158,7 @@ class Engine {
         std::vector<float> tmp, logits, scratch;
         std::vector<uint32_t> packed;
     };
-    void gemv(Lane& lane, const Dense& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1);
+    void gemv(Lane& lane, const Matrix& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1);
     void gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len);
     int coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, double u0);
     int fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, int c, double u1);
