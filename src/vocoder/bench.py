@@ -2,12 +2,16 @@
 
 Each configuration vocodes a fixed random mel with the engine's own RNG (sequential
 mode: one utterance, one step per sample). Torch is timed on a shorter input because
-it is slow; both are reported in samples/s, so lengths do not matter. The machine's
-practical limit for the same per-sample work is measured too, two ways:
+it is slow; both are reported in samples/s, so lengths do not matter. Sparse rows use
+the same random model pruned once to the requested sparsity in whole blocks (the GRU's
+three gate matrices, and O1/O3 with ``gru+out``), exported block-sparse, so they sit
+next to the dense row of the same N. The machine's practical limit for the same
+per-sample work is measured too, two ways:
 
-* bandwidth: a step must read every per-sample weight (W_hh and the output layers) once,
-  so steps/s <= read bandwidth / weight bytes. The bandwidth is probed by streaming a
-  buffer of that size with the widest SIMD loads (from L2 if it fits, else from L3).
+* bandwidth: a step must read every per-sample weight (W_hh and the output layers, as the
+  engine holds them: dense in the file's precision, sparse blocks in fp32 plus their
+  column index) once, so steps/s <= read bandwidth / weight bytes. The bandwidth is
+  probed by streaming a buffer of that size with the widest SIMD loads.
 * BLAS: the same matrix-vector products with numpy's fp32 BLAS on one thread, the speed
   of a generic library.
 """
@@ -41,6 +45,8 @@ class Result:
     hidden_size: int
     sparsity: float
     block: str
+    pruned_layers: str
+    sparse_kernels: str
     threads: int
     precision: str
     samples_per_second: float
@@ -57,22 +63,23 @@ class Result:
     def of(
         cls,
         engine: str,
-        hidden: int,
+        variant: Variant,
         threads: int,
         precision: str,
-        wall: float,
-        count: int,
-        isa: str,
+        timing: tuple[float, int, str],
         limit: float,
         blas: float,
     ) -> Result:
+        wall, count, isa = timing
         sps = count / wall
         return cls(
             engine,
             "sequential",
-            hidden,
-            0.0,
-            "dense",
+            variant.hidden,
+            variant.sparsity,
+            variant.block,
+            variant.layers,
+            variant.kernels,
             threads,
             precision,
             sps,
@@ -85,6 +92,18 @@ class Result:
             blas,
             sps / blas,
         )
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One model shape to time: N, and for sparse rows the sparsity, block shape, pruned
+    layers and which kernels the engine is told to use (auto/always/never)."""
+
+    hidden: int
+    sparsity: float = 0.0
+    block: str = "dense"
+    layers: str = ""
+    kernels: str = "auto"
 
 
 def cpu_model() -> str:
@@ -127,34 +146,53 @@ def matvec_limit(hidden: int, repeats: int = 200) -> float:
 BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
 
-def weight_bytes(hidden: int, precision: str) -> int:
-    """Bytes of per-sample weights one step reads: W_hh (3N x N) and O1..O4."""
+def weight_bytes(hidden: int, precision: str, layout: dict[str, dict[str, object]] | None = None) -> int:
+    """Bytes of per-sample weights one step reads: W_hh (3N x N) and O1..O4, each dense
+    in the file's precision or, where the engine holds it sparse, fp32 blocks of 16
+    values plus one 4-byte column index per block."""
     half = hidden // 2
-    return (3 * hidden * hidden + 2 * half * half + 2 * 256 * half) * BYTES[precision]
+    shapes = {
+        "gru.weight_hh_l0": (3 * hidden, hidden),
+        "O1.weight": (half, half),
+        "O2.weight": (256, half),
+        "O3.weight": (half, half),
+        "O4.weight": (256, half),
+    }
+    total = 0.0
+    for name, (rows, cols) in shapes.items():
+        lay = (layout or {}).get(name, {"kind": "dense"})
+        if lay["kind"] == "sparse":
+            total += rows * cols * float(lay["density"]) * (4 + 4 / 16)
+        else:
+            total += rows * cols * BYTES[precision]
+    return int(total)
 
 
-def bandwidth_limit(hidden: int, precision: str) -> float:
-    """Steps/s if a step cost only reading its weights at the probed bandwidth."""
+def bandwidth_limit(nbytes: int) -> float:
+    """Steps/s if a step cost only reading ``nbytes`` of weights at the probed bandwidth."""
     from vocoder import _engine
 
-    nbytes = weight_bytes(hidden, precision)
     return _engine.read_bandwidth(nbytes) * 1e9 / nbytes
 
 
-def time_native(path: Path, cfg: Config, samples: int, threads: int) -> tuple[float, int, str, str]:
+def time_native(
+    path: Path, cfg: Config, samples: int, threads: int, kernels: str = "auto"
+) -> tuple[tuple[float, int, str], str, int]:
+    """((wall, samples, ISA), precision, per-step weight bytes) of one native run."""
     from vocoder.native import NativeVocoder
 
-    voc = NativeVocoder.load(path, threads)
+    voc = NativeVocoder.load(path, threads, kernels)
     if voc.threads != threads:
         raise VocoderError(f"the native engine cannot use {threads} threads at N={cfg.model.hidden_size}")
     mel = bench_mel(cfg, samples)
     voc.generate(mel[:, :2], 0)  # warm-up: page in the weights
     start = time.perf_counter()
     out = voc.generate(mel, 0)
-    return time.perf_counter() - start, len(out), voc.isa, voc.precision
+    nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
+    return (time.perf_counter() - start, len(out), voc.isa), voc.precision, nbytes
 
 
-def time_torch(model: object, cfg: Config, samples: int, threads: int) -> tuple[float, int]:
+def time_torch(model: object, cfg: Config, samples: int, threads: int) -> tuple[float, int, str]:
     import torch
 
     from vocoder import sampler
@@ -164,7 +202,7 @@ def time_torch(model: object, cfg: Config, samples: int, threads: int) -> tuple[
     sampler.generate(model, mel[:, :1], 0)
     start = time.perf_counter()
     out, _ = sampler.generate(model, mel, 0)
-    return time.perf_counter() - start, len(out)
+    return time.perf_counter() - start, len(out), "torch"
 
 
 def models_for(
@@ -191,6 +229,21 @@ def models_for(
     return cfg, model, state
 
 
+def pruned_state(model: object, cfg: Config, v: Variant) -> tuple[Config, dict[str, np.ndarray]]:
+    """The random model pruned once to the variant's sparsity in whole blocks, and a
+    config whose prune section makes export write those matrices block-sparse."""
+    import copy
+
+    from vocoder.config import PruneConfig
+    from vocoder.pruning import Pruner
+
+    cfg = copy.deepcopy(cfg)
+    cfg.prune = PruneConfig(sparsity=v.sparsity, block=v.block, start=0, ramp=1, interval=1, layers=v.layers)
+    pruned = copy.deepcopy(model)
+    Pruner(pruned, cfg.prune).step(1)
+    return cfg, {k: t.detach().float().numpy() for k, t in pruned.state_dict().items()}
+
+
 def run_bench(
     model_path: Path | None,
     hidden_sizes: list[int],
@@ -199,8 +252,12 @@ def run_bench(
     seconds: float,
     with_torch: bool,
     on_result: Callable[[Result], None] | None = None,
+    sparse: list[tuple[float, str, str]] | None = None,
+    kernels: str = "auto",
 ) -> list[Result]:
-    """Measure every (N, precision, threads) natively and (N, threads) with torch."""
+    """Measure every (N, dense or sparse variant, precision, threads) natively and
+    (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
+    timed next to the dense model of each N, with the ``kernels`` choice."""
     from vocoder.export import write_model_file
 
     results: list[Result] = []
@@ -220,23 +277,28 @@ def run_bench(
 
             if state is None:
                 assert model_path is not None
+                p = cfg.prune
+                v = Variant(n, p.sparsity, p.block, p.layers, kernels) if p.sparsity > 0 else Variant(n)
                 for t in threads:
-                    wall, count, isa, precision = time_native(model_path, cfg, samples, t)
-                    limit = bandwidth_limit(n, precision)
-                    record(Result.of("native", n, t, precision, wall, count, isa, limit, blas))
+                    timing, precision, nbytes = time_native(model_path, cfg, samples, t, v.kernels)
+                    record(Result.of("native", v, t, precision, timing, bandwidth_limit(nbytes), blas))
                 continue
-            for precision in precisions:
-                path = Path(tmp) / f"n{n}-{precision}.wrnn"
-                write_model_file(path, cfg, state, precision)
-                for t in threads:
-                    wall, count, isa, _ = time_native(path, cfg, samples, t)
-                    limit = bandwidth_limit(n, precision)
-                    record(Result.of("native", n, t, precision, wall, count, isa, limit, blas))
+            variants = [(Variant(n), cfg, state)]
+            for sparsity, block, layers in sparse or []:
+                v = Variant(n, sparsity, block, layers, kernels)
+                variants.append((v, *pruned_state(model, cfg, v)))
+            for v, v_cfg, v_state in variants:
+                for precision in precisions:
+                    path = Path(tmp) / f"n{n}-{precision}.wrnn"
+                    write_model_file(path, v_cfg, v_state, precision)
+                    for t in threads:
+                        timing, _, nbytes = time_native(path, v_cfg, samples, t, v.kernels)
+                        record(Result.of("native", v, t, precision, timing, bandwidth_limit(nbytes), blas))
             if with_torch and model is not None:
                 for t in threads:
-                    wall, count = time_torch(model, cfg, TORCH_SAMPLES, t)
-                    limit = bandwidth_limit(n, "fp32")
-                    record(Result.of("torch", n, t, "fp32", wall, count, "torch", limit, blas))
+                    timing = time_torch(model, cfg, TORCH_SAMPLES, t)
+                    limit = bandwidth_limit(weight_bytes(n, "fp32"))
+                    record(Result.of("torch", Variant(n), t, "fp32", timing, limit, blas))
     return results
 
 

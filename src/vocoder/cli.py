@@ -274,6 +274,14 @@ def export(
     )
 
 
+def _sparsity_label(r: object) -> str:
+    """'dense', or e.g. '95% 16x1 gru+out' (sparse kernels forced: '... [always]')."""
+    if r.sparsity == 0:
+        return "dense"
+    forced = f" [{r.sparse_kernels}]" if r.sparse_kernels != "auto" else ""
+    return f"{100 * r.sparsity:g}% {r.block} {r.pruned_layers}{forced}"
+
+
 @app.command()
 def bench(
     model: Annotated[
@@ -292,6 +300,28 @@ def bench(
     precision: Annotated[
         list[Precision] | None, typer.Option(help="Native weight precisions, repeatable (default: all).")
     ] = None,
+    sparsity: Annotated[
+        list[float] | None,
+        typer.Option(
+            min=0.0,
+            max=0.999,
+            help="Also time the same model pruned to this sparsity, repeatable (e.g. 0.95).",
+        ),
+    ] = None,
+    block: Annotated[
+        list[str] | None,
+        typer.Option(help="Block shape of the sparse rows, repeatable: 16x1, 4x4 (default 16x1)."),
+    ] = None,
+    prune_layers: Annotated[
+        str,
+        typer.Option(help="Matrices the sparse rows prune: gru (R_u, R_r, R_e) or gru+out (also O1, O3)."),
+    ] = "gru",
+    sparse_kernels: Annotated[
+        str,
+        typer.Option(
+            help="Sparse rows: auto (sparse kernels below the break-even density), always or never."
+        ),
+    ] = "auto",
     seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
     torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Time torch too.")] = True,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
@@ -299,7 +329,8 @@ def bench(
     """Time the native engine and the torch reference sampler (samples/s, x real time).
 
     Timings only: correctness is the tests' job. Torch runs on a 2000-sample input.
-    "x torch" is against the best torch row of the same N.
+    "x torch" is against the best torch row of the same N; "x dense" against the dense
+    native row of the same N, precision and threads.
     """
     import json
 
@@ -310,6 +341,15 @@ def bench(
     sizes = hidden_size or [384, 512, 896]
     thread_counts = threads or [1, 2]
     precisions = [p.value for p in precision] if precision else [p.value for p in Precision]
+    blocks = block or ["16x1"]
+    for b in blocks:
+        if b not in ("16x1", "4x4"):
+            fail(f"--block {b}: the engine has sparse kernels for 16x1 and 4x4")
+    if prune_layers not in ("gru", "gru+out"):
+        fail(f"--prune-layers {prune_layers}: use gru or gru+out")
+    if sparse_kernels not in ("auto", "always", "never"):
+        fail(f"--sparse-kernels {sparse_kernels}: use auto, always or never")
+    variants = [(s, b, prune_layers) for s in sparsity or [] for b in blocks]
     try:
         results = run_bench(
             model,
@@ -319,10 +359,12 @@ def bench(
             seconds,
             torch_ref,
             on_result=lambda r: say(
-                f"  {r.engine} N={r.hidden_size} {r.precision} threads={r.threads}: "
+                f"  {r.engine} N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
                 f"{r.samples_per_second:,.0f} samples/s",
                 to=console,
             ),
+            sparse=variants,
+            kernels=sparse_kernels,
         )
     except VocoderError as e:
         fail(str(e))
@@ -330,37 +372,49 @@ def bench(
     for r in results:
         if r.engine == "torch":
             torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
-    table = Table(title="WaveRNN sequential sampling (dense)")
+    dense_sps = {
+        (r.hidden_size, r.precision, r.threads): r.samples_per_second
+        for r in results
+        if r.engine == "native" and r.sparsity == 0
+    }
+    table = Table(title="WaveRNN sequential sampling")
     columns = (
         "engine",
         "N",
+        "weights",
         "prec",
         "thr",
         "ISA",
         "samples/s",
         "xRT 24k",
         "x torch",
+        "x dense",
         "% of limit",
         "vs BLAS",
     )
     for col in columns:
-        table.add_column(col, justify="left" if col in ("engine", "prec", "ISA") else "right", no_wrap=True)
+        table.add_column(
+            col, justify="left" if col in ("engine", "weights", "prec", "ISA") else "right", no_wrap=True
+        )
     for r in results:
         ref = torch_sps.get(r.hidden_size)
+        dense = dense_sps.get((r.hidden_size, r.precision, r.threads)) if r.sparsity > 0 else None
         table.add_row(
             r.engine,
             str(r.hidden_size),
+            _sparsity_label(r),
             r.precision,
             str(r.threads),
             r.isa,
             f"{r.samples_per_second:,.0f}",
             f"{r.times_realtime_24k:.2f}",
             f"{r.samples_per_second / ref:.1f}" if ref else "-",
+            f"{r.samples_per_second / dense:.1f}" if dense else "-",
             f"{100 * r.share_of_limit:.0f}%",
             f"{r.share_of_blas:.2f}x",
         )
     # never truncate figures (a pipe or log gets 80 columns by default)
-    (out if out.width >= 110 else Console(width=110)).print(table)
+    (out if out.width >= 130 else Console(width=130)).print(table)
     say(
         "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
         "the probe reads a buffer of that size). "
