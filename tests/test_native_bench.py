@@ -56,3 +56,17 @@ def test_bench_report_has_every_configuration(tmp_path: Path) -> None:
         assert r["hidden_size"] == 32 and r["mode"] == "sequential" and r["block"] == "dense"
         assert r["sparsity"] == 0.0 and r["samples_per_second"] > 0
         assert abs(r["times_realtime_24k"] - r["samples_per_second"] / 24000) < 1e-9
+
+
+def test_bench_times_sparse_rows_next_to_the_dense_one(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "-n", "64", "-t", "1", "--precision", "fp32", "--no-torch", "--seconds", "0.05"]
+    args += ["--sparsity", "0.9", "--block", "16x1", "--block", "4x4", "--prune-layers", "gru+out"]
+    res = CliRunner().invoke(app, [*args, "--sparse-kernels", "always", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["results"]
+    got = {(r["sparsity"], r["block"], r["pruned_layers"]) for r in rows}
+    assert got == {(0.0, "dense", ""), (0.9, "16x1", "gru+out"), (0.9, "4x4", "gru+out")}
+    assert "x dense" in res.output and "90% 4x4 gru+out [always]" in res.output
+    bad = CliRunner().invoke(app, [*args[:10], "--sparsity", "0.9", "--block", "8x8"])
+    assert bad.exit_code == 1 and "sparse kernels for 16x1 and 4x4" in bad.output

@@ -1,5 +1,6 @@
 """Write tiny model files (random weights; N/2 = 16 so the two-thread split runs) for the
-sanitizer and fuzz program."""
+sanitizer and fuzz program: dense in each precision, and block-sparse (16x1 fp32, 4x4
+int8; GRU and O1/O3 pruned to 90 %, sparse enough that the engine keeps them sparse)."""
 
 from __future__ import annotations
 
@@ -9,8 +10,9 @@ from pathlib import Path
 import torch
 
 from vocoder import checkpoint as ckpt_mod
-from vocoder.config import load_config
+from vocoder.config import PruneConfig, load_config
 from vocoder.export import write_model_file
+from vocoder.pruning import Pruner
 
 
 def main(out: Path) -> None:
@@ -21,6 +23,12 @@ def main(out: Path) -> None:
     write_model_file(out, cfg, state, "fp32")
     write_model_file(out.with_name(out.stem + "-bf16.wrnn"), cfg, state, "bf16")
     write_model_file(out.with_name(out.stem + "-int8.wrnn"), cfg, state, "int8")
+    for block, precision in (("16x1", "fp32"), ("4x4", "int8")):
+        cfg.prune = PruneConfig(sparsity=0.9, block=block, start=0, ramp=1, interval=1, layers="gru+out")
+        Pruner(model, cfg.prune).step(1)
+        state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+        name = f"-sparse{block}-{precision}.wrnn"
+        write_model_file(out.with_name(out.stem + name), cfg, state, precision)
 
 
 if __name__ == "__main__":
