@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import pytest
@@ -72,7 +73,7 @@ def test_pruner_prunes_each_gate_separately_on_schedule() -> None:
     assert float((model.O2.weight == 0).float().mean()) == 0.0
 
 
-def test_prune_command_and_exact_zeros_at_every_checkpoint(tmp_path: Path, tiny_ckpt: Path) -> None:
+def test_prune_command_exact_zeros_export_and_compare(tmp_path: Path, tiny_ckpt: Path) -> None:
     out = tmp_path / "pruned"
     args = [
         "--sparsity",
@@ -109,6 +110,30 @@ def test_prune_command_and_exact_zeros_at_every_checkpoint(tmp_path: Path, tiny_
     assert again.exit_code == 0 and "pruned to step 10" in again.output
     bad = run_cli("prune", tiny_ckpt, tmp_path / "bad", "--block", "5x5", *TINY)
     assert bad.exit_code == 1 and "does not tile" in bad.output
+
+    # the pruned run exports block-sparse and sits next to the dense one in `compare`
+    model_file = tmp_path / "pruned.wrnn"
+    assert run_cli("export", out, model_file).exit_code == 0
+    info = run_cli("info", model_file)
+    assert "gru.weight_hh_l0: 4x4 block-sparse, density 0.2500" in info.output
+    report = tmp_path / "compare.json"
+    r = run_cli(
+        "compare", tiny_ckpt, out, "--seconds", "0.05", "--json", report, "--markdown", tmp_path / "t.md"
+    )
+    assert r.exit_code == 0, r.output
+    rows = json.loads(report.read_text())
+    assert [(row["sparsity"], row["block"], row["step"]) for row in rows] == [
+        (0.0, "dense", 4),
+        (0.75, "4x4", 10),
+    ]
+    assert rows[1]["recurrent_nonzero"] == 3 * 32 * 32 // 4
+    last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[1]["valid_bits"] == [rec for rec in last if "valid_bits" in rec][-1]["valid_bits"]
+    assert all(row["samples_per_second"] > 0 for row in rows)
+    (tmp_path / "no-metrics").mkdir()
+    ckpt_mod.save(tmp_path / "no-metrics" / found[-1].name, final)
+    r = run_cli("compare", tmp_path / "no-metrics")
+    assert r.exit_code == 1 and "metrics.jsonl: cannot read" in r.output
 
 
 def test_pruning_inside_train(tmp_path: Path, features_dir: Path) -> None:

@@ -440,6 +440,9 @@ def info(
                 f"{model}: native model file, {native.precision} weights, "
                 f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz, kernels {native.isa}"
             )
+            for name, lay in native.layout.items():
+                if lay["kind"] == "sparse":
+                    say(f"  {name}: {lay['block']} block-sparse, density {lay['density']:.4f}")
         else:
             from vocoder import checkpoint as ckpt_mod
 
@@ -453,6 +456,49 @@ def info(
     except VocoderError as e:
         fail(str(e))
     out.print(cfg.to_yaml(), highlight=False, markup=False, end="")
+
+
+@app.command()
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Checkpoint directories (their latest) or files.")],
+    precision: Annotated[Precision, typer.Option(help="Export precision for speed.")] = Precision.fp32,
+    seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per speed measurement.")] = 1.0,
+    markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write a markdown table.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON.")] = None,
+) -> None:
+    """Tabulate runs side by side: N, W_hh sparsity and non-zeros, last validation NLL,
+    native synthesis speed (one thread, timed here one run after another)."""
+    import json
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from vocoder.bench import cpu_model
+    from vocoder.compare import HEADER, cells, compare_runs, markdown
+    from vocoder.fsutil import write_text_atomic
+
+    try:
+        rows = compare_runs(runs, precision.value, seconds)
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title="runs compared")
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in ("run", "block") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*cells(r))
+    (out if out.width >= 120 else Console(width=120)).print(table)
+    note = (
+        "Validation NLL: the last validation of each run (bits/sample, coarse + fine). "
+        f"Speed: native engine, {precision.value} export, 1 thread, {seconds:g} s of random mel, "
+        f"{cpu_model()}."
+    )
+    say(note)
+    if markdown_out is not None:
+        write_text_atomic(markdown_out, markdown(rows, note))
+        say(f"-> {markdown_out}")
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        say(f"-> {json_out}")
 
 
 @app.command("config")
