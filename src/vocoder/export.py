@@ -49,18 +49,26 @@ def to_int8_rows(w: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return q, scale
 
 
-def block_sparse(w: np.ndarray, block: tuple[int, int]) -> tuple[np.ndarray, np.ndarray]:
-    """A matrix in the sparse kernels' order: (index, blocks).
+def block_sparse(
+    w: np.ndarray, block: tuple[int, int], stored: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """A float matrix in the sparse kernels' order: (index, blocks).
 
     The rows are cut into stripes of r rows; ``index`` holds, per stripe, its number of
     kept blocks followed by each kept block's first column (increasing); ``blocks`` is
-    (kept, c, r): each block's values column by column, stripe after stripe. A block is
-    kept when any of its values is non-zero, so the product is exactly the dense one.
+    (kept, c, r): each block's values column by column, stripe after stripe, taken from
+    ``stored`` (the same matrix in its export encoding) when given. A block is kept when
+    any float in it is non-zero (so -0.0, which pruning leaves and whose bf16 bits are
+    not zero, counts as zero), and the product is exactly the dense one.
     """
     r, c = block
     rows, cols = w.shape
-    tiles = w.reshape(rows // r, r, cols // c, c).transpose(0, 2, 3, 1)  # (stripe, block col, c, r)
-    keep = np.any(tiles != 0, axis=(2, 3))
+
+    def tiled(a: np.ndarray) -> np.ndarray:
+        return a.reshape(rows // r, r, cols // c, c).transpose(0, 2, 3, 1)  # (stripe, block col, c, r)
+
+    keep = np.any(tiled(w) != 0, axis=(2, 3))
+    tiles = tiled(w if stored is None else stored)
     index: list[int] = []
     for stripe in keep:
         starts = np.flatnonzero(stripe) * c
@@ -109,7 +117,7 @@ def model_tensors(
             (stored, scale), dtype = to_int8_rows(arr), "i8"
         else:
             dtype, stored = "f32", arr
-        index, blocks = block_sparse(stored, sparse[name]) if name in sparse else (None, None)
+        index, blocks = block_sparse(arr, sparse[name], stored) if name in sparse else (None, None)
         if blocks is not None and len(blocks):
             out.append((f"{name}.blocks", dtype, blocks))
             out.append((f"{name}.index", "i32", index))
