@@ -425,15 +425,16 @@ double Matrix::density() const {
     return double(bcol.size()) * block_rows * block_cols / (double(rows) * double(cols));
 }
 
-// Break-even densities of the sparse kernels against the dense ones, measured with
-// `vocoder bench --sparse-use always/never` (docs/native-engine.md): fp32 sparse
-// blocks read the same bytes per weight as dense fp32 but add an index load, bf16 and
-// int8 dense read half and a quarter of the bytes.
+// Break-even densities of the sparse kernels against the dense ones, from
+// `vocoder bench -n 512 --sparsity ... --sparse-kernels always` vs `never` on this
+// project's machine (docs/native-engine.md): sparse fp32 beat dense fp32 by ~1.5x
+// already at density 0.5; dense bf16 and int8 read half and a quarter of the bytes per
+// weight, and tied with sparse near densities 0.5 and 0.3.
 double sparse_max_density(Precision p) {
     switch (p) {
-        case Precision::BF16: return 0.3;
-        case Precision::INT8: return 0.15;
-        default: return 0.5;
+        case Precision::BF16: return 0.45;
+        case Precision::INT8: return 0.3;
+        default: return 0.6;
     }
 }
 
