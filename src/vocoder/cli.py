@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -243,6 +244,82 @@ def synthesize(
         f"RTF {rtf:.2f} ({1 / rtf if audio else 0:.3f}x real time) -> {out_dir}"
     )
     if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
+    reference: Annotated[
+        Path, typer.Argument(help="Reference file, or a directory of <id>.wav|.flac (paired by file name).")
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON here.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the scores as CSV here.")] = None,
+) -> None:
+    """Score generated speech against references: PESQ (wideband), STOI, MCD, LSD, F0 RMSE, VDE.
+
+    Files are paired by name; the generated audio is resampled to the reference's rate
+    and both are trimmed to the shorter. Unpaired or unreadable files are reported by
+    name, the rest are scored, and the exit status is then 1. Definitions: README.
+    """
+    from rich.table import Table
+
+    from vocoder.evaluate import METRICS, write_outputs
+    from vocoder.evaluate import evaluate as run
+
+    try:
+        report, n_pairs = run(generated, reference, on_pair=lambda uid: say(f"  scored {uid}", to=console))
+        write_outputs(report, json_out, csv_out)
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title=f"{generated} vs {reference}")
+    table.add_column("utterance", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True, min_width=5)
+    for name, sign, unit in METRICS:
+        arrow = "↑" if sign > 0 else "↓"
+        table.add_column(f"{name}{f' ({unit})' if unit else ''} {arrow}", justify="right", no_wrap=True)
+
+    def fmt(v: float) -> str:
+        return f"{v:.3f}" if math.isfinite(v) else "-"
+
+    for s in report.utterances:
+        table.add_row(s.id, f"{s.seconds:.2f}", *(fmt(getattr(s, n)) for n, _, _ in METRICS))
+    mean = report.mean()
+    table.add_row("mean", "", *(fmt(mean[n]) for n, _, _ in METRICS), style="bold", end_section=True)
+    (out if out.width >= 120 else Console(width=120)).print(table)
+    for error in report.errors:
+        say(error, "failed:", "red", console)
+    written = [str(p) for p in (json_out, csv_out) if p is not None]
+    say(
+        f"evaluated {len(report.utterances)} of {n_pairs} pairs, {len(report.errors)} problems"
+        + (f" -> {', '.join(written)}" if written else "")
+    )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def plot(
+    generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
+    reference: Annotated[
+        Path, typer.Argument(help="Reference file, or a directory of <id>.wav|.flac (paired by file name).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <id>.png files go.")],
+) -> None:
+    """Draw reference vs generated waveforms and log-mel spectrograms, one PNG per utterance.
+
+    Needs matplotlib (pip install 'wavernn-vocoder[plot]').
+    """
+    from vocoder.plot import plot as run
+
+    try:
+        written, errors = run(generated, reference, out_dir)
+    except VocoderError as e:
+        fail(str(e))
+    for error in errors:
+        say(error, "failed:", "red", console)
+    say(f"plotted {len(written)} utterances -> {out_dir}")
+    if errors:
         raise typer.Exit(1)
 
 
