@@ -42,6 +42,7 @@ class Engine(str, Enum):
 
     native = "native"
     torch = "torch"
+    griffinlim = "griffinlim"
 
 
 class Precision(str, Enum):

@@ -105,6 +105,10 @@ def load_vocoder(model_path: Path, engine: str | None = None, threads: int = 0) 
         from vocoder.native import NativeVocoder
 
         return NativeVocoder.load(model_path, threads)
+    if engine == "griffinlim":
+        from vocoder.griffinlim import GriffinLimVocoder
+
+        return GriffinLimVocoder.load(model_path)
     raise VocoderError(f"unknown engine {engine!r}")
 
 
