@@ -193,16 +193,19 @@ def synthesize(
     model: Annotated[
         Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest)")
     ],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
     inputs: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
             help="Mel .npy files (n_mels, T), directories of them, or wav/flac files (copy synthesis)."
         ),
-    ],
-    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
+    ] = None,
     engine: Annotated[
         Engine | None,
-        typer.Option(help="Sampling engine (default: native for a .wrnn file, torch for a checkpoint)."),
+        typer.Option(
+            help="Sampling engine (default: native for a .wrnn file, torch for a checkpoint); "
+            "griffinlim: the no-training baseline, with the model's audio settings."
+        ),
     ] = None,
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="Inputs synthesized in parallel (one process each).")
@@ -219,28 +222,53 @@ def synthesize(
         ),
     ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the sampling random numbers.")] = 0,
+    input_list: Annotated[
+        Path | None,
+        typer.Option(
+            help="File with one input path a line (blank lines and # comments ignored; "
+            "relative paths are relative to the list file's directory)."
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="K/N: only the inputs whose sorted index i has i % N == K - 1 (K from 1 to N)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Redo inputs whose output exists (default: skip them, so a rerun resumes).")
+    ] = False,
 ) -> None:
-    """Vocode mels (or wavs) into 16-bit wavs with a sequential sampler (native or torch).
+    """Vocode mels (or wavs) into 16-bit wavs: sequential sampler (native or torch) or the
+    Griffin-Lim baseline.
 
+    Existing outputs are skipped unless --overwrite, so rerunning a killed job resumes it.
     Failed inputs are reported by name after the others finish; the exit status is then 1.
     """
-    from vocoder.synthesize import default_engine
+    from vocoder.synthesize import default_engine, parse_shard, read_input_list
     from vocoder.synthesize import synthesize as run
 
     engine_name = engine.value if engine is not None else default_engine(model)
     try:
-        results, wall = run(model, inputs, out_dir, engine_name, seed, jobs, console, threads)
+        sources = list(inputs or []) + (read_input_list(input_list) if input_list is not None else [])
+        if not sources:
+            raise VocoderError("no inputs: give INPUT paths or --input-list FILE")
+        shard_kn = parse_shard(shard) if shard is not None else None
+        results, wall = run(
+            model, sources, out_dir, engine_name, seed, jobs, console, threads, shard_kn, overwrite
+        )
     except VocoderError as e:
         fail(str(e))
-    good = [r for r in results if r.output is not None]
+    skipped = [r for r in results if r.skipped]
+    good = [r for r in results if r.output is not None and not r.skipped]
     bad = [r for r in results if r.output is None]
     for r in bad:
         say(r.error, "failed:", "red", console)
     audio = sum(r.seconds for r in good)
     samples = sum(r.samples for r in good)
     rtf = wall / audio if audio else float("nan")
+    part = f" (shard {shard})" if shard is not None else ""
     say(
-        f"synthesized {len(good)} of {len(results)} inputs with the {engine_name} engine: "
+        f"synthesized {len(good)} of {len(results)} inputs{part} ({len(skipped)} skipped: output exists; "
+        f"{len(bad)} failed) with the {engine_name} engine: "
         f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall if wall else 0:.0f} samples/s, "
         f"RTF {rtf:.2f} ({1 / rtf if audio else 0:.3f}x real time) -> {out_dir}"
     )
