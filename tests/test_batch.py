@@ -72,7 +72,8 @@ def test_rerun_after_a_kill_resumes(tmp_path: Path, features_dir: Path, tiny_ckp
     assert finished.read_bytes() == b"finished before the kill"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{m.stem}.wav" for m in mels)
     r = _synthesize(tiny_ckpt, tmp_path / "mels", "-o", out)
-    assert "synthesized 0 of 5 inputs (5 skipped" in r.output and r.exit_code == 0
+    assert "synthesized 0 of 5 inputs (5 skipped: output exists; 0 failed)" in r.output
+    assert "no new audio" in r.output and r.exit_code == 0
     r = _synthesize(tiny_ckpt, tmp_path / "mels", "-o", out, "--overwrite")
     assert "synthesized 5 of 5 inputs (0 skipped" in r.output
     assert finished.read_bytes()[:4] == b"RIFF"

@@ -264,13 +264,18 @@ def synthesize(
         say(r.error, "failed:", "red", console)
     audio = sum(r.seconds for r in good)
     samples = sum(r.samples for r in good)
-    rtf = wall / audio if audio else float("nan")
     part = f" (shard {shard})" if shard is not None else ""
+    if audio:
+        rtf = wall / audio
+        speed = (
+            f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall:.0f} samples/s, "
+            f"RTF {rtf:.2f} ({1 / rtf:.3f}x real time)"
+        )
+    else:
+        speed = f"no new audio in {wall:.2f} s"
     say(
         f"synthesized {len(good)} of {len(results)} inputs{part} ({len(skipped)} skipped: output exists; "
-        f"{len(bad)} failed) with the {engine_name} engine: "
-        f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall if wall else 0:.0f} samples/s, "
-        f"RTF {rtf:.2f} ({1 / rtf if audio else 0:.3f}x real time) -> {out_dir}"
+        f"{len(bad)} failed) with the {engine_name} engine: {speed} -> {out_dir}"
     )
     if bad:
         raise typer.Exit(1)
