@@ -260,6 +260,8 @@ def evaluate(
             report.utterances.append(score_pair(uid, gen, ref))
         except VocoderError as e:
             report.errors.append(str(e))
+        except (OSError, ValueError, RuntimeError) as e:  # a metric's own complaint about odd audio
+            report.errors.append(f"{gen}: {type(e).__name__}: {e}")
         if on_pair is not None:
             on_pair(uid)
     return report, len(pairs)

@@ -96,5 +96,8 @@ def plot(generated: Path, reference: Path, out_dir: Path) -> tuple[list[Path], l
         except VocoderError as e:
             errors.append(str(e))
             continue
+        except (OSError, ValueError, RuntimeError) as e:
+            errors.append(f"{gen}: {type(e).__name__}: {e}")
+            continue
         written.append(out_file)
     return written, errors
