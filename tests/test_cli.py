@@ -21,13 +21,19 @@ def _error_lines(output: str) -> list[str]:
 
 def test_help_documents_every_command() -> None:
     r = run_cli("--help")
-    for command in ("preprocess", "train", "prune", "synthesize", "export", "bench", "info", "config"):
+    commands = ("preprocess", "train", "prune", "synthesize", "export", "bench", "info", "config")
+    for command in (*commands, "evaluate", "plot"):
         assert command in r.output
     for command, option in [
         ("preprocess", "--jobs"),
         ("train", "--resume"),
         ("prune", "--sparsity"),
         ("synthesize", "--out-dir"),
+        ("synthesize", "--shard"),
+        ("synthesize", "--input-list"),
+        ("synthesize", "--overwrite"),
+        ("evaluate", "--csv"),
+        ("plot", "--out-dir"),
         ("export", "--precision"),
         ("bench", "--hidden-size"),
     ]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 from enum import Enum
 from pathlib import Path
@@ -41,6 +42,7 @@ class Engine(str, Enum):
 
     native = "native"
     torch = "torch"
+    griffinlim = "griffinlim"
 
 
 class Precision(str, Enum):
@@ -191,16 +193,19 @@ def synthesize(
     model: Annotated[
         Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest)")
     ],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
     inputs: Annotated[
-        list[Path],
+        list[Path] | None,
         typer.Argument(
             help="Mel .npy files (n_mels, T), directories of them, or wav/flac files (copy synthesis)."
         ),
-    ],
-    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
+    ] = None,
     engine: Annotated[
         Engine | None,
-        typer.Option(help="Sampling engine (default: native for a .wrnn file, torch for a checkpoint)."),
+        typer.Option(
+            help="Sampling engine (default: native for a .wrnn file, torch for a checkpoint); "
+            "griffinlim: the no-training baseline, with the model's audio settings."
+        ),
     ] = None,
     jobs: Annotated[
         int, typer.Option("--jobs", "-j", min=1, help="Inputs synthesized in parallel (one process each).")
@@ -217,32 +222,138 @@ def synthesize(
         ),
     ] = 0,
     seed: Annotated[int, typer.Option(help="Seed of the sampling random numbers.")] = 0,
+    input_list: Annotated[
+        Path | None,
+        typer.Option(
+            help="File with one input path a line (blank lines and # comments ignored; "
+            "relative paths are relative to the list file's directory)."
+        ),
+    ] = None,
+    shard: Annotated[
+        str | None,
+        typer.Option(help="K/N: only the inputs whose sorted index i has i % N == K - 1 (K from 1 to N)."),
+    ] = None,
+    overwrite: Annotated[
+        bool, typer.Option(help="Redo inputs whose output exists (default: skip them, so a rerun resumes).")
+    ] = False,
 ) -> None:
-    """Vocode mels (or wavs) into 16-bit wavs with a sequential sampler (native or torch).
+    """Vocode mels (or wavs) into 16-bit wavs: sequential sampler (native or torch) or the
+    Griffin-Lim baseline.
 
+    Existing outputs are skipped unless --overwrite, so rerunning a killed job resumes it.
     Failed inputs are reported by name after the others finish; the exit status is then 1.
     """
-    from vocoder.synthesize import default_engine
+    from vocoder.synthesize import default_engine, parse_shard, read_input_list
     from vocoder.synthesize import synthesize as run
 
     engine_name = engine.value if engine is not None else default_engine(model)
     try:
-        results, wall = run(model, inputs, out_dir, engine_name, seed, jobs, console, threads)
+        sources = list(inputs or []) + (read_input_list(input_list) if input_list is not None else [])
+        if not sources:
+            raise VocoderError("no inputs: give INPUT paths or --input-list FILE")
+        shard_kn = parse_shard(shard) if shard is not None else None
+        results, wall = run(
+            model, sources, out_dir, engine_name, seed, jobs, console, threads, shard_kn, overwrite
+        )
     except VocoderError as e:
         fail(str(e))
-    good = [r for r in results if r.output is not None]
+    skipped = [r for r in results if r.skipped]
+    good = [r for r in results if r.output is not None and not r.skipped]
     bad = [r for r in results if r.output is None]
     for r in bad:
         say(r.error, "failed:", "red", console)
     audio = sum(r.seconds for r in good)
     samples = sum(r.samples for r in good)
-    rtf = wall / audio if audio else float("nan")
+    part = f" (shard {shard})" if shard is not None else ""
+    if audio:
+        rtf = wall / audio
+        speed = (
+            f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall:.0f} samples/s, "
+            f"RTF {rtf:.2f} ({1 / rtf:.3f}x real time)"
+        )
+    else:
+        speed = f"no new audio in {wall:.2f} s"
     say(
-        f"synthesized {len(good)} of {len(results)} inputs with the {engine_name} engine: "
-        f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall if wall else 0:.0f} samples/s, "
-        f"RTF {rtf:.2f} ({1 / rtf if audio else 0:.3f}x real time) -> {out_dir}"
+        f"synthesized {len(good)} of {len(results)} inputs{part} ({len(skipped)} skipped: output exists; "
+        f"{len(bad)} failed) with the {engine_name} engine: {speed} -> {out_dir}"
     )
     if bad:
+        raise typer.Exit(1)
+
+
+@app.command()
+def evaluate(
+    generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
+    reference: Annotated[
+        Path, typer.Argument(help="Reference file, or a directory of <id>.wav|.flac (paired by file name).")
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON here.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the scores as CSV here.")] = None,
+) -> None:
+    """Score generated speech against references: PESQ (wideband), STOI, MCD, LSD, F0 RMSE, VDE.
+
+    Files are paired by name; the generated audio is resampled to the reference's rate
+    and both are trimmed to the shorter. Unpaired or unreadable files are reported by
+    name, the rest are scored, and the exit status is then 1. Definitions: README.
+    """
+    from rich.table import Table
+
+    from vocoder.evaluate import METRICS, write_outputs
+    from vocoder.evaluate import evaluate as run
+
+    try:
+        report, n_pairs = run(generated, reference, on_pair=lambda uid: say(f"  scored {uid}", to=console))
+        write_outputs(report, json_out, csv_out)
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title=f"{generated} vs {reference}")
+    table.add_column("utterance", no_wrap=True)
+    table.add_column("s", justify="right", no_wrap=True, min_width=5)
+    for name, sign, unit in METRICS:
+        arrow = "↑" if sign > 0 else "↓"
+        table.add_column(f"{name}{f' ({unit})' if unit else ''} {arrow}", justify="right", no_wrap=True)
+
+    def fmt(v: float) -> str:
+        return f"{v:.3f}" if math.isfinite(v) else "-"
+
+    for s in report.utterances:
+        table.add_row(s.id, f"{s.seconds:.2f}", *(fmt(getattr(s, n)) for n, _, _ in METRICS))
+    mean = report.mean()
+    table.add_row("mean", "", *(fmt(mean[n]) for n, _, _ in METRICS), style="bold", end_section=True)
+    (out if out.width >= 120 else Console(width=120)).print(table)
+    for error in report.errors:
+        say(error, "failed:", "red", console)
+    written = [str(p) for p in (json_out, csv_out) if p is not None]
+    say(
+        f"evaluated {len(report.utterances)} of {n_pairs} pairs, {len(report.errors)} problems"
+        + (f" -> {', '.join(written)}" if written else "")
+    )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+@app.command()
+def plot(
+    generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
+    reference: Annotated[
+        Path, typer.Argument(help="Reference file, or a directory of <id>.wav|.flac (paired by file name).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <id>.png files go.")],
+) -> None:
+    """Draw reference vs generated waveforms and log-mel spectrograms, one PNG per utterance.
+
+    Needs matplotlib (pip install 'wavernn-vocoder[plot]').
+    """
+    from vocoder.plot import plot as run
+
+    try:
+        written, errors = run(generated, reference, out_dir)
+    except VocoderError as e:
+        fail(str(e))
+    for error in errors:
+        say(error, "failed:", "red", console)
+    say(f"plotted {len(written)} utterances -> {out_dir}")
+    if errors:
         raise typer.Exit(1)
 
 

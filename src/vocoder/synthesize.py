@@ -3,10 +3,15 @@
 The model's own audio settings (from its checkpoint) decide how a wav input is turned
 into a mel, so copy synthesis always matches what the model was trained on. Each input
 is independent: a failure is recorded and reported, and the others still finish.
+
+Built for long jobs: outputs are written atomically and existing ones are skipped, so a
+killed job is resumed by running the same command again; ``--shard K/N`` splits one
+input set deterministically between N machines or processes.
 """
 
 from __future__ import annotations
 
+import glob
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
@@ -35,6 +40,7 @@ class Result:
     samples: int = 0
     seconds: float = 0.0
     error: str = ""
+    skipped: bool = False
 
 
 def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
@@ -54,6 +60,57 @@ def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
         else:
             files.append(p)
     return files, bad
+
+
+def read_input_list(list_file: Path) -> list[Path]:
+    """Paths from a list file, one a line; blank lines and ``#`` comments are ignored.
+
+    Relative paths are taken relative to the list file's directory, not the current
+    one, so a list written next to its data works from wherever the job is started.
+    """
+    try:
+        lines = Path(list_file).read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise VocoderError(f"{list_file}: cannot read input list ({e})") from None
+    base = Path(list_file).parent
+    entries = (line.split("#", 1)[0].strip() for line in lines)
+    return [base / entry for entry in entries if entry]
+
+
+def parse_shard(text: str) -> tuple[int, int]:
+    """``"K/N"`` (1 <= K <= N) -> (K, N)."""
+    k_text, sep, n_text = text.partition("/")
+    try:
+        k, n = int(k_text), int(n_text)
+    except ValueError:
+        k = n = 0
+    if not sep or not 1 <= k <= n:
+        raise VocoderError(f"--shard {text}: expected K/N with 1 <= K <= N, e.g. 2/4")
+    return k, n
+
+
+def select_shard(files: list[Path], shard: tuple[int, int] | None) -> list[Path]:
+    """Shard K of N: the inputs whose index in sorted order is K - 1 modulo N.
+
+    Sorting first makes the split independent of argument order and of which outputs
+    already exist, so N shards together cover every input exactly once.
+    """
+    ordered = sorted(files, key=str)
+    if shard is None:
+        return ordered
+    k, n = shard
+    return [f for i, f in enumerate(ordered) if i % n == k - 1]
+
+
+def remove_stale_temps(outputs: list[Path]) -> None:
+    """Delete temp files a killed run left for these outputs (see ``atomic_path``).
+
+    Only this job's outputs are touched, so other shards writing into the same directory
+    keep their in-progress files.
+    """
+    for out in outputs:
+        for tmp in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
+            tmp.unlink(missing_ok=True)
 
 
 def output_paths(files: list[Path], out_dir: Path) -> list[Path]:
@@ -105,6 +162,10 @@ def load_vocoder(model_path: Path, engine: str | None = None, threads: int = 0) 
         from vocoder.native import NativeVocoder
 
         return NativeVocoder.load(model_path, threads)
+    if engine == "griffinlim":
+        from vocoder.griffinlim import GriffinLimVocoder
+
+        return GriffinLimVocoder.load(model_path)
     raise VocoderError(f"unknown engine {engine!r}")
 
 
@@ -144,17 +205,30 @@ def synthesize(
     jobs: int,
     console: Console,
     threads: int = 0,
+    shard: tuple[int, int] | None = None,
+    overwrite: bool = False,
 ) -> tuple[list[Result], float]:
-    """Vocode every input; returns per-input results and the wall time.
+    """Vocode every input (of this shard); returns per-input results and the wall time.
 
-    With ``jobs`` > 1 each worker process loads its own engine instance and takes inputs
-    as they come. ``threads`` is per engine instance (0: the engine's default, and one
-    thread in each worker so that jobs do not oversubscribe the cores).
+    An input whose output exists is skipped (a ``Result`` with ``skipped`` set) unless
+    ``overwrite``. With ``jobs`` > 1 each worker process loads its own engine instance
+    and takes inputs as they come. ``threads`` is per engine instance (0: the engine's
+    default, and one thread in each worker so that jobs do not oversubscribe the cores).
     """
     vocoder = load_vocoder(model_path, engine, threads)
-    files, results = gather_inputs(inputs)
-    outputs = output_paths(files, out_dir)
+    found, results = gather_inputs(inputs)
+    selected = select_shard(found, shard)
+    all_outputs = output_paths(selected, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_temps(all_outputs)
+    files: list[Path] = []
+    outputs: list[Path] = []
+    for f, o in zip(selected, all_outputs, strict=True):
+        if o.exists() and not overwrite:
+            results.append(Result(f, o, skipped=True))
+        else:
+            files.append(f)
+            outputs.append(o)
     start = time.monotonic()
     columns = (
         TextColumn("[bold]synthesize"),
