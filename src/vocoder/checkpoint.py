@@ -77,6 +77,11 @@ def load(path: Path) -> dict[str, Any]:
 
 
 def build_model(cfg: Config) -> WaveRNN:
+    """The model ``cfg.model.kind`` names (a SubscaleWaveRNN is a WaveRNN)."""
+    if cfg.model.kind == "subscale":
+        from vocoder.subscale import SubscaleWaveRNN
+
+        return SubscaleWaveRNN(cfg.model, cfg.subscale, cfg.audio.n_mels, cfg.audio.hop_length)
     return WaveRNN(cfg.model, cfg.audio.n_mels, cfg.audio.hop_length)
 
 

@@ -46,11 +46,27 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    """WaveRNN sizes. ``hidden_size`` is N, the GRU width (split in coarse/fine halves)."""
+    """WaveRNN sizes. ``hidden_size`` is N, the GRU width (split in coarse/fine halves).
+
+    ``kind``: ``sequential`` (one sample per step) or ``subscale`` (the waveform folded
+    into ``subscale.batch`` sub-tensors generated in one staggered batch).
+    """
 
     hidden_size: int = 512
     cond_channels: int = 128
     cond_blocks: int = 3
+    kind: str = "sequential"
+
+
+@dataclass
+class SubscaleConfig:
+    """Subscale WaveRNN (used when ``model.kind`` is ``subscale``): B sub-tensors, the
+    future horizon F, and the context network's past steps and width."""
+
+    batch: int = 16
+    horizon: int = 4
+    past: int = 4
+    context: int = 64
 
 
 @dataclass
@@ -94,6 +110,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     prune: PruneConfig = field(default_factory=PruneConfig)
+    subscale: SubscaleConfig = field(default_factory=SubscaleConfig)
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
         """Plain nested dict, as written to YAML and stored in checkpoints."""
@@ -192,6 +209,12 @@ def _check(cfg: Config, origin: str) -> None:
     need(m.hidden_size >= 4 and m.hidden_size % 2 == 0, "model.hidden_size must be even and >= 4")
     need(m.cond_channels >= 1, "model.cond_channels must be >= 1")
     need(m.cond_blocks >= 0, "model.cond_blocks must be >= 0")
+    need(m.kind in ("sequential", "subscale"), "model.kind must be sequential or subscale")
+    sub = cfg.subscale
+    need(2 <= sub.batch <= 64, "subscale.batch must be in 2..64")
+    need(sub.horizon >= 0, "subscale.horizon must be >= 0")
+    need(sub.past >= 0, "subscale.past must be >= 0")
+    need(sub.context >= 1, "subscale.context must be >= 1")
     need(t.batch_size >= 1, "train.batch_size must be >= 1")
     need(t.seq_frames >= 1, "train.seq_frames must be >= 1")
     need(t.learning_rate > 0, "train.learning_rate must be > 0")

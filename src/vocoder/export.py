@@ -195,6 +195,11 @@ def export_checkpoint(ckpt_path: Path, out_path: Path, precision: str = "fp32") 
 
     path = ckpt_mod.resolve(ckpt_path)
     model, cfg, _ = ckpt_mod.load_model(path)
+    if cfg.model.kind != "sequential":
+        raise VocoderError(
+            f"{path}: a {cfg.model.kind} model; the native engine runs sequential models only "
+            "(synthesize the checkpoint with --engine torch)"
+        )
     state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     write_model_file(out_path, cfg, state, precision, origin=path.name)
     return cfg

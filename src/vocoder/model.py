@@ -98,7 +98,9 @@ def upsample(cond: torch.Tensor, hop: int) -> torch.Tensor:
 class WaveRNN(nn.Module):
     """The dual-softmax WaveRNN; ``teacher_forced`` is the training-time forward pass."""
 
-    def __init__(self, cfg: ModelConfig, n_mels: int, hop_length: int) -> None:
+    def __init__(self, cfg: ModelConfig, n_mels: int, hop_length: int, extra_inputs: int = 0) -> None:
+        """``extra_inputs``: conditioning features appended after the mel's (the
+        subscale model's context vector); the GRU input grows by that many columns."""
         super().__init__()
         n = cfg.hidden_size
         self.hidden_size = n
@@ -107,10 +109,11 @@ class WaveRNN(nn.Module):
         self.register_buffer("mel_mean", torch.zeros(n_mels))
         self.register_buffer("mel_std", torch.ones(n_mels))
         self.cond = CondNet(n_mels, cfg.cond_channels, cfg.cond_blocks)
-        self.gru = nn.GRU(3 + cfg.cond_channels, n, batch_first=True)
+        inputs = 3 + cfg.cond_channels + extra_inputs
+        self.gru = nn.GRU(inputs, n, batch_first=True)
         with torch.no_grad():
             self.gru.weight_ih_l0[:, :3].uniform_(-BYTE_INPUT_INIT, BYTE_INPUT_INIT)
-        mask = torch.ones(3 * n, 3 + cfg.cond_channels)
+        mask = torch.ones(3 * n, inputs)
         for gate in range(3):  # c_t (input column 2) is cut from the coarse half of each gate
             mask[gate * n : gate * n + self.half, 2] = 0.0
         self.register_buffer("input_mask", mask)

@@ -46,11 +46,12 @@ def make_draws(n: int, seed: int) -> np.ndarray:
 
 
 def gru_cell(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """PyTorch GRU cell from precomputed input (gi) and recurrent (gh) gate vectors."""
-    n = h.shape[0]
-    r = torch.sigmoid(gi[:n] + gh[:n])
-    u = torch.sigmoid(gi[n : 2 * n] + gh[n : 2 * n])
-    e = torch.tanh(gi[2 * n :] + r * gh[2 * n :])
+    """PyTorch GRU cell from precomputed input (gi) and recurrent (gh) gate vectors
+    (..., 3N); leading dimensions are independent sequences."""
+    n = h.shape[-1]
+    r = torch.sigmoid(gi[..., :n] + gh[..., :n])
+    u = torch.sigmoid(gi[..., n : 2 * n] + gh[..., n : 2 * n])
+    e = torch.tanh(gi[..., 2 * n :] + r * gh[..., 2 * n :])
     return u * h + (1.0 - u) * e
 
 
@@ -143,4 +144,10 @@ class TorchVocoder:
         return cls(model, cfg)
 
     def generate(self, mel: np.ndarray, seed: int) -> np.ndarray:
+        """The sequential sampler, or the staggered subscale one for a subscale model."""
+        from vocoder.subscale import SubscaleWaveRNN
+        from vocoder.subscale import generate as generate_subscale
+
+        if isinstance(self.model, SubscaleWaveRNN):
+            return generate_subscale(self.model, mel, seed=seed)[0]
         return generate(self.model, mel, seed=seed)[0]

@@ -24,6 +24,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from vocoder import checkpoint as ckpt_mod
 from vocoder import config as config_mod
+from vocoder.audio import join_16bit
 from vocoder.config import Config
 from vocoder.data import (
     Batch,
@@ -37,6 +38,7 @@ from vocoder.errors import VocoderError
 from vocoder.fsutil import write_text_atomic
 from vocoder.model import WaveRNN
 from vocoder.pruning import Pruner
+from vocoder.subscale import SubscaleWaveRNN, fold_losses
 
 LN2 = math.log(2.0)
 
@@ -65,6 +67,8 @@ def batch_losses(model: WaveRNN, batch: Batch, device: torch.device) -> tuple[to
         return torch.from_numpy(a).to(device)
 
     cond = model.window_conditioning(t(batch.mel))
+    if isinstance(model, SubscaleWaveRNN):
+        return fold_losses(model, cond, t(join_16bit(batch.coarse, batch.fine)))
     coarse_logits, fine_logits, _ = model.teacher_forced(
         cond, t(batch.c_prev), t(batch.f_prev), t(batch.coarse)
     )
@@ -104,14 +108,22 @@ def _merge_config(user: Config, explicit: set[str], feats: Config, features_dir:
                 f"{features_dir}: features were made with audio.{key}="
                 f"{getattr(feats.audio, key)}, the config asks for {value}"
             )
-    return Config(audio=feats.audio, data=feats.data, model=user.model, train=user.train, prune=user.prune)
+    return Config(
+        audio=feats.audio,
+        data=feats.data,
+        model=user.model,
+        train=user.train,
+        prune=user.prune,
+        subscale=user.subscale,
+    )
 
 
 def _continued_config(stored: Config, user: Config, explicit: set[str], ckpt_dir: Path) -> Config:
     """A continued run keeps its stored config; explicit train.* and prune.* keys apply."""
-    for key, value in vars(user.model).items():
-        if f"model.{key}" in explicit and getattr(stored.model, key) != value:
-            raise VocoderError(f"{ckpt_dir}: a continued run cannot change model.{key}")
+    for section in ("model", "subscale"):
+        for key, value in vars(getattr(user, section)).items():
+            if f"{section}.{key}" in explicit and getattr(getattr(stored, section), key) != value:
+                raise VocoderError(f"{ckpt_dir}: a continued run cannot change {section}.{key}")
     for section in ("train", "prune"):
         for key in vars(getattr(stored, section)):
             if f"{section}.{key}" in explicit:

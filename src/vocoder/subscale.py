@@ -1,0 +1,219 @@
+"""Subscale WaveRNN (Kalchbrenner et al. 2018, section 5): B samples per step.
+
+Folding. A waveform u of length T is padded at the end with zeros to L * B samples,
+L = ceil(T / B), and folded into B sub-tensors: U[s, i] = u[B i + s]. ``unfold``
+inverts it exactly and drops the padding.
+
+Factorisation. Sample (s, i) is conditioned on its own sub-tensor's past (U[s, k],
+k < i) and on the earlier sub-tensors up to F steps into the future (U[z, k], z < s,
+k <= i + F), nothing else. Generation staggers sub-tensor s by s (F + 1) steps, so at
+step t every sub-tensor with 0 <= t - s (F + 1) < L produces one sample, and all the
+context it may see already exists: T / B + (B - 1)(F + 1) steps instead of T.
+
+Model. The sequential WaveRNN (model.py), run over i with the B sub-tensors as B
+sequences of one batch, each with its own state. Its input is its own previous sample
+(c, f of U[s, i-1]), the current coarse byte for the fine half (the dual softmax as
+before), the mel conditioning at the sample's own position B i + s, and a context
+vector from a masked layer: for (s, i) it reads the window U[z, i - P .. i + F] of all
+sub-tensors (samples in [-1, 1], zeros outside the signal) through per-s weights whose
+disallowed entries (z > s; z == s with k >= i) are masked to zero, then a ReLU:
+ctx = relu((W_s * M_s) X_{s,i} + b_s), D = ``subscale.context`` units. The mask makes
+leakage impossible by construction, and a test checks it through the sampler.
+
+Cost per step (all B sub-tensors): the GRU's recurrent and output products with B
+columns (each weight read once per step for B samples), plus B * D * B (P + F + 1)
+multiply-adds for the context layer (147k for B=16, P=F=4, D=64: ~9k per sample).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F  # noqa: N812
+
+from vocoder.audio import join_16bit
+from vocoder.config import ModelConfig, SubscaleConfig
+from vocoder.model import WaveRNN, scale_byte
+from vocoder.sampler import draw, gru_cell
+
+
+def fold(x: np.ndarray, b: int) -> np.ndarray:
+    """(..., T) -> (..., B, L): U[..., s, i] = x[..., B i + s], zero-padded at the end."""
+    t = x.shape[-1]
+    length = -(-t // b)
+    pad = np.zeros((*x.shape[:-1], length * b - t), x.dtype)
+    return np.swapaxes(np.concatenate([x, pad], axis=-1).reshape(*x.shape[:-1], length, b), -1, -2)
+
+
+def unfold(u: np.ndarray, t: int) -> np.ndarray:
+    """(..., B, L) -> (..., T): the inverse of ``fold`` (padding dropped)."""
+    return np.swapaxes(u, -1, -2).reshape(*u.shape[:-2], -1)[..., :t]
+
+
+def context_mask(b: int, past: int, horizon: int) -> torch.Tensor:
+    """(B, B, P + F + 1): entry [s, z, d] is 1 when U[z, i + d] may condition U[s, i]."""
+    s = torch.arange(b)[:, None, None]
+    z = torch.arange(b)[None, :, None]
+    d = torch.arange(-past, horizon + 1)[None, None, :]
+    return ((z < s) | ((z == s) & (d < 0))).float()
+
+
+def allowed(p: int, q: int, b: int, horizon: int) -> bool:
+    """Whether sample q may condition sample p under the factorisation (any past window)."""
+    i, s = divmod(p, b)
+    k, z = divmod(q, b)
+    return (z == s and k < i) or (z < s and k <= i + horizon)
+
+
+class SubscaleWaveRNN(WaveRNN):
+    """WaveRNN over B folded sub-tensors with a masked context layer (module docstring)."""
+
+    def __init__(self, cfg: ModelConfig, sub: SubscaleConfig, n_mels: int, hop_length: int) -> None:
+        super().__init__(cfg, n_mels, hop_length, extra_inputs=sub.context)
+        self.b, self.past, self.horizon = sub.batch, sub.past, sub.horizon
+        self.width = sub.past + sub.horizon + 1
+        fan_in = sub.batch * self.width
+        self.register_buffer(
+            "context_mask", context_mask(sub.batch, sub.past, sub.horizon).reshape(sub.batch, 1, -1)
+        )
+        self.ctx_weight = nn.Parameter(
+            torch.empty(sub.batch, sub.context, fan_in).uniform_(-1, 1) / fan_in**0.5
+        )
+        self.ctx_bias = nn.Parameter(torch.zeros(sub.batch, sub.context))
+
+    def context_windows(self, u: torch.Tensor) -> torch.Tensor:
+        """Folded samples (n, B, L) in [-1, 1] -> windows (n, L, B * (P + F + 1))."""
+        x = F.pad(u, (self.past, self.horizon))
+        win = x.unfold(-1, self.width, 1)  # (n, B_z, L, W)
+        return win.permute(0, 2, 1, 3).reshape(u.shape[0], u.shape[2], -1)
+
+    def context(self, windows: torch.Tensor, subs: torch.Tensor) -> torch.Tensor:
+        """Windows (n, K) of the sub-tensors ``subs`` (n,) -> context vectors (n, D)."""
+        w = self.ctx_weight[subs] * self.context_mask[subs]
+        return F.relu(torch.einsum("nk,ndk->nd", windows, w) + self.ctx_bias[subs])
+
+    def teacher_forced_folded(
+        self, cond: torch.Tensor, audio: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-sample conditioning (n, B*L, C) and int16 samples (n, B*L) -> coarse and
+        fine logits (n, B, L, 256) and states (n, B, L, N), every position teacher-forced."""
+        n, total = audio.shape
+        b, length = self.b, total // self.b
+        u = audio.reshape(n, length, b).transpose(1, 2)  # (n, B, L)
+        cond_f = cond.reshape(n, length, b, -1).transpose(1, 2)  # (n, B, L, C)
+        win = self.context_windows(u.float() / 32768.0)  # (n, L, K)
+        subs = torch.arange(b, device=audio.device).repeat_interleave(length).repeat(n)
+        ctx = self.context(win[:, None].expand(n, b, length, -1).reshape(n * b * length, -1), subs)
+        cond_all = torch.cat([cond_f.reshape(n * b, length, -1), ctx.reshape(n * b, length, -1)], dim=-1)
+        prev = F.pad(u, (1, 0))[:, :, :-1]  # own previous sample, zero before the start
+        c_prev, f_prev = (v.reshape(n * b, length) for v in split_bytes(prev))
+        c_cur, _ = (v.reshape(n * b, length) for v in split_bytes(u))
+        cl, fl, st = self.teacher_forced(cond_all, c_prev, f_prev, c_cur)
+        return cl.reshape(n, b, length, -1), fl.reshape(n, b, length, -1), st.reshape(n, b, length, -1)
+
+
+def split_bytes(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """int16-valued samples -> (coarse, fine) bytes, as ``audio.split_16bit`` for tensors."""
+    u = samples.long() + 32768
+    return u >> 8, u & 0xFF
+
+
+def fold_losses(
+    model: SubscaleWaveRNN, cond: torch.Tensor, audio: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean coarse and fine cross-entropy (nats) over a batch of windows.
+
+    Windows are cut to a multiple of B samples from their start; the fold is relative
+    to the window start, which is what inference does from the utterance start.
+    """
+    total = audio.shape[1] // model.b * model.b
+    cond, audio = cond[:, :total], audio[:, :total]
+    cl, fl, _ = model.teacher_forced_folded(cond, audio)
+    u = audio.reshape(audio.shape[0], -1, model.b).transpose(1, 2)
+    c, f = split_bytes(u)
+    return F.cross_entropy(cl.reshape(-1, 256), c.reshape(-1)), F.cross_entropy(
+        fl.reshape(-1, 256), f.reshape(-1)
+    )
+
+
+def steps(t: int, b: int, horizon: int) -> int:
+    """Generation steps for T samples: ceil(T / B) + (B - 1)(F + 1)."""
+    return -(-t // b) + (b - 1) * (horizon + 1)
+
+
+@torch.no_grad()
+def generate(
+    model: SubscaleWaveRNN,
+    mel: np.ndarray,
+    seed: int = 0,
+    draws: np.ndarray | None = None,
+    force: np.ndarray | None = None,
+    record: bool = False,
+) -> tuple[np.ndarray, dict[str, np.ndarray] | None]:
+    """The staggered subscale sampler: mel (n_mels, T/hop) -> T int16 samples.
+
+    At step t, sub-tensor s (if 0 <= i = t - s (F + 1) < L) draws sample B i + s from its
+    own state, with ``draws[B i + s]`` (two uniforms per sample, in waveform order, as
+    the sequential sampler). ``force`` teacher-forces every sample through the sampler;
+    ``record`` returns per-sample coarse and fine logits (T, 256) in waveform order.
+    Padding positions (B i + s >= T) are fixed at zero and never drawn.
+    """
+    model = model.float().cpu().eval()
+    b, hor = model.b, model.horizon
+    cond = model.conditioning(torch.from_numpy(mel).float()[None])[0]  # (T, C)
+    t_total = cond.shape[0]
+    length = -(-t_total // b)
+    cond = torch.cat([cond, cond[-1:].expand(length * b - t_total, -1)])
+    cond_f = cond.reshape(length, b, -1).transpose(0, 1)  # (B, L, C)
+    if draws is None:
+        draws = np.random.default_rng(seed).random((t_total, 2))
+    u = torch.zeros(b, length)  # generated samples in [-1, 1] (for the context layer)
+    out = np.zeros((b, length), np.int64)
+    logits = {"coarse": np.zeros((t_total, 256), np.float32), "fine": np.zeros((t_total, 256), np.float32)}
+    n = model.hidden_size
+    w_ih = model.masked_input_weight()
+    w_cprev, w_fprev, w_c = w_ih[:, 0], w_ih[:, 1], w_ih[:, 2]
+    w_in = w_ih[:, 3:]
+    h = torch.zeros(b, n)
+    for step in range(steps(t_total, b, hor)):
+        subs = [s for s in range(b) if 0 <= step - s * (hor + 1) < length]
+        idx = torch.tensor(subs)
+        pos = [step - s * (hor + 1) for s in subs]  # i of each active sub-tensor
+        padded = F.pad(u, (model.past, model.horizon))
+        win = torch.stack([padded[:, i : i + model.width].reshape(-1) for i in pos])
+        ctx = model.context(win, idx)
+        feats = torch.cat([torch.stack([cond_f[s, i] for s, i in zip(subs, pos, strict=True)]), ctx], dim=1)
+        prev = torch.tensor([out[s, i - 1] if i > 0 else 0 for s, i in zip(subs, pos, strict=True)])
+        c_prev, f_prev = split_bytes(prev)
+        gi = feats @ w_in.T + model.gru.bias_ih_l0 + scale_byte(c_prev)[:, None] * w_cprev
+        gi = gi + scale_byte(f_prev)[:, None] * w_fprev
+        gh = h[idx] @ model.gru.weight_hh_l0.T + model.gru.bias_hh_l0
+        coarse_logits = model.coarse_logits(gru_cell(gi, gh, h[idx]))
+        cs = []
+        for j, (s, i) in enumerate(zip(subs, pos, strict=True)):
+            p = i * b + s
+            if p >= t_total:
+                cs.append(128)
+            elif force is not None:
+                cs.append((int(force[p]) + 32768) >> 8)
+            else:
+                cs.append(draw(coarse_logits[j], float(draws[p, 0])))
+        h_new = gru_cell(gi + scale_byte(torch.tensor(cs))[:, None] * w_c, gh, h[idx])
+        fine_logits = model.fine_logits(h_new)
+        h[idx] = h_new
+        for j, (s, i) in enumerate(zip(subs, pos, strict=True)):
+            p = i * b + s
+            if p >= t_total:
+                continue
+            f = (
+                (int(force[p]) + 32768) & 0xFF
+                if force is not None
+                else draw(fine_logits[j], float(draws[p, 1]))
+            )
+            out[s, i] = int(join_16bit(np.array([cs[j]]), np.array([f]))[0])
+            u[s, i] = out[s, i] / 32768.0
+            if record:
+                logits["coarse"][p] = coarse_logits[j].numpy()
+                logits["fine"][p] = fine_logits[j].numpy()
+    return unfold(out, t_total).astype(np.int16), logits if record else None
