@@ -88,9 +88,13 @@ class SubscaleWaveRNN(WaveRNN):
         win = x.unfold(-1, self.width, 1)  # (n, B_z, L, W)
         return win.permute(0, 2, 1, 3).reshape(u.shape[0], u.shape[2], -1)
 
+    def masked_context_weight(self) -> torch.Tensor:
+        """(B, D, K): sub-tensor s's context weights with its disallowed inputs zeroed."""
+        return self.ctx_weight * self.context_mask
+
     def context(self, windows: torch.Tensor, subs: torch.Tensor) -> torch.Tensor:
         """Windows (n, K) of the sub-tensors ``subs`` (n,) -> context vectors (n, D)."""
-        w = self.ctx_weight[subs] * self.context_mask[subs]
+        w = self.masked_context_weight()[subs]
         return F.relu(torch.einsum("nk,ndk->nd", windows, w) + self.ctx_bias[subs])
 
     def teacher_forced_folded(
@@ -102,9 +106,9 @@ class SubscaleWaveRNN(WaveRNN):
         b, length = self.b, total // self.b
         u = audio.reshape(n, length, b).transpose(1, 2)  # (n, B, L)
         cond_f = cond.reshape(n, length, b, -1).transpose(1, 2)  # (n, B, L, C)
-        win = self.context_windows(u.float() / 32768.0)  # (n, L, K)
-        subs = torch.arange(b, device=audio.device).repeat_interleave(length).repeat(n)
-        ctx = self.context(win[:, None].expand(n, b, length, -1).reshape(n * b * length, -1), subs)
+        win = self.context_windows(u.float() / 32768.0)  # (n, L, K): the same window for every s
+        ctx = torch.einsum("nlk,sdk->nsld", win, self.masked_context_weight())
+        ctx = F.relu(ctx + self.ctx_bias[None, :, None, :])  # (n, B, L, D)
         cond_all = torch.cat([cond_f.reshape(n * b, length, -1), ctx.reshape(n * b, length, -1)], dim=-1)
         prev = F.pad(u, (1, 0))[:, :, :-1]  # own previous sample, zero before the start
         c_prev, f_prev = (v.reshape(n * b, length) for v in split_bytes(prev))
