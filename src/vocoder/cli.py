@@ -578,7 +578,7 @@ def compare(
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON.")] = None,
 ) -> None:
     """Tabulate runs side by side: N, W_hh sparsity and non-zeros, last validation NLL,
-    native synthesis speed (one thread, timed here one run after another)."""
+    synthesis speed (one thread, timed here one run after another)."""
     import json
     from dataclasses import asdict
 
@@ -597,11 +597,11 @@ def compare(
         table.add_column(col, justify="left" if col in ("run", "block") else "right", no_wrap=True)
     for r in rows:
         table.add_row(*cells(r))
-    (out if out.width >= 120 else Console(width=120)).print(table)
+    (out if out.width >= 160 else Console(width=160)).print(table)
     note = (
         "Validation NLL: the last validation of each run (bits/sample, coarse + fine). "
-        f"Speed: native engine, {precision.value} export, 1 thread, {seconds:g} s of random mel, "
-        f"{cpu_model()}."
+        f"Speed: 1 thread, {seconds:g} s of random mel, {cpu_model()}; the native engine on the "
+        "exported model for sequential runs, the torch staggered sampler for subscale runs."
     )
     say(note)
     if markdown_out is not None:

@@ -3,15 +3,17 @@
 For each run (a checkpoint directory, or one checkpoint file) it reports what decides
 the paper's dense-versus-sparse trade: the GRU width, the recurrent matrix's sparsity
 and non-zero weights, the validation NLL the run logged last (bits/sample, from
-``metrics.jsonl``) and the native engine's synthesis speed for the exported model,
-timed in this process one run after another, so the ratios between rows are
-comparable even on a noisy machine.
+``metrics.jsonl``) and the synthesis speed, timed in this process one run after
+another, so the ratios between rows are comparable even on a noisy machine: the native
+engine on the exported model for sequential models, the torch staggered sampler for
+subscale models (the native engine does not run them yet).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +26,7 @@ class Row:
 
     run: str
     step: int
+    kind: str
     hidden_size: int
     sparsity: float
     block: str
@@ -33,6 +36,7 @@ class Row:
     valid_fine_bits: float
     valid_step: int
     precision: str
+    engine: str
     samples_per_second: float
     times_realtime_24k: float
 
@@ -60,7 +64,7 @@ def last_validation(ckpt_dir: Path, step: int) -> dict[str, float]:
 def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0) -> list[Row]:
     """Figures for each run's latest checkpoint (see the module docstring)."""
     from vocoder import checkpoint as ckpt_mod
-    from vocoder.bench import REALTIME_RATE, time_native
+    from vocoder.bench import REALTIME_RATE, bench_mel, time_native
     from vocoder.export import export_checkpoint
 
     rows = []
@@ -72,14 +76,27 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
             valid = last_validation(path.parent, step)
             w = model.gru.weight_hh_l0.detach()
             nonzero = int((w != 0).sum())
-            model_file = Path(tmp) / f"run{i}.wrnn"
-            export_checkpoint(path, model_file, precision)
-            (wall, count, _), _, _ = time_native(model_file, cfg, int(seconds * cfg.audio.sample_rate), 1)
+            samples = int(seconds * cfg.audio.sample_rate)
+            if cfg.model.kind == "subscale":
+                import torch
+
+                from vocoder.subscale import generate
+
+                torch.set_num_threads(1)
+                engine, start = "torch", time.perf_counter()
+                count = len(generate(model, bench_mel(cfg, samples))[0])
+                wall = time.perf_counter() - start
+            else:
+                model_file = Path(tmp) / f"run{i}.wrnn"
+                export_checkpoint(path, model_file, precision)
+                engine = "native"
+                (wall, count, _), _, _ = time_native(model_file, cfg, samples, 1)
             sps = count / wall
             rows.append(
                 Row(
                     run=str(run),
                     step=step,
+                    kind=cfg.model.kind,
                     hidden_size=cfg.model.hidden_size,
                     sparsity=1.0 - nonzero / w.numel(),
                     block=cfg.prune.block if cfg.prune.sparsity > 0 else "dense",
@@ -88,7 +105,8 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
                     valid_coarse_bits=float(valid.get("valid_coarse_bits", float("nan"))),
                     valid_fine_bits=float(valid.get("valid_fine_bits", float("nan"))),
                     valid_step=int(valid["step"]),
-                    precision=precision,
+                    precision=precision if engine == "native" else "fp32",
+                    engine=engine,
                     samples_per_second=sps,
                     times_realtime_24k=sps / REALTIME_RATE,
                 )
@@ -98,6 +116,7 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
 
 HEADER = (
     "run",
+    "kind",
     "N",
     "sparsity",
     "block",
@@ -106,6 +125,7 @@ HEADER = (
     "coarse",
     "fine",
     "step",
+    "engine",
     "samples/s",
     "x RT 24k",
 )
@@ -115,6 +135,7 @@ def cells(r: Row) -> list[str]:
     """A row's table cells (shared by the terminal table and the markdown file)."""
     return [
         Path(r.run).name,
+        r.kind,
         str(r.hidden_size),
         f"{100 * r.sparsity:.2f}%",
         r.block,
@@ -123,6 +144,7 @@ def cells(r: Row) -> list[str]:
         f"{r.valid_coarse_bits:.3f}",
         f"{r.valid_fine_bits:.3f}",
         str(r.valid_step),
+        f"{r.engine} {r.precision}",
         f"{r.samples_per_second:,.0f}",
         f"{r.times_realtime_24k:.2f}",
     ]

@@ -32,10 +32,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from vocoder.audio import join_16bit
 from vocoder.config import ModelConfig, SubscaleConfig
 from vocoder.model import WaveRNN, scale_byte
-from vocoder.sampler import draw, gru_cell
+from vocoder.sampler import gru_cell
 
 
 def fold(x: np.ndarray, b: int) -> np.ndarray:
@@ -141,6 +140,13 @@ def fold_losses(
     )
 
 
+def draw_rows(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """``sampler.draw`` for each row of (n, 256) logits at its own uniform u (n,)."""
+    cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)
+    idx = torch.searchsorted(cdf, (u.float() * cdf[:, -1])[:, None], right=True)[:, 0]
+    return idx.clamp(max=255)
+
+
 def steps(t: int, b: int, horizon: int) -> int:
     """Generation steps for T samples: ceil(T / B) + (B - 1)(F + 1)."""
     return -(-t // b) + (b - 1) * (horizon + 1)
@@ -172,52 +178,42 @@ def generate(
     cond_f = cond.reshape(length, b, -1).transpose(0, 1)  # (B, L, C)
     if draws is None:
         draws = np.random.default_rng(seed).random((t_total, 2))
+    # waveform-order tables padded to L * B: uniforms, and the forced samples if any
+    u_table = torch.from_numpy(np.concatenate([draws, np.zeros((length * b - t_total, 2))]))
+    forced = None if force is None else split_bytes(torch.from_numpy(fold(np.asarray(force), b)))
     u = torch.zeros(b, length)  # generated samples in [-1, 1] (for the context layer)
-    out = np.zeros((b, length), np.int64)
+    out = torch.zeros(b, length, dtype=torch.long)
     logits = {"coarse": np.zeros((t_total, 256), np.float32), "fine": np.zeros((t_total, 256), np.float32)}
-    n = model.hidden_size
     w_ih = model.masked_input_weight()
     w_cprev, w_fprev, w_c = w_ih[:, 0], w_ih[:, 1], w_ih[:, 2]
     w_in = w_ih[:, 3:]
-    h = torch.zeros(b, n)
+    h = torch.zeros(b, model.hidden_size)
+    starts = torch.arange(b) * (hor + 1)
     for step in range(steps(t_total, b, hor)):
-        subs = [s for s in range(b) if 0 <= step - s * (hor + 1) < length]
-        idx = torch.tensor(subs)
-        pos = [step - s * (hor + 1) for s in subs]  # i of each active sub-tensor
+        active = (step - starts >= 0) & (step - starts < length)
+        subs = torch.nonzero(active).flatten()  # the sub-tensors that produce a sample now
+        pos = step - starts[subs]  # and the index i each produces
+        p = pos * b + subs  # waveform positions
+        real = p < t_total  # the rest is end padding, fixed at zero
         padded = F.pad(u, (model.past, model.horizon))
-        win = torch.stack([padded[:, i : i + model.width].reshape(-1) for i in pos])
-        ctx = model.context(win, idx)
-        feats = torch.cat([torch.stack([cond_f[s, i] for s, i in zip(subs, pos, strict=True)]), ctx], dim=1)
-        prev = torch.tensor([out[s, i - 1] if i > 0 else 0 for s, i in zip(subs, pos, strict=True)])
+        win = torch.stack([padded[:, i : i + model.width].reshape(-1) for i in pos.tolist()])
+        feats = torch.cat([cond_f[subs, pos], model.context(win, subs)], dim=1)
+        prev = torch.where(pos > 0, out[subs, (pos - 1).clamp(min=0)], 0)
         c_prev, f_prev = split_bytes(prev)
         gi = feats @ w_in.T + model.gru.bias_ih_l0 + scale_byte(c_prev)[:, None] * w_cprev
         gi = gi + scale_byte(f_prev)[:, None] * w_fprev
-        gh = h[idx] @ model.gru.weight_hh_l0.T + model.gru.bias_hh_l0
-        coarse_logits = model.coarse_logits(gru_cell(gi, gh, h[idx]))
-        cs = []
-        for j, (s, i) in enumerate(zip(subs, pos, strict=True)):
-            p = i * b + s
-            if p >= t_total:
-                cs.append(128)
-            elif force is not None:
-                cs.append((int(force[p]) + 32768) >> 8)
-            else:
-                cs.append(draw(coarse_logits[j], float(draws[p, 0])))
-        h_new = gru_cell(gi + scale_byte(torch.tensor(cs))[:, None] * w_c, gh, h[idx])
-        fine_logits = model.fine_logits(h_new)
-        h[idx] = h_new
-        for j, (s, i) in enumerate(zip(subs, pos, strict=True)):
-            p = i * b + s
-            if p >= t_total:
-                continue
-            f = (
-                (int(force[p]) + 32768) & 0xFF
-                if force is not None
-                else draw(fine_logits[j], float(draws[p, 1]))
-            )
-            out[s, i] = int(join_16bit(np.array([cs[j]]), np.array([f]))[0])
-            u[s, i] = out[s, i] / 32768.0
-            if record:
-                logits["coarse"][p] = coarse_logits[j].numpy()
-                logits["fine"][p] = fine_logits[j].numpy()
-    return unfold(out, t_total).astype(np.int16), logits if record else None
+        gh = h[subs] @ model.gru.weight_hh_l0.T + model.gru.bias_hh_l0
+        coarse_logits = model.coarse_logits(gru_cell(gi, gh, h[subs]))
+        c = forced[0][subs, pos] if forced is not None else draw_rows(coarse_logits, u_table[p, 0])
+        c = torch.where(real, c, 128)
+        h[subs] = gru_cell(gi + scale_byte(c)[:, None] * w_c, gh, h[subs])
+        fine_logits = model.fine_logits(h[subs])
+        f = forced[1][subs, pos] if forced is not None else draw_rows(fine_logits, u_table[p, 1])
+        f = torch.where(real, f, 0)
+        out[subs, pos] = c * 256 + f - 32768
+        u[subs, pos] = out[subs, pos].float() / 32768.0
+        if record:
+            keep = p[real].numpy()
+            logits["coarse"][keep] = coarse_logits[real].numpy()
+            logits["fine"][keep] = fine_logits[real].numpy()
+    return unfold(out.numpy(), t_total).astype(np.int16), logits if record else None
