@@ -4,6 +4,7 @@ sampler and model), training-path parity with the sampler, and the CLI."""
 from __future__ import annotations
 
 import itertools
+import json
 from pathlib import Path
 
 import numpy as np
@@ -159,6 +160,12 @@ def test_train_synthesize_and_export_on_the_cli(tmp_path: Path, features_dir: Pa
     assert r.exit_code == 0, r.output
     y, sr = sf.read(tmp_path / "wavs" / f"{mel.stem}.wav", dtype="int16")
     assert sr == 16000 and len(y) == np.load(mel).shape[1] * 200
+    r = run_cli("compare", ckpt, "--seconds", "0.05", "--json", tmp_path / "c.json")
+    assert r.exit_code == 0, r.output
+    (row,) = json.loads((tmp_path / "c.json").read_text())
+    assert (row["kind"], row["engine"], row["step"]) == ("subscale", "torch", 3) and row[
+        "samples_per_second"
+    ] > 0
     r = run_cli("export", ckpt, tmp_path / "m.wrnn")
     assert r.exit_code == 1 and "sequential models only" in r.output
     r = run_cli(
