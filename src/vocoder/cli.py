@@ -236,9 +236,20 @@ def synthesize(
     overwrite: Annotated[
         bool, typer.Option(help="Redo inputs whose output exists (default: skip them, so a rerun resumes).")
     ] = False,
+    fold: Annotated[
+        bool,
+        typer.Option(
+            help="Fold mode (native, torch): generate overlapping segments of an input as one batch "
+            "and cross-fade them (faster; audible joins are possible)."
+        ),
+    ] = False,
+    target: Annotated[int, typer.Option(help="Fold mode: samples per segment, overlaps excluded.")] = 11000,
+    overlap: Annotated[
+        int, typer.Option(help="Fold mode: samples neighbouring segments share (warm-up, then cross-fade).")
+    ] = 550,
 ) -> None:
-    """Vocode mels (or wavs) into 16-bit wavs: sequential sampler (native or torch) or the
-    Griffin-Lim baseline.
+    """Vocode mels (or wavs) into 16-bit wavs: sequential sampler (native or torch, optionally
+    in fold mode) or the Griffin-Lim baseline.
 
     Existing outputs are skipped unless --overwrite, so rerunning a killed job resumes it.
     Failed inputs are reported by name after the others finish; the exit status is then 1.
@@ -252,8 +263,22 @@ def synthesize(
         if not sources:
             raise VocoderError("no inputs: give INPUT paths or --input-list FILE")
         shard_kn = parse_shard(shard) if shard is not None else None
+        if fold:
+            from vocoder.fold import check_fold
+
+            check_fold(target, overlap)
         results, wall = run(
-            model, sources, out_dir, engine_name, seed, jobs, console, threads, shard_kn, overwrite
+            model,
+            sources,
+            out_dir,
+            engine_name,
+            seed,
+            jobs,
+            console,
+            threads,
+            shard_kn,
+            overwrite,
+            (target, overlap) if fold else None,
         )
     except VocoderError as e:
         fail(str(e))
@@ -275,7 +300,8 @@ def synthesize(
         speed = f"no new audio in {wall:.2f} s"
     say(
         f"synthesized {len(good)} of {len(results)} inputs{part} ({len(skipped)} skipped: output exists; "
-        f"{len(bad)} failed) with the {engine_name} engine: {speed} -> {out_dir}"
+        f"{len(bad)} failed) with the {engine_name} engine{' in fold mode' if fold else ''}: "
+        f"{speed} -> {out_dir}"
     )
     if bad:
         raise typer.Exit(1)
