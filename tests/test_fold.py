@@ -4,8 +4,6 @@ against the sequential one, and `synthesize --fold` on both sampling engines."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 import soundfile as sf

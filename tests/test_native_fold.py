@@ -50,7 +50,9 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
         write_model_file(files[precision], cfg, state_of(model), precision)
     for block in ("16x1", "4x4"):
         sparse_cfg = small_config()
-        sparse_cfg.prune = PruneConfig(sparsity=0.8, block=block, start=0, ramp=1, interval=1, layers="gru+out")
+        sparse_cfg.prune = PruneConfig(
+            sparsity=0.8, block=block, start=0, ramp=1, interval=1, layers="gru+out"
+        )
         pruned = random_model(sparse_cfg, mel)
         Pruner(pruned, sparse_cfg.prune).step(1)
         files[block] = d / f"m-{block}.wrnn"
@@ -124,7 +126,7 @@ def test_same_draws_give_torch_samples(setup, isa: str) -> None:
 
 
 def test_generate_fold_is_seeded_and_unfolded(setup) -> None:
-    cfg, mel, samples, _, files, _ = setup
+    _, mel, samples, _, files, _ = setup
     voc = NativeVocoder.load(files["int8"])
     a = voc.generate_fold(mel, 3, 300, 40)
     assert a.dtype == np.int16 and len(a) == len(samples)

@@ -461,6 +461,14 @@ def bench(
     ] = "auto",
     seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
     torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Time torch too.")] = True,
+    fold: Annotated[
+        bool, typer.Option(help="Also time fold mode (one thread) for every native configuration.")
+    ] = False,
+    target: Annotated[int, typer.Option(help="Fold rows: samples per segment, overlaps excluded.")] = 11000,
+    overlap: Annotated[int, typer.Option(help="Fold rows: samples neighbouring segments share.")] = 550,
+    fold_seconds: Annotated[
+        float, typer.Option(min=0.05, help="Fold rows: audio seconds (the batch is its number of segments).")
+    ] = 10.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Time the native engine and the torch reference sampler (samples/s, x real time).
@@ -488,6 +496,10 @@ def bench(
         fail(f"--sparse-kernels {sparse_kernels}: use auto, always or never")
     variants = [(s, b, prune_layers) for s in sparsity or [] for b in blocks]
     try:
+        if fold:
+            from vocoder.fold import check_fold
+
+            check_fold(target, overlap)
         results = run_bench(
             model,
             sizes,
@@ -496,12 +508,14 @@ def bench(
             seconds,
             torch_ref,
             on_result=lambda r: say(
-                f"  {r.engine} N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
+                f"  {r.engine} {r.mode} N={r.hidden_size} {_sparsity_label(r)} {r.precision} "
+                f"threads={r.threads}: "
                 f"{r.samples_per_second:,.0f} samples/s",
                 to=console,
             ),
             sparse=variants,
             kernels=sparse_kernels,
+            fold=(target, overlap, fold_seconds) if fold else None,
         )
     except VocoderError as e:
         fail(str(e))
@@ -510,13 +524,14 @@ def bench(
         if r.engine == "torch":
             torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
     dense_sps = {
-        (r.hidden_size, r.precision, r.threads): r.samples_per_second
+        (r.hidden_size, r.precision, r.threads, r.mode): r.samples_per_second
         for r in results
         if r.engine == "native" and r.sparsity == 0
     }
-    table = Table(title="WaveRNN sequential sampling")
+    table = Table(title="WaveRNN sampling (sequential; fold: segments as one batch)")
     columns = (
         "engine",
+        "mode",
         "N",
         "weights",
         "prec",
@@ -531,13 +546,16 @@ def bench(
     )
     for col in columns:
         table.add_column(
-            col, justify="left" if col in ("engine", "weights", "prec", "ISA") else "right", no_wrap=True
+            col,
+            justify="left" if col in ("engine", "mode", "weights", "prec", "ISA") else "right",
+            no_wrap=True,
         )
     for r in results:
         ref = torch_sps.get(r.hidden_size)
-        dense = dense_sps.get((r.hidden_size, r.precision, r.threads)) if r.sparsity > 0 else None
+        dense = dense_sps.get((r.hidden_size, r.precision, r.threads, r.mode)) if r.sparsity > 0 else None
         table.add_row(
             r.engine,
+            r.mode,
             str(r.hidden_size),
             _sparsity_label(r),
             r.precision,
@@ -551,11 +569,12 @@ def bench(
             f"{r.share_of_blas:.2f}x",
         )
     # never truncate figures (a pipe or log gets 80 columns by default)
-    (out if out.width >= 130 else Console(width=130)).print(table)
+    (out if out.width >= 150 else Console(width=150)).print(table)
     say(
         "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
         "the probe reads a buffer of that size). "
-        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread."
+        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread. "
+        "Fold rows: both per step, times the kept samples per step."
     )
     if json_out is not None:
         json_out.write_text(json.dumps(report(results), indent=2) + "\n")

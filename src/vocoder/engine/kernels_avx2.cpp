@@ -157,14 +157,14 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
 // loaded (and, for bf16/int8, widened) once and used G times. 16 ymm registers hold
 // two accumulators per column for 4 columns (fp32, bf16, sparse) or four for 2 (int8).
 template <int G>
-void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu) {
+void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
     const float* xc[G];
     const uint32_t* wc[G];
     for (int j = 0; j < G; ++j) {
         xc[j] = x.x + size_t(b0 + j) * x.x_stride;
         wc[j] = x.words ? x.words + size_t(b0 + j) * x.w_stride : nullptr;
     }
-    for (int rb = 0; rb < d.rows_padded / 16; ++rb) {
+    for (int rb = u0; rb < u1; ++rb) {
         __m256 lo[G], hi[G];
         if (d.precision == Precision::INT8) {
             const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
@@ -234,14 +234,13 @@ void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
 }
 
 template <int G>
-void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu) {
+void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
     const float* w = d.w32.data();
     const int32_t* col = d.bcol.data();
     const float* xc[G];
     for (int j = 0; j < G; ++j) xc[j] = x.x + size_t(b0 + j) * x.x_stride;
-    const int stripes = d.rows / d.block_rows;
     if (d.block_rows == 16) {
-        for (int s = 0; s < stripes; ++s) {
+        for (int s = u0; s < u1; ++s) {
             __m256 lo[G], hi[G];
             for (int j = 0; j < G; ++j) lo[j] = hi[j] = _mm256_setzero_ps();
             for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
@@ -267,7 +266,7 @@ void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
     }
     const __m256i spread01 = _mm256_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1);
     const __m256i spread23 = _mm256_setr_epi32(2, 2, 2, 2, 3, 3, 3, 3);
-    for (int s = 0; s < stripes; ++s) {
+    for (int s = u0; s < u1; ++s) {
         __m256 a0[G], a1[G];
         for (int j = 0; j < G; ++j) a0[j] = a1[j] = _mm256_setzero_ps();
         for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
@@ -288,22 +287,30 @@ void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
     }
 }
 
-using Group = void (*)(const Matrix&, const Batch&, int, float*, int, bool);
+using Group = void (*)(const Matrix&, const Batch&, int, float*, int, bool, int, int);
 
-// Groups of `max` columns, then one group of the rest.
-void by_groups(const Group* groups, int max, const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
-    int b0 = 0;
-    for (; b0 + max <= x.n; b0 += max) groups[max - 1](d, x, b0, y, y_stride, relu);
-    if (b0 < x.n) groups[x.n - b0 - 1](d, x, b0, y, y_stride, relu);
+// Row blocks (dense) or stripes (sparse) in chunks of `chunk`; each chunk runs every
+// group of `max` columns, then one group of the rest, so a chunk's weights come from
+// memory once per step and from cache for the other groups, whatever the batch size.
+void by_groups(const Group* groups, int max, int units, int chunk, const Matrix& d, const Batch& x, float* y,
+               int y_stride, bool relu) {
+    for (int u0 = 0; u0 < units; u0 += chunk) {
+        const int u1 = u0 + chunk < units ? u0 + chunk : units;
+        int b0 = 0;
+        for (; b0 + max <= x.n; b0 += max) groups[max - 1](d, x, b0, y, y_stride, relu, u0, u1);
+        if (b0 < x.n) groups[x.n - b0 - 1](d, x, b0, y, y_stride, relu, u0, u1);
+    }
 }
 
 const Group kGemm[4] = {gemm_group<1>, gemm_group<2>, gemm_group<3>, gemm_group<4>};
 const Group kSpmm[4] = {spmm_group<1>, spmm_group<2>, spmm_group<3>, spmm_group<4>};
 
 void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
-    by_groups(kGemm, d.precision == Precision::INT8 ? 2 : 4, d, x, y, y_stride, relu);
+    by_groups(kGemm, d.precision == Precision::INT8 ? 2 : 4, d.rows_padded / 16, 1, d, x, y, y_stride, relu);
 }
-void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) { by_groups(kSpmm, 4, d, x, y, y_stride, relu); }
+void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+    by_groups(kSpmm, 4, d.rows / d.block_rows, 64 / d.block_rows, d, x, y, y_stride, relu);
+}
 
 void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
               int begin, int end) {

@@ -136,14 +136,14 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
 // weight vector is loaded once and used G times. G is a template constant so the
 // accumulators stay in registers; gemm runs groups of 8, then one group of the rest.
 template <int G>
-void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu) {
+void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
     const float* xc[G];
     const uint32_t* wc[G];
     for (int j = 0; j < G; ++j) {
         xc[j] = x.x + size_t(b0 + j) * x.x_stride;
         wc[j] = x.words ? x.words + size_t(b0 + j) * x.w_stride : nullptr;
     }
-    for (int rb = 0; rb < d.rows_padded / 16; ++rb) {
+    for (int rb = u0; rb < u1; ++rb) {
         __m512 acc[G];
         if (d.precision == Precision::INT8) {
             const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
@@ -185,14 +185,13 @@ void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
 }
 
 template <int G>
-void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu) {
+void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
     const float* w = d.w32.data();
     const int32_t* col = d.bcol.data();
     const float* xc[G];
     for (int j = 0; j < G; ++j) xc[j] = x.x + size_t(b0 + j) * x.x_stride;
-    const int stripes = d.rows / d.block_rows;
     if (d.block_rows == 16) {
-        for (int s = 0; s < stripes; ++s) {
+        for (int s = u0; s < u1; ++s) {
             __m512 acc[G];
             for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
             for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
@@ -209,7 +208,7 @@ void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
         return;
     }
     const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-    for (int s = 0; s < stripes; ++s) {
+    for (int s = u0; s < u1; ++s) {
         __m512 acc[G];
         for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
         for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
@@ -229,13 +228,19 @@ void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
     }
 }
 
-using Group = void (*)(const Matrix&, const Batch&, int, float*, int, bool);
+using Group = void (*)(const Matrix&, const Batch&, int, float*, int, bool, int, int);
 
-// Groups of 8 columns, then one group of the remaining 1..7.
-void by_groups(const Group (&groups)[8], const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
-    int b0 = 0;
-    for (; b0 + 8 <= x.n; b0 += 8) groups[7](d, x, b0, y, y_stride, relu);
-    if (b0 < x.n) groups[x.n - b0 - 1](d, x, b0, y, y_stride, relu);
+// Row blocks (dense) or stripes (sparse) in chunks of `chunk`; each chunk runs every
+// group of 8 columns, then one group of the rest, so a chunk's weights come from memory
+// once per step and from cache for the other groups, whatever the batch size.
+void by_groups(const Group (&groups)[8], int units, int chunk, const Matrix& d, const Batch& x, float* y,
+               int y_stride, bool relu) {
+    for (int u0 = 0; u0 < units; u0 += chunk) {
+        const int u1 = u0 + chunk < units ? u0 + chunk : units;
+        int b0 = 0;
+        for (; b0 + 8 <= x.n; b0 += 8) groups[7](d, x, b0, y, y_stride, relu, u0, u1);
+        if (b0 < x.n) groups[x.n - b0 - 1](d, x, b0, y, y_stride, relu, u0, u1);
+    }
 }
 
 const Group kGemm[8] = {gemm_group<1>, gemm_group<2>, gemm_group<3>, gemm_group<4>,
@@ -243,8 +248,12 @@ const Group kGemm[8] = {gemm_group<1>, gemm_group<2>, gemm_group<3>, gemm_group<
 const Group kSpmm[8] = {spmm_group<1>, spmm_group<2>, spmm_group<3>, spmm_group<4>,
                         spmm_group<5>, spmm_group<6>, spmm_group<7>, spmm_group<8>};
 
-void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) { by_groups(kGemm, d, x, y, y_stride, relu); }
-void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) { by_groups(kSpmm, d, x, y, y_stride, relu); }
+void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+    by_groups(kGemm, d.rows_padded / 16, 1, d, x, y, y_stride, relu);
+}
+void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+    by_groups(kSpmm, d.rows / d.block_rows, 64 / d.block_rows, d, x, y, y_stride, relu);
+}
 
 void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
               int begin, int end) {
