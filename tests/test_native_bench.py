@@ -70,3 +70,20 @@ def test_bench_times_sparse_rows_next_to_the_dense_one(tmp_path: Path) -> None:
     assert "x dense" in res.output and "90% 4x4 gru+out [always]" in res.output
     bad = CliRunner().invoke(app, [*args[:10], "--sparsity", "0.9", "--block", "8x8"])
     assert bad.exit_code == 1 and "sparse kernels for 16x1 and 4x4" in bad.output
+
+
+def test_bench_fold_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "-n", "64", "-t", "1", "--precision", "int8", "--no-torch", "--seconds", "0.05"]
+    args += ["--sparsity", "0.9", "--fold", "--target", "400", "--overlap", "50", "--fold-seconds", "0.2"]
+    res = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["results"]
+    assert all(set(r) >= FIELDS for r in rows)
+    got = {(r["mode"], r["sparsity"], r["threads"]) for r in rows}
+    assert got == {(m, s, 1) for m in ("sequential", "fold") for s in (0.0, 0.9)}
+    for r in rows:
+        if r["mode"] == "fold":
+            assert r["samples"] == 18 * 256 and r["samples_per_second"] > 0  # 0.2 s at 22050 Hz, whole frames
+    bad = CliRunner().invoke(app, [*args, "--overlap", "-1"])
+    assert bad.exit_code == 1 and "--overlap -1" in bad.output

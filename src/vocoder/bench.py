@@ -1,9 +1,11 @@
 """`bench`: samples/s of the native engine and the torch reference, in one process.
 
 Each configuration vocodes a fixed random mel with the engine's own RNG (sequential
-mode: one utterance, one step per sample). Torch is timed on a shorter input because
-it is slow; both are reported in samples/s, so lengths do not matter. Sparse rows use
-the same random model pruned once to the requested sparsity in whole blocks (the GRU's
+mode: one utterance, one step per sample). With ``fold`` each native configuration also
+gets a fold-mode row (``vocoder.fold``: the utterance's segments as one batch, one
+thread) on a longer input, since the batch size is the number of segments. Torch is
+timed on a shorter input because it is slow; all are reported in samples/s. Sparse rows
+use the same random model pruned once to the requested sparsity in whole blocks (the GRU's
 three gate matrices, and O1/O3 with ``gru+out``), exported block-sparse, so they sit
 next to the dense row of the same N. The machine's practical limit for the same
 per-sample work is measured too, two ways:
@@ -14,6 +16,10 @@ per-sample work is measured too, two ways:
   probed by streaming a buffer of that size with the widest SIMD loads.
 * BLAS: the same matrix-vector products with numpy's fp32 BLAS on one thread, the speed
   of a generic library.
+
+For fold rows both limits are per step, times the kept samples per step (L / S for an
+utterance of L samples in segments of S steps): the speed if a batched step cost no more
+than a sequential one. A share above 1 would mean the batch was cheaper than that.
 """
 
 from __future__ import annotations
@@ -69,12 +75,13 @@ class Result:
         timing: tuple[float, int, str],
         limit: float,
         blas: float,
+        mode: str = "sequential",
     ) -> Result:
         wall, count, isa = timing
         sps = count / wall
         return cls(
             engine,
-            "sequential",
+            mode,
             variant.hidden,
             variant.sparsity,
             variant.block,
@@ -192,6 +199,25 @@ def time_native(
     return (time.perf_counter() - start, len(out), voc.isa), voc.precision, nbytes
 
 
+def time_native_fold(
+    path: Path, cfg: Config, samples: int, target: int, overlap: int, kernels: str = "auto"
+) -> tuple[tuple[float, int, str], str, float, int]:
+    """((wall, samples, ISA), precision, kept samples per batched step, per-step weight
+    bytes) of one fold-mode run on one thread."""
+    from vocoder import fold
+    from vocoder.native import NativeVocoder
+
+    voc = NativeVocoder.load(path, 1, kernels)
+    mel = bench_mel(cfg, samples)
+    voc.generate_fold(mel[:, :2], 0, target, overlap)  # warm-up: page in the weights
+    start = time.perf_counter()
+    out = voc.generate_fold(mel, 0, target, overlap)
+    wall = time.perf_counter() - start
+    steps = fold.segment_length(target, overlap)
+    nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
+    return (wall, len(out), voc.isa), voc.precision, len(out) / steps, nbytes
+
+
 def time_torch(model: object, cfg: Config, samples: int, threads: int) -> tuple[float, int, str]:
     import torch
 
@@ -254,10 +280,12 @@ def run_bench(
     on_result: Callable[[Result], None] | None = None,
     sparse: list[tuple[float, str, str]] | None = None,
     kernels: str = "auto",
+    fold: tuple[int, int, float] | None = None,
 ) -> list[Result]:
     """Measure every (N, dense or sparse variant, precision, threads) natively and
     (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
-    timed next to the dense model of each N, with the ``kernels`` choice."""
+    timed next to the dense model of each N, with the ``kernels`` choice. ``fold``
+    (target, overlap, seconds) adds a fold-mode row per native (variant, precision)."""
     from vocoder.export import write_model_file
 
     results: list[Result] = []
@@ -267,7 +295,18 @@ def run_bench(
         if on_result is not None:
             on_result(r)
 
+    def record_fold(path: Path, cfg: Config, v: Variant, blas: float) -> None:
+        assert fold is not None
+        target, overlap, fold_seconds = fold
+        fold_samples = int(fold_seconds * cfg.audio.sample_rate)
+        timing, precision, per_step, nbytes = time_native_fold(
+            path, cfg, fold_samples, target, overlap, v.kernels
+        )
+        limit = bandwidth_limit(nbytes) * per_step
+        record(Result.of("native", v, 1, precision, timing, limit, blas * per_step, mode="fold"))
+
     sizes = [0] if model_path is not None else hidden_sizes
+
     with tempfile.TemporaryDirectory() as tmp:
         for hidden in sizes:
             cfg, model, state = models_for(model_path, hidden)
@@ -282,6 +321,8 @@ def run_bench(
                 for t in threads:
                     timing, precision, nbytes = time_native(model_path, cfg, samples, t, v.kernels)
                     record(Result.of("native", v, t, precision, timing, bandwidth_limit(nbytes), blas))
+                if fold is not None:
+                    record_fold(model_path, cfg, v, blas)
                 continue
             variants = [(Variant(n), cfg, state)]
             for sparsity, block, layers in sparse or []:
@@ -294,6 +335,8 @@ def run_bench(
                     for t in threads:
                         timing, _, nbytes = time_native(path, v_cfg, samples, t, v.kernels)
                         record(Result.of("native", v, t, precision, timing, bandwidth_limit(nbytes), blas))
+                    if fold is not None:
+                        record_fold(path, v_cfg, v, blas)
             if with_torch and model is not None:
                 for t in threads:
                     timing = time_torch(model, cfg, TORCH_SAMPLES, t)

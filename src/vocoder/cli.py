@@ -236,9 +236,20 @@ def synthesize(
     overwrite: Annotated[
         bool, typer.Option(help="Redo inputs whose output exists (default: skip them, so a rerun resumes).")
     ] = False,
+    fold: Annotated[
+        bool,
+        typer.Option(
+            help="Fold mode (native, torch): generate overlapping segments of an input as one batch "
+            "and cross-fade them (faster; audible joins are possible)."
+        ),
+    ] = False,
+    target: Annotated[int, typer.Option(help="Fold mode: samples per segment, overlaps excluded.")] = 11000,
+    overlap: Annotated[
+        int, typer.Option(help="Fold mode: samples neighbouring segments share (warm-up, then cross-fade).")
+    ] = 550,
 ) -> None:
-    """Vocode mels (or wavs) into 16-bit wavs: sequential sampler (native or torch) or the
-    Griffin-Lim baseline.
+    """Vocode mels (or wavs) into 16-bit wavs: sequential sampler (native or torch, optionally
+    in fold mode) or the Griffin-Lim baseline.
 
     Existing outputs are skipped unless --overwrite, so rerunning a killed job resumes it.
     Failed inputs are reported by name after the others finish; the exit status is then 1.
@@ -252,8 +263,22 @@ def synthesize(
         if not sources:
             raise VocoderError("no inputs: give INPUT paths or --input-list FILE")
         shard_kn = parse_shard(shard) if shard is not None else None
+        if fold:
+            from vocoder.fold import check_fold
+
+            check_fold(target, overlap)
         results, wall = run(
-            model, sources, out_dir, engine_name, seed, jobs, console, threads, shard_kn, overwrite
+            model,
+            sources,
+            out_dir,
+            engine_name,
+            seed,
+            jobs,
+            console,
+            threads,
+            shard_kn,
+            overwrite,
+            (target, overlap) if fold else None,
         )
     except VocoderError as e:
         fail(str(e))
@@ -275,7 +300,8 @@ def synthesize(
         speed = f"no new audio in {wall:.2f} s"
     say(
         f"synthesized {len(good)} of {len(results)} inputs{part} ({len(skipped)} skipped: output exists; "
-        f"{len(bad)} failed) with the {engine_name} engine: {speed} -> {out_dir}"
+        f"{len(bad)} failed) with the {engine_name} engine{' in fold mode' if fold else ''}: "
+        f"{speed} -> {out_dir}"
     )
     if bad:
         raise typer.Exit(1)
@@ -435,6 +461,14 @@ def bench(
     ] = "auto",
     seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
     torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Time torch too.")] = True,
+    fold: Annotated[
+        bool, typer.Option(help="Also time fold mode (one thread) for every native configuration.")
+    ] = False,
+    target: Annotated[int, typer.Option(help="Fold rows: samples per segment, overlaps excluded.")] = 11000,
+    overlap: Annotated[int, typer.Option(help="Fold rows: samples neighbouring segments share.")] = 550,
+    fold_seconds: Annotated[
+        float, typer.Option(min=0.05, help="Fold rows: audio seconds (the batch is its number of segments).")
+    ] = 10.0,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Time the native engine and the torch reference sampler (samples/s, x real time).
@@ -462,6 +496,10 @@ def bench(
         fail(f"--sparse-kernels {sparse_kernels}: use auto, always or never")
     variants = [(s, b, prune_layers) for s in sparsity or [] for b in blocks]
     try:
+        if fold:
+            from vocoder.fold import check_fold
+
+            check_fold(target, overlap)
         results = run_bench(
             model,
             sizes,
@@ -470,12 +508,14 @@ def bench(
             seconds,
             torch_ref,
             on_result=lambda r: say(
-                f"  {r.engine} N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
+                f"  {r.engine} {r.mode} N={r.hidden_size} {_sparsity_label(r)} {r.precision} "
+                f"threads={r.threads}: "
                 f"{r.samples_per_second:,.0f} samples/s",
                 to=console,
             ),
             sparse=variants,
             kernels=sparse_kernels,
+            fold=(target, overlap, fold_seconds) if fold else None,
         )
     except VocoderError as e:
         fail(str(e))
@@ -484,13 +524,14 @@ def bench(
         if r.engine == "torch":
             torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
     dense_sps = {
-        (r.hidden_size, r.precision, r.threads): r.samples_per_second
+        (r.hidden_size, r.precision, r.threads, r.mode): r.samples_per_second
         for r in results
         if r.engine == "native" and r.sparsity == 0
     }
-    table = Table(title="WaveRNN sequential sampling")
+    table = Table(title="WaveRNN sampling (sequential; fold: segments as one batch)")
     columns = (
         "engine",
+        "mode",
         "N",
         "weights",
         "prec",
@@ -505,13 +546,16 @@ def bench(
     )
     for col in columns:
         table.add_column(
-            col, justify="left" if col in ("engine", "weights", "prec", "ISA") else "right", no_wrap=True
+            col,
+            justify="left" if col in ("engine", "mode", "weights", "prec", "ISA") else "right",
+            no_wrap=True,
         )
     for r in results:
         ref = torch_sps.get(r.hidden_size)
-        dense = dense_sps.get((r.hidden_size, r.precision, r.threads)) if r.sparsity > 0 else None
+        dense = dense_sps.get((r.hidden_size, r.precision, r.threads, r.mode)) if r.sparsity > 0 else None
         table.add_row(
             r.engine,
+            r.mode,
             str(r.hidden_size),
             _sparsity_label(r),
             r.precision,
@@ -525,11 +569,12 @@ def bench(
             f"{r.share_of_blas:.2f}x",
         )
     # never truncate figures (a pipe or log gets 80 columns by default)
-    (out if out.width >= 130 else Console(width=130)).print(table)
+    (out if out.width >= 150 else Console(width=150)).print(table)
     say(
         "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
         "the probe reads a buffer of that size). "
-        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread."
+        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread. "
+        "Fold rows: both per step, times the kept samples per step."
     )
     if json_out is not None:
         json_out.write_text(json.dumps(report(results), indent=2) + "\n")

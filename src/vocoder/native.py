@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 
 from vocoder import config as config_mod
+from vocoder import fold
 from vocoder.config import Config
 from vocoder.errors import VocoderError
 
@@ -113,3 +114,36 @@ class NativeVocoder:
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Test hook: per-step coarse/fine logits (L, 256) and states (L, N) given the true samples."""
         return self._call("teacher_forced", np.asarray(mel, np.float32), np.asarray(samples, np.int16))
+
+    def generate_fold(self, mel: np.ndarray, seed: int, target: int, overlap: int) -> np.ndarray:
+        """Fold mode (``vocoder.fold``): the utterance's overlapping segments generated as
+        one batch by the engine (each weight read once per step for all segments), then
+        cross-faded into T * hop int16 samples."""
+        mel = np.asarray(mel, np.float32)
+        length = mel.shape[1] * self.cfg.audio.hop_length if mel.ndim == 2 else 0
+        pos = fold.positions(length, target, overlap)
+        segments = self._call("generate_batch", mel, pos, int(seed) & 0xFFFFFFFFFFFFFFFF)
+        return fold.unfold(segments, length, target, overlap)
+
+    def generate_batch_with_draws(
+        self, mel: np.ndarray, positions: np.ndarray, draws: np.ndarray
+    ) -> np.ndarray:
+        """Test hook: (B, S) sequences at the given utterance positions with caller-given
+        uniforms (B, S, 2), as ``sampler.generate_batch``."""
+        return self._call(
+            "generate_batch_with_draws",
+            np.asarray(mel, np.float32),
+            np.asarray(positions, np.int32),
+            np.asarray(draws, np.float64),
+        )
+
+    def teacher_forced_batch(
+        self, mel: np.ndarray, positions: np.ndarray, samples: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Test hook: per-step logits (B, S, 256) and states (B, S, N) of a teacher-forced batch."""
+        return self._call(
+            "teacher_forced_batch",
+            np.asarray(mel, np.float32),
+            np.asarray(positions, np.int32),
+            np.asarray(samples, np.int16),
+        )

@@ -18,6 +18,7 @@ import numpy as np
 import torch
 
 from vocoder import checkpoint as ckpt_mod
+from vocoder import fold
 from vocoder.audio import join_16bit, split_16bit
 from vocoder.config import Config
 from vocoder.model import WaveRNN, scale_byte
@@ -128,6 +129,109 @@ def generate(
     return join_16bit(coarse, fine), trace
 
 
+@dataclass
+class BatchTrace:
+    """Per-step internals of a batched run: (B, S, 256), (B, S, 256) and (B, S, N)."""
+
+    coarse_logits: np.ndarray
+    fine_logits: np.ndarray
+    states: np.ndarray
+
+
+@torch.no_grad()
+def generate_batch(
+    model: WaveRNN,
+    mel: np.ndarray,
+    positions: np.ndarray,
+    draws: np.ndarray,
+    force: np.ndarray | None = None,
+    record: bool = False,
+) -> tuple[np.ndarray, BatchTrace | None]:
+    """B sequences stepped together: sequence b is conditioned at step s on the
+    utterance's per-sample conditioning at ``positions[b, s]`` and starts, like
+    ``generate``, from a zero state and the previous sample 0; it draws with
+    ``draws[b, s]``. Per sequence the math is ``generate``'s, with a batch dimension over
+    sequences (fold mode runs an utterance's segments this way; see ``vocoder.fold``).
+
+    ``force`` (int16, (B, S)) teacher-forces each sequence; ``record`` returns the
+    per-step logits and states. Returns (B, S) int16 samples.
+    """
+    model = model.float().cpu().eval()
+    cond = model.conditioning(torch.from_numpy(mel).float()[None])[0]  # (L, C)
+    positions = np.asarray(positions)
+    if positions.ndim != 2 or positions.min() < 0 or positions.max() >= cond.shape[0]:
+        raise ValueError(f"positions must be (B, S) indices into the {cond.shape[0]} samples")
+    batch, steps = positions.shape
+    if draws.shape != (batch, steps, 2):
+        raise ValueError(f"draws must have shape ({batch}, {steps}, 2), got {draws.shape}")
+    if force is not None:
+        forced_c, forced_f = split_16bit(force)
+
+    n = model.hidden_size
+    w_ih = model.masked_input_weight()
+    w_cprev, w_fprev, w_c = w_ih[:, 0], w_ih[:, 1], w_ih[:, 2]
+    w_cond = w_ih[:, 3:]
+    b_ih = model.gru.bias_ih_l0
+    w_hh, b_hh = model.gru.weight_hh_l0, model.gru.bias_hh_l0
+
+    proj = cond[torch.from_numpy(positions.astype(np.int64))] @ w_cond.T + b_ih  # (B, S, 3N)
+    h = torch.zeros(batch, n)
+    c_prev = torch.full((batch,), 128)
+    f_prev = torch.zeros(batch, dtype=torch.int64)
+    coarse = np.zeros((batch, steps), np.int64)
+    fine = np.zeros((batch, steps), np.int64)
+    trace = (
+        BatchTrace(
+            np.zeros((batch, steps, 256), np.float32),
+            np.zeros((batch, steps, 256), np.float32),
+            np.zeros((batch, steps, n), np.float32),
+        )
+        if record
+        else None
+    )
+
+    def cell(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        r = torch.sigmoid(gi[:, :n] + gh[:, :n])
+        u = torch.sigmoid(gi[:, n : 2 * n] + gh[:, n : 2 * n])
+        e = torch.tanh(gi[:, 2 * n :] + r * gh[:, 2 * n :])
+        return u * h + (1.0 - u) * e
+
+    for s in range(steps):
+        gh = h @ w_hh.T + b_hh
+        gi = (
+            proj[:, s]
+            + w_cprev[None] * scale_byte(c_prev)[:, None]
+            + w_fprev[None] * scale_byte(f_prev)[:, None]
+        )
+        coarse_logits = model.coarse_logits(cell(gi, gh, h))
+        if force is None:
+            c = torch.tensor([draw(coarse_logits[b], float(draws[b, s, 0])) for b in range(batch)])
+        else:
+            c = torch.from_numpy(forced_c[:, s].astype(np.int64))
+        h = cell(gi + w_c[None] * scale_byte(c)[:, None], gh, h)
+        fine_logits = model.fine_logits(h)
+        if force is None:
+            f = torch.tensor([draw(fine_logits[b], float(draws[b, s, 1])) for b in range(batch)])
+        else:
+            f = torch.from_numpy(forced_f[:, s].astype(np.int64))
+        coarse[:, s], fine[:, s] = c.numpy(), f.numpy()
+        c_prev, f_prev = c, f
+        if trace is not None:
+            trace.coarse_logits[:, s] = coarse_logits.numpy()
+            trace.fine_logits[:, s] = fine_logits.numpy()
+            trace.states[:, s] = h.numpy()
+    return join_16bit(coarse, fine), trace
+
+
+@torch.no_grad()
+def generate_fold(model: WaveRNN, mel: np.ndarray, seed: int, target: int, overlap: int) -> np.ndarray:
+    """Fold mode (``vocoder.fold``): the utterance's segments as one batch, cross-faded."""
+    length = mel.shape[1] * model.hop_length
+    pos = fold.positions(length, target, overlap)
+    segments, _ = generate_batch(model, mel, pos, fold.draws(*pos.shape, seed))
+    return fold.unfold(segments, length, target, overlap)
+
+
 class TorchVocoder:
     """The reference sampler behind the `synthesize` engine interface."""
 
@@ -151,3 +255,6 @@ class TorchVocoder:
         if isinstance(self.model, SubscaleWaveRNN):
             return generate_subscale(self.model, mel, seed=seed)[0]
         return generate(self.model, mel, seed=seed)[0]
+
+    def generate_fold(self, mel: np.ndarray, seed: int, target: int, overlap: int) -> np.ndarray:
+        return generate_fold(self.model, mel, seed, target, overlap)

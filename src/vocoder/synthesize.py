@@ -150,10 +150,33 @@ def default_engine(model_path: Path) -> str:
     return "native" if Path(model_path).suffix == ".wrnn" else "torch"
 
 
-def load_vocoder(model_path: Path, engine: str | None = None, threads: int = 0) -> Vocoder:
+class Folded:
+    """An engine's fold mode (``vocoder.fold``) behind the plain ``generate`` interface."""
+
+    def __init__(self, inner: Vocoder, target: int, overlap: int) -> None:
+        self.inner = inner
+        self.cfg = inner.cfg
+        self.target = target
+        self.overlap = overlap
+
+    def generate(self, mel: np.ndarray, seed: int) -> np.ndarray:
+        return self.inner.generate_fold(mel, seed, self.target, self.overlap)
+
+
+def load_vocoder(
+    model_path: Path, engine: str | None = None, threads: int = 0, fold: tuple[int, int] | None = None
+) -> Vocoder:
     """Load a model for an engine (None: by file type); imports each engine's
-    dependencies only when chosen, so the native engine runs without torch."""
+    dependencies only when chosen, so the native engine runs without torch. ``fold``
+    (target, overlap) switches the sequential engines to fold mode."""
     engine = engine or default_engine(model_path)
+    if fold is not None:
+        from vocoder.fold import check_fold
+
+        check_fold(*fold)
+        if engine not in ("torch", "native"):
+            raise VocoderError(f"--fold: the {engine} engine has no fold mode (use native or torch)")
+        return Folded(load_vocoder(model_path, engine, threads), *fold)
     if engine == "torch":
         from vocoder.sampler import TorchVocoder
 
@@ -186,9 +209,9 @@ def synthesize_file(vocoder: Vocoder, source: Path, output: Path, seed: int) -> 
 _worker: Vocoder | None = None
 
 
-def _init_worker(model_path: Path, engine: str | None, threads: int) -> None:
+def _init_worker(model_path: Path, engine: str | None, threads: int, fold: tuple[int, int] | None) -> None:
     global _worker
-    _worker = load_vocoder(model_path, engine, threads=threads)
+    _worker = load_vocoder(model_path, engine, threads=threads, fold=fold)
 
 
 def _work(source: Path, output: Path, seed: int) -> Result:
@@ -207,6 +230,7 @@ def synthesize(
     threads: int = 0,
     shard: tuple[int, int] | None = None,
     overwrite: bool = False,
+    fold: tuple[int, int] | None = None,
 ) -> tuple[list[Result], float]:
     """Vocode every input (of this shard); returns per-input results and the wall time.
 
@@ -214,8 +238,9 @@ def synthesize(
     ``overwrite``. With ``jobs`` > 1 each worker process loads its own engine instance
     and takes inputs as they come. ``threads`` is per engine instance (0: the engine's
     default, and one thread in each worker so that jobs do not oversubscribe the cores).
+    ``fold`` (target, overlap) generates each input in fold mode (``vocoder.fold``).
     """
-    vocoder = load_vocoder(model_path, engine, threads)
+    vocoder = load_vocoder(model_path, engine, threads, fold)
     found, results = gather_inputs(inputs)
     selected = select_shard(found, shard)
     all_outputs = output_paths(selected, out_dir)
@@ -257,7 +282,10 @@ def synthesize(
         else:
             ctx = get_context("spawn")
             with ProcessPoolExecutor(
-                jobs, mp_context=ctx, initializer=_init_worker, initargs=(model_path, engine, threads or 1)
+                jobs,
+                mp_context=ctx,
+                initializer=_init_worker,
+                initargs=(model_path, engine, threads or 1, fold),
             ) as pool:
                 futures = [pool.submit(_work, f, o, seed) for f, o in zip(files, outputs, strict=True)]
                 for fut in as_completed(futures):

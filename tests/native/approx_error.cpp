@@ -14,6 +14,14 @@
 #define draw draw512
 #define quantize quantize512
 #define stream stream512
+#define gemm_group gemm_group512
+#define spmm_group spmm_group512
+#define Group Group512
+#define by_groups by_groups512
+#define kGemm kGemm512
+#define kSpmm kSpmm512
+#define gemm gemm512
+#define spmm spmm512
 #include "../../src/vocoder/engine/kernels_avx512.cpp"
 
 int main() {

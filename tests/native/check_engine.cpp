@@ -60,6 +60,27 @@ std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int fr
             wrnn::Trace tr;
             e.run(mel.data(), frames, 0, nullptr, out.data(), &tr);
         }
+    // Fold mode's batched path: 11 sequences (a full column group of 8 or 4 plus a
+    // remainder on every ISA), seeded and teacher-forced with a trace, and a position
+    // outside the utterance, which must be refused.
+    const int total = frames * int(m->dims.hop_length), nb = 11, steps = total;
+    std::vector<int32_t> pos(size_t(nb) * steps);
+    for (int b = 0; b < nb; ++b)
+        for (int s = 0; s < steps; ++s) pos[size_t(b) * steps + s] = (b * 7 + s) % total;
+    for (const wrnn::Kernels* k : all_kernels()) {
+        wrnn::Engine e(m, *k, 1);
+        std::vector<int16_t> batch = e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
+        wrnn::Trace tr;
+        e.run_batch(mel.data(), frames, pos.data(), nb, steps, 0, nullptr, batch.data(), &tr);
+        pos[5] = total;
+        try {
+            e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
+            std::fprintf(stderr, "FAIL: a batch position past the utterance was accepted\n");
+            std::exit(1);
+        } catch (const wrnn::Error&) {
+        }
+        pos[5] = 5;
+    }
     return out;
 }
 
@@ -85,7 +106,7 @@ int main(int argc, char** argv) {
     Bytes good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     std::shared_ptr<const wrnn::Model> model = wrnn::load_model_file(argv[1]);
     std::vector<int16_t> y = run_all(model, 2, 2);
-    std::printf("valid model: N=%u, %zu samples on %zu ISAs x 1 and 2 threads\n", model->dims.hidden, y.size(), all_kernels().size());
+    std::printf("valid model: N=%u, %zu samples on %zu ISAs x 1 and 2 threads, and batched\n", model->dims.hidden, y.size(), all_kernels().size());
 
     bool ok = true;
     for (size_t cut : {size_t(0), size_t(7), size_t(95), good.size() / 3, good.size() - 1}) {

@@ -14,6 +14,9 @@ namespace py = pybind11;
 namespace {
 
 using F32 = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using F64 = py::array_t<double, py::array::c_style | py::array::forcecast>;
+using I32 = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using I16 = py::array_t<int16_t, py::array::c_style | py::array::forcecast>;
 
 class PyEngine {
   public:
@@ -92,7 +95,57 @@ class PyEngine {
                               arr(trace.states, total, n));
     }
 
+    // Fold mode's batch: positions (B, S) int32 sample indices into the utterance.
+    py::array_t<int16_t> generate_batch(const F32& mel, const I32& positions, uint64_t seed) {
+        return run_batch(mel, positions, seed, nullptr, nullptr, nullptr);
+    }
+
+    py::array_t<int16_t> generate_batch_with_draws(const F32& mel, const I32& positions, const F64& draws) {
+        check_positions(positions);
+        if (draws.ndim() != 3 || draws.shape(0) != positions.shape(0) || draws.shape(1) != positions.shape(1) ||
+            draws.shape(2) != 2)
+            throw wrnn::Error("draws must have shape (" + std::to_string(positions.shape(0)) + ", " +
+                              std::to_string(positions.shape(1)) + ", 2)");
+        return run_batch(mel, positions, 0, draws.data(), nullptr, nullptr);
+    }
+
+    py::tuple teacher_forced_batch(const F32& mel, const I32& positions, const I16& samples) {
+        check_positions(positions);
+        const size_t b = positions.shape(0), s = positions.shape(1);
+        if (samples.ndim() != 2 || size_t(samples.shape(0)) != b || size_t(samples.shape(1)) != s)
+            throw wrnn::Error("samples must have shape (" + std::to_string(b) + ", " + std::to_string(s) + ")");
+        wrnn::Trace trace;
+        run_batch(mel, positions, 0, nullptr, samples.data(), &trace);
+        auto arr = [&](std::vector<float>& v, size_t cols) {
+            py::array_t<float> a({b, s, cols});
+            std::memcpy(a.mutable_data(), v.data(), v.size() * sizeof(float));
+            return a;
+        };
+        return py::make_tuple(arr(trace.coarse_logits, 256), arr(trace.fine_logits, 256),
+                              arr(trace.states, model_->dims.hidden));
+    }
+
   private:
+    void check_positions(const I32& positions) const {
+        if (positions.ndim() != 2 || positions.shape(0) < 1 || positions.shape(1) < 1)
+            throw wrnn::Error("positions must have shape (segments >= 1, steps >= 1)");
+    }
+
+    py::array_t<int16_t> run_batch(const F32& mel, const I32& positions, uint64_t seed, const double* draws,
+                                   const int16_t* force, wrnn::Trace* trace) {
+        size_t frames = check_mel(mel);
+        check_positions(positions);
+        const int b = int(positions.shape(0)), s = int(positions.shape(1));
+        std::vector<int16_t> out;
+        {
+            py::gil_scoped_release nogil;
+            out = engine_.run_batch(mel.data(), int(frames), positions.data(), b, s, seed, draws, force, trace);
+        }
+        py::array_t<int16_t> a({size_t(b), size_t(s)});
+        std::memcpy(a.mutable_data(), out.data(), out.size() * sizeof(int16_t));
+        return a;
+    }
+
     size_t check_mel(const F32& mel) const {
         if (mel.ndim() != 2 || size_t(mel.shape(0)) != model_->dims.n_mels || mel.shape(1) < 1)
             throw wrnn::Error("mel must have shape (" + std::to_string(model_->dims.n_mels) + ", frames >= 1)");
@@ -155,5 +208,10 @@ PYBIND11_MODULE(_engine, m) {
         .def_property_readonly("dims", &PyEngine::dims)
         .def("generate", &PyEngine::generate, py::arg("mel"), py::arg("seed"))
         .def("generate_with_draws", &PyEngine::generate_with_draws, py::arg("mel"), py::arg("draws"))
-        .def("teacher_forced", &PyEngine::teacher_forced, py::arg("mel"), py::arg("samples"));
+        .def("teacher_forced", &PyEngine::teacher_forced, py::arg("mel"), py::arg("samples"))
+        .def("generate_batch", &PyEngine::generate_batch, py::arg("mel"), py::arg("positions"), py::arg("seed"))
+        .def("generate_batch_with_draws", &PyEngine::generate_batch_with_draws, py::arg("mel"), py::arg("positions"),
+             py::arg("draws"))
+        .def("teacher_forced_batch", &PyEngine::teacher_forced_batch, py::arg("mel"), py::arg("positions"),
+             py::arg("samples"));
 }

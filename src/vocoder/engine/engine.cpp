@@ -59,6 +59,18 @@ std::vector<float> conv_valid(const Conv1d& c, const std::vector<float>& x, int 
 
 float scale_byte(int v) { return float(v) / 127.5f - 1.0f; }
 
+// Per offset k in a hop: the weight of the neighbouring frame and which one it is (-1:
+// the previous, +1: the next); the per-sample conditioning is the linear blend.
+void blend_weights(int hop, std::vector<float>& wk, std::vector<int>& side) {
+    wk.resize(hop);
+    side.resize(hop);
+    for (int k = 0; k < hop; ++k) {
+        float d = (float(k) + 0.5f) / float(hop) - 0.5f;
+        wk[k] = std::fabs(d);
+        side[k] = d < 0.0f ? -1 : 1;
+    }
+}
+
 }  // namespace
 
 void pack_bf16_pairs(const float* x, int n, uint32_t* out) {
@@ -210,13 +222,9 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
     if (frames < 1) throw Error("the mel has no frames");
     const size_t total = size_t(frames) * hop;
     std::vector<float> proj = project_frames(mel, frames);
-    std::vector<float> wk(hop);
-    std::vector<int> side(hop);  // -1: blend with the previous frame, +1: the next one
-    for (int k = 0; k < hop; ++k) {
-        float d = (float(k) + 0.5f) / float(hop) - 0.5f;
-        wk[k] = std::fabs(d);
-        side[k] = d < 0.0f ? -1 : 1;
-    }
+    std::vector<float> wk;
+    std::vector<int> side;
+    blend_weights(hop, wk, side);
     if (trace) {
         trace->coarse_logits.assign(total * 256, 0.0f);
         trace->fine_logits.assign(total * 256, 0.0f);
@@ -280,6 +288,108 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
         c_ready.store(int64_t(i), std::memory_order_release);
     }
     worker.join();
+    return out;
+}
+
+namespace {
+
+// Y = W X + b for the batch's columns: packs each column in the layer's precision, then
+// one batched kernel call (sparse layers read fp32 directly).
+void batch_product(const Kernels& K, const Matrix& d, const float* x, int x_stride, int cols, int nb, float* y,
+                   int y_stride, bool relu, uint32_t* words, int w_stride, float* scales) {
+    Batch in{nb, x, x_stride, words, w_stride, scales};
+    if (d.sparse) {
+        K.spmm(d, in, y, y_stride, relu);
+        return;
+    }
+    for (int b = 0; b < nb; ++b) {
+        const float* xb = x + size_t(b) * x_stride;
+        uint32_t* wb = words + size_t(b) * w_stride;
+        scales[b] = 1.0f;
+        if (d.precision == Precision::BF16) pack_bf16_pairs(xb, cols, wb);
+        if (d.precision == Precision::INT8) scales[b] = K.quantize(xb, cols, wb);
+    }
+    K.gemm(d, in, y, y_stride, relu);
+}
+
+}  // namespace
+
+std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32_t* positions, int nb, int steps,
+                                       uint64_t seed, const double* draws, const int16_t* force, Trace* trace) {
+    const Model& m = *model_;
+    const Kernels& K = kernels_;
+    const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
+    if (frames < 1) throw Error("the mel has no frames");
+    if (nb < 1 || steps < 1) throw Error("a batch needs at least one sequence of at least one step");
+    const size_t total = size_t(frames) * hop, count = size_t(nb) * steps;
+    for (size_t i = 0; i < count; ++i)
+        if (positions[i] < 0 || size_t(positions[i]) >= total)
+            throw Error("position " + std::to_string(positions[i]) + " is outside the utterance's " +
+                        std::to_string(total) + " samples");
+    std::vector<float> proj = project_frames(mel, frames);
+    std::vector<float> wk;
+    std::vector<int> side;
+    blend_weights(hop, wk, side);
+    if (trace) {
+        trace->coarse_logits.assign(count * 256, 0.0f);
+        trace->fine_logits.assign(count * 256, 0.0f);
+        trace->states.assign(count * n, 0.0f);
+    }
+    // Column b of every batched buffer starts at b * its stride.
+    const size_t n3 = 3 * size_t(n);
+    const int gs = m.hh.rows_padded, ts = std::max(m.o1.rows_padded, m.o3.rows_padded);
+    const int ls = std::max(m.o2.rows_padded, m.o4.rows_padded), ws = n / 2 + 1;
+    std::vector<float> h(size_t(nb) * n, 0.0f), gi(nb * n3), gh(size_t(nb) * gs), tmp(size_t(nb) * ts);
+    std::vector<float> logits(size_t(nb) * ls), scratch(256), scales(nb);
+    std::vector<uint32_t> words(size_t(nb) * ws);
+    std::vector<int> c_prev(nb, 128), f_prev(nb, 0), c(nb);
+    std::vector<double> u(2 * size_t(nb));
+    std::vector<int16_t> out(count);
+    Rng rng(seed);
+    auto product = [&](const Matrix& d, const float* x, int x_stride, int cols, float* y, int y_stride, bool relu) {
+        batch_product(K, d, x, x_stride, cols, nb, y, y_stride, relu, words.data(), ws, scales.data());
+    };
+    for (int s = 0; s < steps; ++s) {
+        for (int b = 0; b < nb; ++b) {
+            const size_t i = size_t(b) * steps + s;
+            u[2 * b] = draws ? draws[2 * i] : rng.uniform();
+            u[2 * b + 1] = draws ? draws[2 * i + 1] : rng.uniform();
+            const size_t pos = size_t(positions[i]), t = pos / hop;
+            const int k = int(pos % hop);
+            K.gate_inputs(&proj[(t + 1) * n3], &proj[(t + 1 + side[k]) * n3], wk[k], m.b_ih.data(),
+                          m.col_cprev.data(), scale_byte(c_prev[b]), m.col_fprev.data(), scale_byte(f_prev[b]),
+                          &gi[b * n3], int(n3));
+        }
+        product(m.hh, h.data(), n, n, gh.data(), gs, false);
+        for (int b = 0; b < nb; ++b) {
+            float* hb = &h[size_t(b) * n];
+            K.gru_rows(&gi[b * n3], &gh[size_t(b) * gs], m.col_cur.data(), 0.0f, hb, hb, n, 0, half);
+        }
+        product(m.o1, h.data(), n, half, tmp.data(), ts, true);
+        product(m.o2, tmp.data(), ts, half, logits.data(), ls, false);
+        for (int b = 0; b < nb; ++b) {
+            const size_t i = size_t(b) * steps + s;
+            const float* lb = &logits[size_t(b) * ls];
+            if (trace) std::memcpy(&trace->coarse_logits[i * 256], lb, 256 * 4);
+            c[b] = force ? (int(force[i]) + 32768) >> 8 : K.draw(lb, u[2 * b], scratch.data());
+            float* hb = &h[size_t(b) * n];
+            K.gru_rows(&gi[b * n3], &gh[size_t(b) * gs], m.col_cur.data(), scale_byte(c[b]), hb, hb, n, half, n);
+        }
+        product(m.o3, h.data() + half, n, half, tmp.data(), ts, true);
+        product(m.o4, tmp.data(), ts, half, logits.data(), ls, false);
+        for (int b = 0; b < nb; ++b) {
+            const size_t i = size_t(b) * steps + s;
+            const float* lb = &logits[size_t(b) * ls];
+            if (trace) {
+                std::memcpy(&trace->fine_logits[i * 256], lb, 256 * 4);
+                std::memcpy(&trace->states[i * n], &h[size_t(b) * n], size_t(n) * 4);
+            }
+            int f = force ? (int(force[i]) + 32768) & 0xff : K.draw(lb, u[2 * b + 1], scratch.data());
+            out[i] = int16_t(c[b] * 256 + f - 32768);
+            c_prev[b] = c[b];
+            f_prev[b] = f;
+        }
+    }
     return out;
 }
 

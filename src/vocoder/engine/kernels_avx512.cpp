@@ -132,6 +132,129 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
     }
 }
 
+// Batched products: G columns per pass over a row block (one accumulator each), so each
+// weight vector is loaded once and used G times. G is a template constant so the
+// accumulators stay in registers; gemm runs groups of 8, then one group of the rest.
+template <int G>
+void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
+    const float* xc[G];
+    const uint32_t* wc[G];
+    for (int j = 0; j < G; ++j) {
+        xc[j] = x.x + size_t(b0 + j) * x.x_stride;
+        wc[j] = x.words ? x.words + size_t(b0 + j) * x.w_stride : nullptr;
+    }
+    for (int rb = u0; rb < u1; ++rb) {
+        __m512 acc[G];
+        if (d.precision == Precision::INT8) {
+            const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
+            __m512i iacc[G];
+            for (int j = 0; j < G; ++j) iacc[j] = _mm512_setzero_si512();
+            for (int q = 0; q < d.col_quads; ++q) {
+                __m512i wq = _mm512_loadu_si512(w + size_t(q) * 64);
+                for (int j = 0; j < G; ++j)
+                    iacc[j] = _mm512_dpbusd_epi32(iacc[j], _mm512_set1_epi32(int(wc[j][q] ^ 0x80808080u)), wq);
+            }
+            __m512i off = _mm512_slli_epi32(_mm512_loadu_si512(d.rowsum.data() + rb * 16), 7);
+            __m512 sc = _mm512_loadu_ps(d.scale.data() + rb * 16);
+            for (int j = 0; j < G; ++j)
+                acc[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[j], off)),
+                                       _mm512_mul_ps(sc, _mm512_set1_ps(x.scales[b0 + j])));
+        } else if (d.precision == Precision::FP32) {
+            const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
+            for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
+            for (int k = 0; k < d.cols; ++k) {
+                __m512 wk = _mm512_loadu_ps(w + k * 16);
+                for (int j = 0; j < G; ++j) acc[j] = _mm512_fmadd_ps(wk, _mm512_set1_ps(xc[j][k]), acc[j]);
+            }
+        } else {
+            const uint16_t* w = d.w16.data() + size_t(rb) * d.col_pairs * 32;
+            for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
+            for (int kp = 0; kp < d.col_pairs; ++kp) {
+                __m512bh wk = (__m512bh)_mm512_loadu_si512(w + kp * 32);
+                for (int j = 0; j < G; ++j)
+                    acc[j] = _mm512_dpbf16_ps(acc[j], wk, (__m512bh)_mm512_set1_epi32(int(wc[j][kp])));
+            }
+        }
+        __m512 bias = _mm512_loadu_ps(d.bias.data() + rb * 16);
+        for (int j = 0; j < G; ++j) {
+            __m512 v = _mm512_add_ps(acc[j], bias);
+            if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+            _mm512_storeu_ps(y + size_t(b0 + j) * y_stride + rb * 16, v);
+        }
+    }
+}
+
+template <int G>
+void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
+    const float* w = d.w32.data();
+    const int32_t* col = d.bcol.data();
+    const float* xc[G];
+    for (int j = 0; j < G; ++j) xc[j] = x.x + size_t(b0 + j) * x.x_stride;
+    if (d.block_rows == 16) {
+        for (int s = u0; s < u1; ++s) {
+            __m512 acc[G];
+            for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
+            for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
+                __m512 wb = _mm512_loadu_ps(w + size_t(b) * 16);
+                for (int j = 0; j < G; ++j) acc[j] = _mm512_fmadd_ps(wb, _mm512_set1_ps(xc[j][col[b]]), acc[j]);
+            }
+            __m512 bias = _mm512_loadu_ps(d.bias.data() + s * 16);
+            for (int j = 0; j < G; ++j) {
+                __m512 v = _mm512_add_ps(acc[j], bias);
+                if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+                _mm512_storeu_ps(y + size_t(b0 + j) * y_stride + s * 16, v);
+            }
+        }
+        return;
+    }
+    const __m512i spread = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+    for (int s = u0; s < u1; ++s) {
+        __m512 acc[G];
+        for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
+        for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
+            __m512 wb = _mm512_loadu_ps(w + size_t(b) * 16);
+            for (int j = 0; j < G; ++j)
+                acc[j] = _mm512_fmadd_ps(
+                    wb, _mm512_permutexvar_ps(spread, _mm512_castps128_ps512(_mm_loadu_ps(xc[j] + col[b]))), acc[j]);
+        }
+        __m128 bias = _mm_loadu_ps(d.bias.data() + s * 4);
+        for (int j = 0; j < G; ++j) {
+            __m256 h = _mm256_add_ps(_mm512_castps512_ps256(acc[j]),
+                                     _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[j]), 1)));
+            __m128 v = _mm_add_ps(_mm_add_ps(_mm256_castps256_ps128(h), _mm256_extractf128_ps(h, 1)), bias);
+            if (relu) v = _mm_max_ps(v, _mm_setzero_ps());
+            _mm_storeu_ps(y + size_t(b0 + j) * y_stride + s * 4, v);
+        }
+    }
+}
+
+using Group = void (*)(const Matrix&, const Batch&, int, float*, int, bool, int, int);
+
+// Row blocks (dense) or stripes (sparse) in chunks of `chunk`; each chunk runs every
+// group of 8 columns, then one group of the rest, so a chunk's weights come from memory
+// once per step and from cache for the other groups, whatever the batch size.
+void by_groups(const Group (&groups)[8], int units, int chunk, const Matrix& d, const Batch& x, float* y,
+               int y_stride, bool relu) {
+    for (int u0 = 0; u0 < units; u0 += chunk) {
+        const int u1 = u0 + chunk < units ? u0 + chunk : units;
+        int b0 = 0;
+        for (; b0 + 8 <= x.n; b0 += 8) groups[7](d, x, b0, y, y_stride, relu, u0, u1);
+        if (b0 < x.n) groups[x.n - b0 - 1](d, x, b0, y, y_stride, relu, u0, u1);
+    }
+}
+
+const Group kGemm[8] = {gemm_group<1>, gemm_group<2>, gemm_group<3>, gemm_group<4>,
+                        gemm_group<5>, gemm_group<6>, gemm_group<7>, gemm_group<8>};
+const Group kSpmm[8] = {spmm_group<1>, spmm_group<2>, spmm_group<3>, spmm_group<4>,
+                        spmm_group<5>, spmm_group<6>, spmm_group<7>, spmm_group<8>};
+
+void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+    by_groups(kGemm, d.rows_padded / 16, 1, d, x, y, y_stride, relu);
+}
+void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+    by_groups(kSpmm, d.rows / d.block_rows, 64 / d.block_rows, d, x, y, y_stride, relu);
+}
+
 void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
               int begin, int end) {
     __m512 vs = _mm512_set1_ps(s), one = _mm512_set1_ps(1.0f);
@@ -202,7 +325,7 @@ uint64_t stream(const uint8_t* bytes, size_t n) {
     return uint64_t(_mm512_reduce_or_epi64(_mm512_xor_si512(a, b)));
 }
 
-const Kernels kAvx512 = {"avx512", gemv, spmv, gru_rows, gate_inputs, draw, quantize, stream};
+const Kernels kAvx512 = {"avx512", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream};
 
 }  // namespace
 

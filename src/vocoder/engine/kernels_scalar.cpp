@@ -62,6 +62,20 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
     }
 }
 
+// The batched products are defined as B independent matrix-vector products (the SIMD
+// versions load each weight once per group of columns instead).
+void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+    for (int b = 0; b < x.n; ++b) {
+        Packed p{x.words ? x.words + size_t(b) * x.w_stride : nullptr, x.scales ? x.scales[b] : 1.0f};
+        gemv(d, x.x + size_t(b) * x.x_stride, p, y + size_t(b) * y_stride, relu, 0, d.rows_padded / 16);
+    }
+}
+
+void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+    for (int b = 0; b < x.n; ++b)
+        spmv(d, x.x + size_t(b) * x.x_stride, y + size_t(b) * y_stride, relu, 0, d.rows / d.block_rows);
+}
+
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
@@ -113,7 +127,7 @@ uint64_t stream(const uint8_t* bytes, size_t n) {
     return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
 }
 
-const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, draw, quantize, stream};
+const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream};
 
 }  // namespace
 

@@ -61,6 +61,18 @@ struct Packed {
     float scale = 1.0f;
 };
 
+// B matvec inputs at once, for fold mode's batched steps: column b is the fp32 vector
+// x + b * x_stride; dense bf16/int8 layers read its packed form words + b * w_stride with
+// scale scales[b] instead (Packed's words and scale, per column).
+struct Batch {
+    int n = 0;
+    const float* x = nullptr;
+    int x_stride = 0;
+    const uint32_t* words = nullptr;
+    int w_stride = 0;
+    const float* scales = nullptr;
+};
+
 struct Conv1d {
     int out = 0, in = 0, kernel = 0;
     std::vector<float> w;  // (out, in, kernel) as in torch
@@ -111,6 +123,12 @@ struct Kernels {
                         const float* c1, float s1, float* out, int n);
     // Inverse-CDF draw from 256 logits at uniform u.
     int (*draw)(const float* logits, double u, float* scratch);
+    // Y = W X + b (optionally relu) for the B columns of x (column b of Y at
+    // y + b * y_stride), every row of a dense matrix. Each weight block is loaded once for
+    // a group of columns: a step is memory-bound, so B columns cost little more than one.
+    void (*gemm)(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu);
+    // The same for a block-sparse matrix (every stripe; x in fp32).
+    void (*spmm)(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu);
     // Symmetric int8 quantisation of x[0..n) (scale = max|x| / 127, q = round-to-nearest-
     // even of x * 127 / max|x|), four per word, zero-padded; returns the scale. Every ISA
     // computes the same q bit for bit.
@@ -146,6 +164,14 @@ class Engine {
     // samples (L) for teacher forcing or null. trace: filled when non-null.
     std::vector<int16_t> run(const float* mel, int frames, uint64_t seed, const double* draws,
                              const int16_t* force, Trace* trace);
+    // Fold mode (vocoder.fold): nb sequences of `steps` steps run as one batch, each with
+    // its own state (from zero), previous sample and draws; sequence b is conditioned at
+    // step s on the utterance's sample position positions[b * steps + s]. draws:
+    // (nb, steps, 2) or null (the seeded RNG gives (u0, u1) for b = 0..nb-1 per step);
+    // force: (nb, steps) or null; trace rows are b * steps + s. Returns (nb, steps) samples.
+    // Always one thread; the sequential path (run) is unaffected.
+    std::vector<int16_t> run_batch(const float* mel, int frames, const int32_t* positions, int nb, int steps,
+                                   uint64_t seed, const double* draws, const int16_t* force, Trace* trace);
     // Conditioning projected to gate space per padded frame: (frames + 2, 3N).
     std::vector<float> project_frames(const float* mel, int frames) const;
     const Model& model() const { return *model_; }
