@@ -181,7 +181,8 @@ def generate(
     # waveform-order tables padded to L * B: uniforms, and the forced samples if any
     u_table = torch.from_numpy(np.concatenate([draws, np.zeros((length * b - t_total, 2))]))
     forced = None if force is None else split_bytes(torch.from_numpy(fold(np.asarray(force), b)))
-    u = torch.zeros(b, length)  # generated samples in [-1, 1] (for the context layer)
+    # generated samples in [-1, 1] for the context layer, with its P / F zero margins
+    u = torch.zeros(b, model.past + length + model.horizon)
     out = torch.zeros(b, length, dtype=torch.long)
     logits = {"coarse": np.zeros((t_total, 256), np.float32), "fine": np.zeros((t_total, 256), np.float32)}
     w_ih = model.masked_input_weight()
@@ -195,8 +196,7 @@ def generate(
         pos = step - starts[subs]  # and the index i each produces
         p = pos * b + subs  # waveform positions
         real = p < t_total  # the rest is end padding, fixed at zero
-        padded = F.pad(u, (model.past, model.horizon))
-        win = torch.stack([padded[:, i : i + model.width].reshape(-1) for i in pos.tolist()])
+        win = torch.stack([u[:, i : i + model.width].reshape(-1) for i in pos.tolist()])
         feats = torch.cat([cond_f[subs, pos], model.context(win, subs)], dim=1)
         prev = torch.where(pos > 0, out[subs, (pos - 1).clamp(min=0)], 0)
         c_prev, f_prev = split_bytes(prev)
@@ -211,7 +211,7 @@ def generate(
         f = forced[1][subs, pos] if forced is not None else draw_rows(fine_logits, u_table[p, 1])
         f = torch.where(real, f, 0)
         out[subs, pos] = c * 256 + f - 32768
-        u[subs, pos] = out[subs, pos].float() / 32768.0
+        u[subs, pos + model.past] = out[subs, pos].float() / 32768.0
         if record:
             keep = p[real].numpy()
             logits["coarse"][keep] = coarse_logits[real].numpy()
