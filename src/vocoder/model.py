@@ -130,6 +130,12 @@ class WaveRNN(nn.Module):
     def masked_input_weight(self) -> torch.Tensor:
         return self.gru.weight_ih_l0 * self.input_mask
 
+    def input_columns(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """The masked input matrix split as the samplers apply it: the c_{t-1}, f_{t-1} and
+        c_t columns (3N each) and the conditioning columns (3N, C [+ extra])."""
+        w = self.masked_input_weight()
+        return w[:, 0], w[:, 1], w[:, 2], w[:, 3:]
+
     def normalise(self, mel: torch.Tensor) -> torch.Tensor:
         return (mel - self.mel_mean[:, None]) / self.mel_std[:, None]
 

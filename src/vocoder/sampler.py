@@ -83,9 +83,7 @@ def generate(
         forced_c, forced_f = split_16bit(force)
 
     n = model.hidden_size
-    w_ih = model.masked_input_weight()
-    w_cprev, w_fprev, w_c = w_ih[:, 0], w_ih[:, 1], w_ih[:, 2]
-    w_cond = w_ih[:, 3:]
+    w_cprev, w_fprev, w_c, w_cond = model.input_columns()
     b_ih = model.gru.bias_ih_l0
     w_hh, b_hh = model.gru.weight_hh_l0, model.gru.bias_hh_l0
 
@@ -168,9 +166,7 @@ def generate_batch(
         forced_c, forced_f = split_16bit(force)
 
     n = model.hidden_size
-    w_ih = model.masked_input_weight()
-    w_cprev, w_fprev, w_c = w_ih[:, 0], w_ih[:, 1], w_ih[:, 2]
-    w_cond = w_ih[:, 3:]
+    w_cprev, w_fprev, w_c, w_cond = model.input_columns()
     b_ih = model.gru.bias_ih_l0
     w_hh, b_hh = model.gru.weight_hh_l0, model.gru.bias_hh_l0
 

@@ -185,9 +185,7 @@ def generate(
     u = torch.zeros(b, model.past + length + model.horizon)
     out = torch.zeros(b, length, dtype=torch.long)
     logits = {"coarse": np.zeros((t_total, 256), np.float32), "fine": np.zeros((t_total, 256), np.float32)}
-    w_ih = model.masked_input_weight()
-    w_cprev, w_fprev, w_c = w_ih[:, 0], w_ih[:, 1], w_ih[:, 2]
-    w_in = w_ih[:, 3:]
+    w_cprev, w_fprev, w_c, w_in = model.input_columns()
     h = torch.zeros(b, model.hidden_size)
     starts = torch.arange(b) * (hor + 1)
     for step in range(steps(t_total, b, hor)):
