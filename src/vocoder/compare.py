@@ -65,7 +65,7 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
     """Figures for each run's latest checkpoint (see the module docstring)."""
     from vocoder import checkpoint as ckpt_mod
     from vocoder.bench import REALTIME_RATE, bench_mel, time_native
-    from vocoder.export import export_checkpoint
+    from vocoder.export import export_model
 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -88,7 +88,7 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
                 wall = time.perf_counter() - start
             else:
                 model_file = Path(tmp) / f"run{i}.wrnn"
-                export_checkpoint(path, model_file, precision)
+                export_model(model, cfg, model_file, precision, path)
                 engine = "native"
                 (wall, count, _), _, _ = time_native(model_file, cfg, samples, 1)
             sps = count / wall

@@ -12,12 +12,16 @@ import json
 import struct
 import zlib
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from vocoder.config import Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path
+
+if TYPE_CHECKING:  # torch is not needed to write a file from arrays
+    from vocoder.model import WaveRNN
 
 MAGIC = b"\x89WRNN\r\n\x1a"
 FORMAT_VERSION = 2  # 2: block-sparse matrices (an i32 index + packed blocks)
@@ -189,17 +193,22 @@ def write_model_file(
         tmp.write_bytes(bytes(buf) + struct.pack("<I", zlib.crc32(buf)))
 
 
+def export_model(model: WaveRNN, cfg: Config, out_path: Path, precision: str, origin: Path) -> None:
+    """A loaded model (from checkpoint file ``origin``) -> model file."""
+    if cfg.model.kind != "sequential":
+        raise VocoderError(
+            f"{origin}: a {cfg.model.kind} model; the native engine runs sequential models only "
+            "(synthesize the checkpoint with --engine torch)"
+        )
+    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    write_model_file(out_path, cfg, state, precision, origin=origin.name)
+
+
 def export_checkpoint(ckpt_path: Path, out_path: Path, precision: str = "fp32") -> Config:
     """Checkpoint file (or directory: its latest) -> model file; returns the config."""
     from vocoder import checkpoint as ckpt_mod
 
     path = ckpt_mod.resolve(ckpt_path)
     model, cfg, _ = ckpt_mod.load_model(path)
-    if cfg.model.kind != "sequential":
-        raise VocoderError(
-            f"{path}: a {cfg.model.kind} model; the native engine runs sequential models only "
-            "(synthesize the checkpoint with --engine torch)"
-        )
-    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    write_model_file(out_path, cfg, state, precision, origin=path.name)
+    export_model(model, cfg, out_path, precision, path)
     return cfg
