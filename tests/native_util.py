@@ -8,12 +8,16 @@ import zlib
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 
+from vocoder import _engine
 from vocoder import checkpoint as ckpt_mod
 from vocoder.audio import features, load_audio
 from vocoder.config import Config, load_config
+from vocoder.errors import VocoderError
 from vocoder.model import WaveRNN
+from vocoder.native import NativeVocoder
 
 ROOT = Path(__file__).resolve().parents[1]
 WAV = ROOT / "data" / "allison-mini" / "wavs" / "AL-activated.flac"
@@ -86,3 +90,26 @@ def tensor_entry(data: bytes, name: str) -> int:
         if data[off : off + 64].rstrip(b"\0").decode() == name:
             return off
     raise KeyError(name)
+
+
+def load_with_isa(path: Path, isa: str, sparse: str = "auto") -> NativeVocoder:
+    """A model file loaded with the kernels of one ISA (the default is restored after)."""
+    _engine.select_isa(isa)
+    try:
+        return NativeVocoder.load(path, sparse=sparse)
+    finally:
+        _engine.select_isa("auto")
+
+
+def rejects(tmp_path: Path, data: bytes, *needles: str) -> str:
+    """Loading ``data`` as a model file fails with one line naming the file and holding
+    every needle; returns the message."""
+    path = tmp_path / "model.wrnn"
+    path.write_bytes(data)
+    with pytest.raises(VocoderError) as info:
+        NativeVocoder.load(path)
+    msg = str(info.value)
+    assert str(path) in msg and "\n" not in msg
+    for needle in needles:
+        assert needle in msg, msg
+    return msg

@@ -15,6 +15,7 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from native_util import (
+    load_with_isa,
     random_model,
     save_checkpoint,
     small_config,
@@ -53,19 +54,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory):
     return cfg, mel, samples, model, files, d
 
 
-def load(path: Path, isa: str) -> NativeVocoder:
-    _engine.select_isa(isa)
-    try:
-        return NativeVocoder.load(path)
-    finally:
-        _engine.select_isa("auto")
-
-
 @pytest.mark.parametrize("isa", ISAS)
 def test_teacher_forced_matches_torch_on_a_whole_utterance(setup, isa: str) -> None:
     cfg, mel, samples, model, files, _ = setup
     ref = torch_teacher_forced(model, mel, samples)
-    voc = load(files["fp32"], isa)
+    voc = load_with_isa(files["fp32"], isa)
     assert voc.isa == isa
     got = voc.teacher_forced(mel, samples)
     assert len(samples) == mel.shape[1] * cfg.audio.hop_length > 10000
@@ -87,7 +80,7 @@ def test_teacher_forced_matches_torch_on_a_whole_utterance(setup, isa: str) -> N
 def test_lossy_precisions_stay_close_to_torch(setup, isa: str, precision: str) -> None:
     _, mel, samples, model, files, _ = setup
     ref = torch_teacher_forced(model, mel, samples)
-    voc = load(files[precision], isa)
+    voc = load_with_isa(files[precision], isa)
     assert voc.precision == precision
     coarse, fine, states = voc.teacher_forced(mel, samples)
     logit_atol, state_atol = LOSSY_ATOL[precision]
@@ -122,7 +115,7 @@ def test_same_draws_give_the_same_samples(setup, torch_generation, isa: str) -> 
     whose draw was within NEAR_TIE of a class boundary in the reference."""
     _, _, _, _, files, _ = setup
     mel, draws, ref, trace = torch_generation
-    got = load(files["fp32"], isa).generate_with_draws(mel, draws)
+    got = load_with_isa(files["fp32"], isa).generate_with_draws(mel, draws)
     assert got.dtype == np.int16 and got.shape == ref.shape
     near = np.minimum(margins(trace.coarse_logits, draws[:, 0]), margins(trace.fine_logits, draws[:, 1]))
     diff = np.flatnonzero(got != ref)
@@ -149,7 +142,7 @@ def test_isas_agree_on_odd_sizes(tmp_path: Path) -> None:
     for precision, tol in tolerance.items():
         path = tmp_path / f"{precision}.wrnn"
         write_model_file(path, cfg, state_of(model), precision)
-        outs = {isa: load(path, isa).teacher_forced(mel, samples) for isa in ISAS}
+        outs = {isa: load_with_isa(path, isa).teacher_forced(mel, samples) for isa in ISAS}
         for isa, out in outs.items():
             for g, s in zip(out, outs["scalar"], strict=True):
                 assert np.abs(g - s).max() < tol, (precision, isa)

@@ -5,12 +5,10 @@ and same-draws samples against torch."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pytest
 
-from native_util import random_model, small_config, speech, state_of
+from native_util import load_with_isa, random_model, small_config, speech, state_of
 from vocoder import _engine, fold, sampler
 from vocoder.config import PruneConfig
 from vocoder.errors import VocoderError
@@ -27,14 +25,6 @@ TOL = {"fp32": (2e-3, 5e-4), "bf16": (0.25, 0.05), "int8": (0.5, 0.15)}
 ISA_ATOL = {"fp32": 1e-4, "bf16": 1e-2, "int8": 1e-2}
 # 11 segments: a full group of 8 (AVX-512) or 4 and 2 (AVX2) columns plus a remainder.
 TARGET, OVERLAP, SEGMENTS = 100, 30, 11
-
-
-def load(path: Path, isa: str) -> NativeVocoder:
-    _engine.select_isa(isa)
-    try:
-        return NativeVocoder.load(path)
-    finally:
-        _engine.select_isa("auto")
 
 
 @pytest.fixture(scope="module")
@@ -69,7 +59,7 @@ def test_teacher_forced_batch_matches_torch(setup, isa: str, precision: str) -> 
     _, mel, samples, model, files, pos = setup
     force = samples[pos]
     _, ref = sampler.generate_batch(model, mel, pos, np.zeros((*pos.shape, 2)), force=force, record=True)
-    got = load(files[precision], isa).teacher_forced_batch(mel, pos, force)
+    got = load_with_isa(files[precision], isa).teacher_forced_batch(mel, pos, force)
     logit_tol, state_tol = TOL[precision]
     for g, r, tol in zip(
         got, (ref.coarse_logits, ref.fine_logits, ref.states), (logit_tol, logit_tol, state_tol), strict=True
@@ -82,9 +72,9 @@ def test_teacher_forced_batch_matches_torch(setup, isa: str, precision: str) -> 
 def test_simd_batched_kernels_match_scalar(setup, kind: str) -> None:
     _, mel, samples, _, files, pos = setup
     force = samples[pos]
-    ref = load(files[kind], "scalar").teacher_forced_batch(mel, pos, force)
+    ref = load_with_isa(files[kind], "scalar").teacher_forced_batch(mel, pos, force)
     for isa in ISAS[1:]:
-        voc = load(files[kind], isa)
+        voc = load_with_isa(files[kind], isa)
         if kind in ("16x1", "4x4"):
             assert voc.layout["gru.weight_hh_l0"]["kind"] == "sparse"
         got = voc.teacher_forced_batch(mel, pos, force)
@@ -98,7 +88,7 @@ def test_batching_is_exact(setup, isa: str, kind: str) -> None:
     """Each column's sums are the same operations whatever group it falls in, so a
     segment's logits in the batch of 11 equal those of the segment alone, bit for bit."""
     _, mel, samples, _, files, pos = setup
-    voc = load(files[kind], isa)
+    voc = load_with_isa(files[kind], isa)
     together = voc.teacher_forced_batch(mel, pos, samples[pos])
     for b in (0, 7, 8, 10):
         alone = voc.teacher_forced_batch(mel, pos[b : b + 1], samples[pos[b : b + 1]])
@@ -112,7 +102,7 @@ def test_batch_of_one_is_the_sequential_engine(setup, isa: str, kind: str) -> No
     """Scalar: bit-identical (the scalar batched product is the matvec per column).
     SIMD: the batched kernels sum in another order, so within summation rounding."""
     _, mel, samples, _, files, _ = setup
-    voc = load(files[kind], isa)
+    voc = load_with_isa(files[kind], isa)
     length = len(samples)
     pos = np.arange(length, dtype=np.int32)[None]
     got = voc.teacher_forced_batch(mel, pos, samples[None])
@@ -134,7 +124,7 @@ def test_same_draws_give_torch_samples(setup, isa: str) -> None:
     _, mel, _, model, files, pos = setup
     draws = fold.draws(*pos.shape, seed=7)
     ref, _ = sampler.generate_batch(model, mel, pos, draws)
-    got = load(files["fp32"], isa).generate_batch_with_draws(mel, pos, draws)
+    got = load_with_isa(files["fp32"], isa).generate_batch_with_draws(mel, pos, draws)
     assert got.shape == ref.shape
     assert np.count_nonzero(got != ref) <= 3
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from native_util import patch, random_model, small_config, speech, state_of, tensor_entry, with_crc
+from native_util import patch, random_model, rejects, small_config, speech, state_of, tensor_entry, with_crc
 from vocoder.errors import VocoderError
 from vocoder.export import write_model_file
 from vocoder.native import NativeVocoder
@@ -36,18 +36,6 @@ def entry_field(data: bytes, name: str, field: int) -> int:
 
 def tensor_data_offset(data: bytes, name: str) -> int:
     return struct.unpack_from("<Q", data, tensor_entry(data, name) + 88)[0]
-
-
-def rejects(tmp_path: Path, data: bytes, *needles: str) -> str:
-    path = tmp_path / "model.wrnn"
-    path.write_bytes(data)
-    with pytest.raises(VocoderError) as info:
-        NativeVocoder.load(path)
-    msg = str(info.value)
-    assert str(path) in msg and "\n" not in msg
-    for needle in needles:
-        assert needle in msg, msg
-    return msg
 
 
 def test_the_good_file_loads(good: bytes, tmp_path: Path) -> None:

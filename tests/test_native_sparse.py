@@ -12,8 +12,10 @@ import numpy as np
 import pytest
 
 from native_util import (
+    load_with_isa,
     patch,
     random_model,
+    rejects,
     small_config,
     speech,
     state_of,
@@ -22,7 +24,6 @@ from native_util import (
 )
 from vocoder import _engine
 from vocoder.config import Config, PruneConfig
-from vocoder.errors import VocoderError
 from vocoder.export import block_sparse, write_model_file
 from vocoder.model import WaveRNN
 from vocoder.native import NativeVocoder
@@ -74,14 +75,6 @@ def files(speech64, tmp_path_factory: pytest.TempPathFactory):
     return out
 
 
-def load(path: Path, isa: str, sparse: str) -> NativeVocoder:
-    _engine.select_isa(isa)
-    try:
-        return NativeVocoder.load(path, sparse=sparse)
-    finally:
-        _engine.select_isa("auto")
-
-
 @pytest.mark.parametrize("block", [(16, 1), (4, 4)])
 def test_block_sparse_layout_matches_a_slow_reference(block: tuple[int, int]) -> None:
     r, c = block
@@ -113,7 +106,7 @@ def test_block_sparse_layout_matches_a_slow_reference(block: tuple[int, int]) ->
 def test_sparse_kernels_match_the_masked_torch_model(speech64, files, block: str, isa: str) -> None:
     mel, samples = speech64
     model, paths = files[block]
-    voc = load(paths["fp32"], isa, "always")
+    voc = load_with_isa(paths["fp32"], isa, "always")
     for name in ("gru.weight_hh_l0", "O1.weight", "O3.weight"):
         lay = voc.layout[name]
         assert lay["kind"] == "sparse" and lay["block"] == block
@@ -134,15 +127,15 @@ def test_simd_sparse_kernels_match_the_scalar_ones_and_the_dense_layout(
     mel, samples = speech64
     _, paths = files[block]
     mel, samples = mel[:, :20], samples[: 20 * 200]
-    scalar_voc = load(paths[precision], "scalar", "always")
+    scalar_voc = load_with_isa(paths[precision], "scalar", "always")
     # pruning leaves -0.0, whose bf16 bits are not zero: still a zero for the layout
     assert abs(scalar_voc.layout["gru.weight_hh_l0"]["density"] - (1 - SPARSITY)) < 0.02
     scalar = scalar_voc.teacher_forced(mel, samples)
     for isa in ISAS:
-        got = load(paths[precision], isa, "always").teacher_forced(mel, samples)
+        got = load_with_isa(paths[precision], isa, "always").teacher_forced(mel, samples)
         for g, r in zip(got, scalar, strict=True):
             assert np.abs(g - r).max() < ISA_ATOL[precision], f"{isa} sparse differs from scalar sparse"
-    dense = load(paths[precision], "scalar", "never")
+    dense = load_with_isa(paths[precision], "scalar", "never")
     assert dense.layout["gru.weight_hh_l0"]["kind"] == "dense"
     tol = LOSSY_ATOL.get(precision, 1e-4)
     for g, r in zip(dense.teacher_forced(mel, samples), scalar, strict=True):
@@ -228,11 +221,4 @@ def test_damaged_sparse_tensors_are_rejected(files, tmp_path: Path, case: str) -
     _, paths = files["4x4"]
     good = paths["fp32"].read_bytes()
     damage, needles = SPARSE_CASES[case]
-    path = tmp_path / "bad.wrnn"
-    path.write_bytes(damage(good))
-    with pytest.raises(VocoderError) as info:
-        NativeVocoder.load(path)
-    msg = str(info.value)
-    assert str(path) in msg and "\n" not in msg
-    for needle in needles:
-        assert needle in msg, msg
+    rejects(tmp_path, damage(good), *needles)
