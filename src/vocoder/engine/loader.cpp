@@ -288,9 +288,11 @@ class Parser {
         std::vector<float> b = floats(bname, {uint64_t(rows)});
         d.bias.assign(d.rows_padded, 0.0f);
         std::copy(b.begin(), b.end(), d.bias.begin());
-        RowMajor m = zeros(p, size_t(rows) * cols);
-        if (p == Precision::INT8) m.scale = row_scales(wname, rows);
+        std::vector<float> scale;
+        if (p == Precision::INT8) scale = row_scales(wname, rows);
         if (!tensors_.count(wname + ".blocks")) {
+            RowMajor m = zeros(p, size_t(rows) * cols);
+            m.scale = std::move(scale);
             const Tensor& t = take(wname, {uint64_t(rows), uint64_t(cols)}, dtype_of(p));
             for (size_t i = 0; i < t.count; ++i) {
                 check_value(wname, p, t.data, i);
@@ -336,21 +338,26 @@ class Parser {
         if (nb != nblocks)
             fail("tensor " + iname + " lists " + std::to_string(nb) + " blocks, " + vname + " holds " +
                  std::to_string(nblocks));
-        std::vector<float> widened(nblocks * 16);
+        // Sparse kept: the blocks widened to fp32; otherwise expanded into a dense matrix.
+        const double density = double(nblocks) * 16 / (double(rows) * double(cols));
+        const bool keep = use_ == SparseUse::Always || (use_ == SparseUse::Auto && density <= sparse_max_density(p));
+        std::vector<float> widened(keep ? nblocks * 16 : 0);
+        RowMajor m = zeros(p, keep ? 0 : size_t(rows) * cols);
         for (int s = 0; s < stripes; ++s)
             for (int32_t blk = d.stripe[s]; blk < d.stripe[s + 1]; ++blk)
                 for (int j = 0; j < bc; ++j)
                     for (int i = 0; i < br; ++i) {
                         size_t v = size_t(blk) * 16 + size_t(j) * br + i;
-                        size_t r = size_t(s) * br + i, at = r * cols + size_t(d.bcol[blk]) + j;
+                        size_t r = size_t(s) * br + i;
                         float w = check_value(vname, p, vt.data, v);
-                        widened[v] = p == Precision::INT8 ? w * m.scale[r] : w;
-                        put(m, p, vt.data, v, at);
+                        if (keep)
+                            widened[v] = p == Precision::INT8 ? w * scale[r] : w;
+                        else
+                            put(m, p, vt.data, v, r * cols + size_t(d.bcol[blk]) + j);
                     }
-        const double density = double(nblocks) * 16 / (double(rows) * double(cols));
-        bool keep = use_ == SparseUse::Always || (use_ == SparseUse::Auto && density <= sparse_max_density(p));
         if (!keep) {
             d.stripe.clear(), d.bcol.clear();
+            m.scale = std::move(scale);
             layout_dense(d, m);
             return d;
         }
