@@ -6,7 +6,7 @@ import math
 import sys
 from enum import Enum
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 from rich.console import Console
@@ -14,6 +14,9 @@ from rich.text import Text
 
 from vocoder.config import explicit_keys, load_config
 from vocoder.errors import VocoderError
+
+if TYPE_CHECKING:  # the CLI imports command modules only when a command runs
+    from vocoder.bench import Result
 
 app = typer.Typer(
     help="WaveRNN neural vocoder toolkit (Kalchbrenner et al., 2018): "
@@ -411,7 +414,7 @@ def export(
     )
 
 
-def _sparsity_label(r: object) -> str:
+def _sparsity_label(r: Result) -> str:
     """'dense', or e.g. '95% 16x1 gru+out' (sparse kernels forced: '... [always]')."""
     if r.sparsity == 0:
         return "dense"
