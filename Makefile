@@ -57,6 +57,7 @@ sanitize: install $(SAN)/check_engine $(SAN)/approx_error
 	$(SAN)/check_engine $(SAN)/tiny-int8.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-sparse16x1-fp32.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-sparse4x4-int8.wrnn $(FUZZ_ITERATIONS)
+	$(SAN)/check_engine $(SAN)/tiny-subscale-int8.wrnn $(FUZZ_ITERATIONS)
 	@if grep -q avx512f /proc/cpuinfo; then $(SAN)/approx_error; else echo "approx_error: no AVX-512, skipped"; fi
 
 # The SIMD exp/sigmoid/tanh against libm (the whole program is built for AVX-512).

@@ -15,7 +15,12 @@ import soundfile as sf
 from typer.testing import CliRunner
 
 from native_util import (
+    FP32_LOGIT_ATOL,
+    FP32_STATE_ATOL,
+    LOSSY_ATOL,
+    NEAR_TIE,
     load_with_isa,
+    margins,
     random_model,
     save_checkpoint,
     small_config,
@@ -30,15 +35,7 @@ from vocoder.native import NativeVocoder
 
 ISAS = _engine.supported_isas()
 ROOT_WAV = Path(__file__).resolve().parents[1] / "data" / "allison-mini" / "wavs" / "AL-agent-incorrect.flac"
-# fp32: the engine differs from torch only by summation order and the SIMD exp
-# approximation (rel. error ~1e-7); measured max |diff| is ~2e-5 on logits of size ~10.
-FP32_LOGIT_ATOL, FP32_STATE_ATOL = 2e-3, 5e-4
-# Reduced precision, measured max |diff| against torch fp32 over the utterance:
-# bf16 (weights and matvec inputs rounded to 8 mantissa bits) ~4e-2 on logits, 1.3e-2 on
-# states; int8 (per-row weight scales, inputs quantised per step) ~0.1 and 2.5e-2.
-LOSSY_ATOL = {"bf16": (0.25, 0.05), "int8": (0.5, 0.15)}
 GEN_SAMPLES = 6000  # the torch sequential sampler is slow; a crop keeps the test quick
-NEAR_TIE = 1e-5  # |cdf - u * total| / total under which rounding may pick the neighbouring class
 
 
 @pytest.fixture(scope="module")
@@ -89,14 +86,6 @@ def test_lossy_precisions_stay_close_to_torch(setup, isa: str, precision: str) -
     assert np.abs(states - ref[2]).max() < state_atol
     # lossy, but not broken: the argmax class mostly agrees with the reference
     assert (coarse.argmax(axis=1) == ref[0].argmax(axis=1)).mean() > 0.95
-
-
-def margins(logits: np.ndarray, u: np.ndarray) -> np.ndarray:
-    """Per step, how far u * total is from the nearest cdf step (relative): a small
-    margin is a near-tie that rounding differences may resolve either way."""
-    p = np.exp(logits - logits.max(axis=1, keepdims=True)).astype(np.float64)
-    cdf = np.cumsum(p, axis=1)
-    return np.abs(cdf - u[:, None] * cdf[:, -1:]).min(axis=1) / cdf[:, -1]
 
 
 @pytest.fixture(scope="module")

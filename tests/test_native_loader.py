@@ -46,6 +46,17 @@ def test_the_good_file_loads(good: bytes, tmp_path: Path) -> None:
     assert voc.generate(np.zeros((80, 2), np.float32), 0).shape == (400,)
 
 
+@pytest.mark.parametrize("version", [1, 2])
+def test_older_format_versions_still_load(good: bytes, tmp_path: Path, version: int) -> None:
+    """A dense sequential model is laid out the same in versions 1 to 3."""
+    path = tmp_path / "old.wrnn"
+    path.write_bytes(patch(good, 8, "<I", version))
+    mel = np.random.default_rng(0).normal(-5, 2, (80, 2)).astype(np.float32)
+    (tmp_path / "new.wrnn").write_bytes(good)
+    expected = NativeVocoder.load(tmp_path / "new.wrnn").generate(mel, 1)
+    np.testing.assert_array_equal(NativeVocoder.load(path).generate(mel, 1), expected)
+
+
 def _mask_violation(d: bytes) -> bytes:
     off = tensor_data_offset(d, "gru.weight_ih_l0")  # row 0, column 2: a coarse row
     return patch(d, off + 2 * 4, "<f", 0.5)
@@ -77,7 +88,7 @@ CASES = {
     "data offset": (lambda d: patch(d, 40, "<Q", 3), ["tensor data offset out of range"]),
     "hidden size": (lambda d: patch(d, 48, "<I", 7), ["bad hidden size 7"]),
     "precision": (lambda d: patch(d, 72, "<I", 9), ["unknown precision code 9"]),
-    "reserved": (lambda d: patch(d, 80, "<I", 1), ["reserved header bytes"]),
+    "reserved": (lambda d: patch(d, 92, "<I", 1), ["reserved header bytes"]),
     "tensor offset": (
         lambda d: patch(d, entry_field(d, "O1.bias", 88), "<Q", len(d) - 64),
         ["tensor O1.bias: data offset", "out of range"],

@@ -20,6 +20,11 @@ per-sample work is measured too, two ways:
 For fold rows both limits are per step, times the kept samples per step (L / S for an
 utterance of L samples in segments of S steps): the speed if a batched step cost no more
 than a sequential one. A share above 1 would mean the batch was cheaper than that.
+
+With ``subscale`` each native configuration also gets a subscale row: a random subscale
+model of the same N (``SubscaleConfig`` defaults: B=16, F=4, P=4, D=64), pruned the same
+way for sparse rows, on one thread. Its limits are per step as well, times T divided by
+the schedule's T/B + (B-1)(F+1) steps.
 """
 
 from __future__ import annotations
@@ -219,16 +224,43 @@ def time_native_fold(
 
 
 def time_torch(model: object, cfg: Config, samples: int, threads: int) -> tuple[float, int, str]:
+    """The torch reference sampler of the model's kind (sequential or subscale)."""
     import torch
 
-    from vocoder import sampler
+    from vocoder.sampler import TorchVocoder
 
     torch.set_num_threads(threads)
+    voc = TorchVocoder(model, cfg)
     mel = bench_mel(cfg, samples)
-    sampler.generate(model, mel[:, :1], 0)
+    voc.generate(mel[:, :1], 0)
     start = time.perf_counter()
-    out, _ = sampler.generate(model, mel, 0)
+    out = voc.generate(mel, 0)
     return time.perf_counter() - start, len(out), "torch"
+
+
+def samples_per_step(cfg: Config, samples: int) -> float:
+    """Samples one step yields on average: T for one step per sample, or T over the
+    subscale schedule's steps."""
+    if cfg.model.kind != "subscale":
+        return 1.0
+    from vocoder.subscale import steps
+
+    t = max(1, -(-samples // cfg.audio.hop_length)) * cfg.audio.hop_length
+    return t / steps(t, cfg.subscale.batch, cfg.subscale.horizon)
+
+
+def subscale_model(cfg: Config) -> tuple[Config, object]:
+    """A random subscale model of the same size as ``cfg``'s (subscale defaults)."""
+    import copy
+
+    import torch
+
+    from vocoder import checkpoint as ckpt_mod
+
+    cfg = copy.deepcopy(cfg)
+    cfg.model.kind = "subscale"
+    torch.manual_seed(0)
+    return cfg, ckpt_mod.build_model(cfg).eval()
 
 
 def models_for(
@@ -251,8 +283,7 @@ def models_for(
         cfg = load_config("ljspeech-22k", [f"model.hidden_size={hidden}"])
         torch.manual_seed(0)
         model = ckpt_mod.build_model(cfg).eval()
-    state = {k: v.detach().float().numpy() for k, v in model.state_dict().items()}
-    return cfg, model, state
+    return cfg, model, state_of(model)
 
 
 def pruned_state(model: object, cfg: Config, v: Variant) -> tuple[Config, dict[str, np.ndarray]]:
@@ -267,7 +298,7 @@ def pruned_state(model: object, cfg: Config, v: Variant) -> tuple[Config, dict[s
     cfg.prune = PruneConfig(sparsity=v.sparsity, block=v.block, start=0, ramp=1, interval=1, layers=v.layers)
     pruned = copy.deepcopy(model)
     Pruner(pruned, cfg.prune).step(1)
-    return cfg, {k: t.detach().float().numpy() for k, t in pruned.state_dict().items()}
+    return cfg, state_of(pruned)
 
 
 def run_bench(
@@ -281,11 +312,13 @@ def run_bench(
     sparse: list[tuple[float, str, str]] | None = None,
     kernels: str = "auto",
     fold: tuple[int, int, float] | None = None,
+    subscale: bool = False,
 ) -> list[Result]:
     """Measure every (N, dense or sparse variant, precision, threads) natively and
     (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
     timed next to the dense model of each N, with the ``kernels`` choice. ``fold``
-    (target, overlap, seconds) adds a fold-mode row per native (variant, precision)."""
+    (target, overlap, seconds) adds a fold-mode row per native (variant, precision);
+    ``subscale`` a subscale row (one thread) and a torch subscale row per N."""
     from vocoder.export import write_model_file
 
     results: list[Result] = []
@@ -294,6 +327,33 @@ def run_bench(
         results.append(r)
         if on_result is not None:
             on_result(r)
+
+    def record_native(path: Path, cfg: Config, v: Variant, threads: int, blas: float) -> None:
+        """One native row: sequential, or subscale for a subscale model (limits per step
+        times the samples a step yields)."""
+        samples = int(seconds * cfg.audio.sample_rate)
+        timing, precision, nbytes = time_native(path, cfg, samples, threads, v.kernels)
+        per_step = samples_per_step(cfg, timing[1])
+        limit, mode = bandwidth_limit(nbytes) * per_step, cfg.model.kind
+        record(Result.of("native", v, threads, precision, timing, limit, blas * per_step, mode=mode))
+
+    def record_torch(model: object, cfg: Config, threads: int, blas: float) -> None:
+        timing = time_torch(model, cfg, TORCH_SAMPLES, threads)
+        per_step = samples_per_step(cfg, TORCH_SAMPLES)
+        limit = bandwidth_limit(weight_bytes(cfg.model.hidden_size, "fp32")) * per_step
+        mode = cfg.model.kind
+        record(
+            Result.of(
+                "torch",
+                Variant(cfg.model.hidden_size),
+                threads,
+                "fp32",
+                timing,
+                limit,
+                blas * per_step,
+                mode=mode,
+            )
+        )
 
     def record_fold(path: Path, cfg: Config, v: Variant, blas: float) -> None:
         assert fold is not None
@@ -312,37 +372,49 @@ def run_bench(
             cfg, model, state = models_for(model_path, hidden)
             n = cfg.model.hidden_size
             blas = matvec_limit(n)
-            samples = int(seconds * cfg.audio.sample_rate)
 
             if state is None:
                 assert model_path is not None
                 p = cfg.prune
                 v = Variant(n, p.sparsity, p.block, p.layers, kernels) if p.sparsity > 0 else Variant(n)
                 for t in threads:
-                    timing, precision, nbytes = time_native(model_path, cfg, samples, t, v.kernels)
-                    record(Result.of("native", v, t, precision, timing, bandwidth_limit(nbytes), blas))
-                if fold is not None:
+                    record_native(model_path, cfg, v, t, blas)
+                if fold is not None and cfg.model.kind == "sequential":
                     record_fold(model_path, cfg, v, blas)
                 continue
             variants = [(Variant(n), cfg, state)]
             for sparsity, block, layers in sparse or []:
                 v = Variant(n, sparsity, block, layers, kernels)
                 variants.append((v, *pruned_state(model, cfg, v)))
+            sub_cfg, sub_model = (cfg, None)
+            if subscale and cfg.model.kind == "sequential":
+                sub_cfg, sub_model = subscale_model(cfg)
             for v, v_cfg, v_state in variants:
+                sub = None
+                if sub_model is not None:
+                    sub = (sub_cfg, state_of(sub_model))
+                    if v.sparsity > 0:
+                        sub = pruned_state(sub_model, sub_cfg, v)
                 for precision in precisions:
                     path = Path(tmp) / f"n{n}-{precision}.wrnn"
                     write_model_file(path, v_cfg, v_state, precision)
                     for t in threads:
-                        timing, _, nbytes = time_native(path, v_cfg, samples, t, v.kernels)
-                        record(Result.of("native", v, t, precision, timing, bandwidth_limit(nbytes), blas))
-                    if fold is not None:
+                        record_native(path, v_cfg, v, t, blas)
+                    if fold is not None and cfg.model.kind == "sequential":
                         record_fold(path, v_cfg, v, blas)
+                    if sub is not None:
+                        write_model_file(path, sub[0], sub[1], precision)
+                        record_native(path, sub[0], v, 1, blas)
             if with_torch and model is not None:
                 for t in threads:
-                    timing = time_torch(model, cfg, TORCH_SAMPLES, t)
-                    limit = bandwidth_limit(weight_bytes(n, "fp32"))
-                    record(Result.of("torch", Variant(n), t, "fp32", timing, limit, blas))
+                    record_torch(model, cfg, t, blas)
+                if sub_model is not None:
+                    record_torch(sub_model, sub_cfg, 1, blas)
     return results
+
+
+def state_of(model: object) -> dict[str, np.ndarray]:
+    return {k: t.detach().float().numpy() for k, t in model.state_dict().items()}
 
 
 def machine_info() -> dict[str, object]:

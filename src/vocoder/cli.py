@@ -472,13 +472,19 @@ def bench(
     fold_seconds: Annotated[
         float, typer.Option(min=0.05, help="Fold rows: audio seconds (the batch is its number of segments).")
     ] = 10.0,
+    subscale: Annotated[
+        bool,
+        typer.Option(help="Also time a subscale model (B=16, F=4) of each N and sparsity, one thread."),
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Time the native engine and the torch reference sampler (samples/s, x real time).
 
     Timings only: correctness is the tests' job. Torch runs on a 2000-sample input.
-    "x torch" is against the best torch row of the same N; "x dense" against the dense
-    native row of the same N, precision and threads.
+    "x torch" is against the best sequential torch row of the same N; "x dense" against
+    the dense native row of the same N, precision, threads and mode; "x seq" (fold and
+    subscale rows) against the sequential native row of the same N, weights, precision
+    and threads.
     """
     import json
 
@@ -519,19 +525,25 @@ def bench(
             sparse=variants,
             kernels=sparse_kernels,
             fold=(target, overlap, fold_seconds) if fold else None,
+            subscale=subscale,
         )
     except VocoderError as e:
         fail(str(e))
     torch_sps: dict[int, float] = {}  # the best torch result per N (its threads vary a lot on a busy machine)
     for r in results:
-        if r.engine == "torch":
+        if r.engine == "torch" and r.mode == "sequential":
             torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
     dense_sps = {
         (r.hidden_size, r.precision, r.threads, r.mode): r.samples_per_second
         for r in results
         if r.engine == "native" and r.sparsity == 0
     }
-    table = Table(title="WaveRNN sampling (sequential; fold: segments as one batch)")
+
+    def weights(r: Result) -> tuple[object, ...]:
+        return (r.engine, r.hidden_size, r.sparsity, r.block, r.pruned_layers, r.precision, r.threads)
+
+    seq_sps = {weights(r): r.samples_per_second for r in results if r.mode == "sequential"}
+    table = Table(title="WaveRNN sampling (sequential; fold: segments as one batch; subscale: B per step)")
     columns = (
         "engine",
         "mode",
@@ -544,6 +556,7 @@ def bench(
         "xRT 24k",
         "x torch",
         "x dense",
+        "x seq",
         "% of limit",
         "vs BLAS",
     )
@@ -568,6 +581,9 @@ def bench(
             f"{r.times_realtime_24k:.2f}",
             f"{r.samples_per_second / ref:.1f}" if ref else "-",
             f"{r.samples_per_second / dense:.1f}" if dense else "-",
+            f"{r.samples_per_second / seq:.1f}"
+            if (seq := seq_sps.get(weights(r))) and r.mode != "sequential"
+            else "-",
             f"{100 * r.share_of_limit:.0f}%",
             f"{r.share_of_blas:.2f}x",
         )
@@ -577,7 +593,7 @@ def bench(
         "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
         "the probe reads a buffer of that size). "
         "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread. "
-        "Fold rows: both per step, times the kept samples per step."
+        "Fold and subscale rows: both per step, times the samples a step yields."
     )
     if json_out is not None:
         json_out.write_text(json.dumps(report(results), indent=2) + "\n")

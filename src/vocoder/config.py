@@ -212,9 +212,9 @@ def _check(cfg: Config, origin: str) -> None:
     need(m.kind in ("sequential", "subscale"), "model.kind must be sequential or subscale")
     sub = cfg.subscale
     need(2 <= sub.batch <= 64, "subscale.batch must be in 2..64")
-    need(sub.horizon >= 0, "subscale.horizon must be >= 0")
-    need(sub.past >= 0, "subscale.past must be >= 0")
-    need(sub.context >= 1, "subscale.context must be >= 1")
+    need(0 <= sub.horizon <= 64, "subscale.horizon must be in 0..64")
+    need(0 <= sub.past <= 64, "subscale.past must be in 0..64")
+    need(1 <= sub.context <= 1024, "subscale.context must be in 1..1024")
     need(t.batch_size >= 1, "train.batch_size must be >= 1")
     need(t.seq_frames >= 1, "train.seq_frames must be >= 1")
     need(t.learning_rate > 0, "train.learning_rate must be > 0")

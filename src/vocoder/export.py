@@ -24,7 +24,7 @@ if TYPE_CHECKING:  # torch is not needed to write a file from arrays
     from vocoder.model import WaveRNN
 
 MAGIC = b"\x89WRNN\r\n\x1a"
-FORMAT_VERSION = 2  # 2: block-sparse matrices (an i32 index + packed blocks)
+FORMAT_VERSION = 3  # 2: block-sparse matrices (an i32 index + packed blocks); 3: subscale models
 HEADER_SIZE = 96
 ENTRY_SIZE = 96
 NAME_SIZE = 64
@@ -34,6 +34,8 @@ DTYPES = {"f32": 1, "bf16": 2, "i8": 3, "i32": 4}
 PRECISIONS = {"fp32": 1, "bf16": 2, "int8": 3}
 # The matrices applied once per sample: these take the export precision.
 PER_SAMPLE = ("gru.weight_hh_l0", "O1.weight", "O2.weight", "O3.weight", "O4.weight")
+# Masked weights (stored multiplied by their mask buffer, which is not stored).
+MASKS = {"gru.weight_ih_l0": "input_mask", "ctx_weight": "context_mask"}
 # Block shapes the engine has sparse kernels for; other pruning blocks export dense.
 KERNEL_BLOCKS = {"16x1": (16, 1), "4x4": (4, 4)}
 
@@ -98,19 +100,20 @@ def model_tensors(
 ) -> list[tuple[str, str, np.ndarray]]:
     """(name, dtype, array) for every tensor the engine reads, in file order.
 
-    The input matrix is stored already masked and the mask itself is dropped: the engine
-    relies on (and checks) the zero coarse rows of column 2. A matrix named in ``sparse``
+    The input matrix (and a subscale model's context layer) is stored already masked and
+    the mask itself is dropped: the engine relies on, and checks, the zeros (the coarse
+    rows of column 2; every context input the factorisation forbids). A matrix named in ``sparse``
     is stored as ``<name>.blocks`` + ``<name>.index`` (see ``block_sparse``) with its values
     in the export precision.
     """
     sparse = sparse or {}
     out = []
     for name, value in state.items():
-        if name == "input_mask":
+        if name in MASKS.values():
             continue
         arr = np.ascontiguousarray(value, dtype=np.float32)
-        if name == "gru.weight_ih_l0":
-            arr = arr * state["input_mask"]
+        if name in MASKS:
+            arr = arr * state[MASKS[name]]
         if name not in PER_SAMPLE:
             out.append((name, "f32", arr))
             continue
@@ -146,7 +149,7 @@ def write_model_file(
         "format": "wavernn-vocoder/model",
         "precision": precision,
         "source": origin,
-        "config": {key: cfg.to_dict()[key] for key in ("audio", "model", "prune")},
+        "config": {key: cfg.to_dict()[key] for key in ("audio", "model", "prune", "subscale")},
     }
     js = json.dumps(header, sort_keys=True).encode("utf-8")
     table_off = _align(HEADER_SIZE + len(js), 8)
@@ -162,10 +165,11 @@ def write_model_file(
         blobs.append((off, raw))
         off = _align(off + len(raw), ALIGN)
     size = off + CHECKSUM_SIZE
-    a, m = cfg.audio, cfg.model
+    a, m, sub = cfg.audio, cfg.model, cfg.subscale
+    subscale = (sub.batch, sub.past, sub.horizon, sub.context) if m.kind == "subscale" else (0, 0, 0, 0)
     buf = bytearray(size - CHECKSUM_SIZE)
     struct.pack_into(
-        "<8sIIQIIQQ7I",
+        "<8sIIQIIQQ11I",
         buf,
         0,
         MAGIC,
@@ -183,6 +187,7 @@ def write_model_file(
         a.hop_length,
         a.sample_rate,
         PRECISIONS[precision],
+        *subscale,
     )
     buf[HEADER_SIZE : HEADER_SIZE + len(js)] = js
     for i, e in enumerate(entries):
@@ -195,11 +200,6 @@ def write_model_file(
 
 def export_model(model: WaveRNN, cfg: Config, out_path: Path, precision: str, origin: Path) -> None:
     """A loaded model (from checkpoint file ``origin``) -> model file."""
-    if cfg.model.kind != "sequential":
-        raise VocoderError(
-            f"{origin}: a {cfg.model.kind} model; the native engine runs sequential models only "
-            "(synthesize the checkpoint with --engine torch)"
-        )
     state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
     write_model_file(out_path, cfg, state, precision, origin=origin.name)
 

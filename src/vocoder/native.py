@@ -15,7 +15,7 @@ import numpy as np
 
 from vocoder import config as config_mod
 from vocoder import fold
-from vocoder.config import Config
+from vocoder.config import Config, SubscaleConfig
 from vocoder.errors import VocoderError
 
 MODEL_EXT = ".wrnn"
@@ -30,7 +30,8 @@ def _engine_module() -> ModuleType:
 
 
 class NativeVocoder:
-    """A loaded model file; ``generate`` runs the C++ sequential sampler."""
+    """A loaded model file; ``generate`` runs the C++ sampler (sequential, or the
+    staggered subscale schedule when the file holds a subscale model)."""
 
     def __init__(self, path: Path, engine: object, cfg: Config) -> None:
         self.path = path
@@ -62,7 +63,12 @@ class NativeVocoder:
             raise VocoderError(f"{path}: model file header is not valid JSON with a 'config' entry") from None
         cfg = config_mod.from_dict(cfg_dict, f"{path} (stored config)")
         dims = engine.dims
+        sub = cfg.subscale if cfg.model.kind == "subscale" else SubscaleConfig(0, 0, 0, 0)
         stored = {
+            "subscale_batch": sub.batch,
+            "subscale_past": sub.past,
+            "subscale_horizon": sub.horizon,
+            "subscale_context": sub.context,
             "hidden_size": cfg.model.hidden_size,
             "cond_channels": cfg.model.cond_channels,
             "cond_blocks": cfg.model.cond_blocks,

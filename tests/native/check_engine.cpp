@@ -62,14 +62,24 @@ std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int fr
             wrnn::Trace tr;
             e.run(mel.data(), frames, 0, nullptr, out.data(), &tr);
         }
-    // Fold mode's batched path: 11 sequences (a full column group of 8 or 4 plus a
-    // remainder on every ISA) of batch_steps steps (at most the utterance), seeded and
-    // teacher-forced with a trace, and a position outside the utterance, which must be
-    // refused.
     const int total = frames * int(m->dims.hop_length), nb = 11, steps = std::min(total, batch_steps);
     std::vector<int32_t> pos(size_t(nb) * steps);
     for (int b = 0; b < nb; ++b)
         for (int s = 0; s < steps; ++s) pos[size_t(b) * steps + s] = (b * 7 + s) % total;
+    if (m->dims.subscale.batch) {  // run above took the subscale schedule; fold mode must refuse
+        wrnn::Engine e(m, wrnn::kernels_scalar(), 1);
+        try {
+            e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
+            std::fprintf(stderr, "FAIL: fold mode accepted a subscale model\n");
+            std::exit(1);
+        } catch (const wrnn::Error&) {
+        }
+        return out;
+    }
+    // Fold mode's batched path: 11 sequences (a full column group of 8 or 4 plus a
+    // remainder on every ISA) of batch_steps steps (at most the utterance), seeded and
+    // teacher-forced with a trace, and a position outside the utterance, which must be
+    // refused.
     for (const wrnn::Kernels* k : all_kernels()) {
         wrnn::Engine e(m, *k, 1);
         std::vector<int16_t> batch = e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
@@ -109,7 +119,8 @@ int main(int argc, char** argv) {
     Bytes good((std::istreambuf_iterator<char>(f)), std::istreambuf_iterator<char>());
     std::shared_ptr<const wrnn::Model> model = wrnn::load_model_file(argv[1]);
     std::vector<int16_t> y = run_all(model, 2, 2, 1 << 30);
-    std::printf("valid model: N=%u, %zu samples on %zu ISAs x 1 and 2 threads, and batched\n", model->dims.hidden, y.size(), all_kernels().size());
+    std::printf("valid model: N=%u, %zu samples on %zu ISAs x 1 and 2 threads, %s\n", model->dims.hidden, y.size(),
+                all_kernels().size(), model->dims.subscale.batch ? "subscale schedule (fold mode refused)" : "and batched");
 
     bool ok = true;
     for (size_t cut : {size_t(0), size_t(7), size_t(95), good.size() / 3, good.size() - 1}) {
@@ -121,9 +132,10 @@ int main(int argc, char** argv) {
         uint64_t value;
         int width;
     };
-    for (Field fd : {Field{8, 3, 4}, Field{8, 0, 4}, Field{12, 0, 4}, Field{16, 1, 8}, Field{24, 0xffffffff, 4}, Field{28, 0, 4},
+    for (Field fd : {Field{8, 4, 4}, Field{8, 0, 4}, Field{12, 0, 4}, Field{16, 1, 8}, Field{24, 0xffffffff, 4}, Field{28, 0, 4},
                      Field{28, 0xffffffff, 4}, Field{32, ~0ULL, 8}, Field{40, ~0ULL - 63, 8}, Field{48, 6, 4},
-                     Field{64, 0, 4}, Field{72, 9, 4}}) {
+                     Field{64, 0, 4}, Field{72, 9, 4}, Field{76, 1, 4}, Field{80, 65, 4}, Field{88, 2000, 4},
+                     Field{92, 1, 4}}) {
         Bytes b = good;
         if (fd.width == 4) put<uint32_t>(b, fd.off, uint32_t(fd.value));
         else put<uint64_t>(b, fd.off, fd.value);

@@ -1,6 +1,7 @@
 """Write tiny model files (random weights; N/2 = 16 so the two-thread split runs) for the
 sanitizer and fuzz program: dense in each precision, and block-sparse (16x1 fp32, 4x4
-int8; GRU and O1/O3 pruned to 90 %, sparse enough that the engine keeps them sparse)."""
+int8; GRU and O1/O3 pruned to 90 %, sparse enough that the engine keeps them sparse),
+and a subscale model (B=4, int8)."""
 
 from __future__ import annotations
 
@@ -29,6 +30,12 @@ def main(out: Path) -> None:
         state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
         name = f"-sparse{block}-{precision}.wrnn"
         write_model_file(out.with_name(out.stem + name), cfg, state, precision)
+    sizes = ["model.hidden_size=32", "model.cond_channels=5", "model.cond_blocks=1", "model.kind=subscale"]
+    window = ["subscale.batch=4", "subscale.past=2", "subscale.horizon=1", "subscale.context=6"]
+    cfg = load_config("allison-16k", [*sizes, *window])
+    model = ckpt_mod.build_model(cfg)
+    state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
+    write_model_file(out.with_name(out.stem + "-subscale-int8.wrnn"), cfg, state, "int8")
 
 
 if __name__ == "__main__":

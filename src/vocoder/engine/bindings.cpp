@@ -65,6 +65,10 @@ class PyEngine {
         out["n_mels"] = d.n_mels;
         out["hop_length"] = d.hop_length;
         out["sample_rate"] = d.sample_rate;
+        out["subscale_batch"] = d.subscale.batch;
+        out["subscale_past"] = d.subscale.past;
+        out["subscale_horizon"] = d.subscale.horizon;
+        out["subscale_context"] = d.subscale.context;
         return out;
     }
 

@@ -218,6 +218,7 @@ int Engine::fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* 
 std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, const double* draws, const int16_t* force,
                                  Trace* trace) {
     const Model& m = *model_;
+    if (m.dims.subscale.batch) return run_subscale(mel, frames, seed, draws, force, trace);
     const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
     if (frames < 1) throw Error("the mel has no frames");
     const size_t total = size_t(frames) * hop;
@@ -293,23 +294,128 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
 
 namespace {
 
-// Y = W X + b for the batch's columns: packs each column in the layer's precision, then
-// one batched kernel call (sparse layers read fp32 directly).
-void batch_product(const Kernels& K, const Matrix& d, const float* x, int x_stride, int cols, int nb, float* y,
-                   int y_stride, bool relu, uint32_t* words, int w_stride, float* scales) {
-    Batch in{nb, x, x_stride, words, w_stride, scales};
-    if (d.sparse) {
-        K.spmm(d, in, y, y_stride, relu);
-        return;
+// One GRU step with both draws for a set of columns, each with its own state, previous
+// bytes and conditioning: fold mode's segments and subscale's sub-tensors. Column b of
+// every buffer starts at b times its stride; a step runs the contiguous columns
+// [b0, b0 + nb), so each weight matrix is read once per step for all of them.
+class BatchStep {
+  public:
+    BatchStep(const Model& m, const Kernels& K, int cols)
+        : m_(m), K_(K), n_(int(m.dims.hidden)), half_(n_ / 2), n3_(3 * size_t(n_)), gs_(m.hh.rows_padded),
+          ts_(std::max(m.o1.rows_padded, m.o3.rows_padded)), ls_(std::max(m.o2.rows_padded, m.o4.rows_padded)),
+          ws_(std::max(n_ / 2, int(m.dims.subscale.context)) + 1) {
+        h.assign(size_t(cols) * n_, 0.0f);
+        gi.assign(cols * n3_, 0.0f);
+        gh_.assign(size_t(cols) * gs_, 0.0f);
+        tmp_.assign(size_t(cols) * ts_, 0.0f);
+        logits_.assign(size_t(cols) * ls_, 0.0f);
+        scratch_.assign(256, 0.0f);
+        scales_.assign(cols, 1.0f);
+        words_.assign(size_t(cols) * ws_, 0);
+        c_prev.assign(cols, 128), f_prev.assign(cols, 0), c_.assign(cols, 0);
+        u.assign(2 * size_t(cols), 0.0);
+        forced.assign(cols, -1);
+        row.assign(cols, 0);
     }
-    for (int b = 0; b < nb; ++b) {
-        const float* xb = x + size_t(b) * x_stride;
-        uint32_t* wb = words + size_t(b) * w_stride;
-        scales[b] = 1.0f;
-        if (d.precision == Precision::BF16) pack_bf16_pairs(xb, cols, wb);
-        if (d.precision == Precision::INT8) scales[b] = K.quantize(xb, cols, wb);
+
+    // Gate inputs of column b before `run` (3N each): conditioning, biases and the
+    // previous bytes; the caller may add more (the subscale context) before the step.
+    void gate_inputs(int b, const float* p0, const float* p1, float w) {
+        K_.gate_inputs(p0, p1, w, m_.b_ih.data(), m_.col_cprev.data(), scale_byte(c_prev[b]), m_.col_fprev.data(),
+                       scale_byte(f_prev[b]), &gi[b * n3_], int(n3_));
     }
-    K.gemm(d, in, y, y_stride, relu);
+
+    // Y = W X + b for columns [b0, b0 + nb): packs each column in the layer's precision,
+    // then one batched kernel call (sparse layers read fp32 directly).
+    void product(const Matrix& d, const float* x, int x_stride, int cols, int b0, int nb, float* y, int y_stride,
+                 bool relu) {
+        x += size_t(b0) * x_stride, y += size_t(b0) * y_stride;
+        Batch in{nb, x, x_stride, words_.data(), ws_, scales_.data()};
+        if (!d.sparse)
+            for (int b = 0; b < nb; ++b) {
+                const float* xb = x + size_t(b) * x_stride;
+                uint32_t* wb = words_.data() + size_t(b) * ws_;
+                scales_[b] = 1.0f;
+                if (d.precision == Precision::BF16) pack_bf16_pairs(xb, cols, wb);
+                if (d.precision == Precision::INT8) scales_[b] = K_.quantize(xb, cols, wb);
+            }
+        (d.sparse ? K_.spmm : K_.gemm)(d, in, y, y_stride, relu);
+    }
+
+    // The step: coarse bytes (drawn at u[2b] unless forced[b] >= 0, an offset sample
+    // 0..65535), then fine bytes (u[2b + 1]); sample b goes to out[b] and its logits and
+    // state to trace row row[b] (none for kNoRow). Updates h, c_prev and f_prev.
+    void run(int b0, int nb, Trace* trace, int16_t* out) {
+        const int n = n_, half = half_;
+        product(m_.hh, h.data(), n, n, b0, nb, gh_.data(), gs_, false);
+        for (int b = b0; b < b0 + nb; ++b) {
+            float* hb = &h[size_t(b) * n];
+            K_.gru_rows(&gi[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), 0.0f, hb, hb, n, 0, half);
+        }
+        product(m_.o1, h.data(), n, half, b0, nb, tmp_.data(), ts_, true);
+        product(m_.o2, tmp_.data(), ts_, half, b0, nb, logits_.data(), ls_, false);
+        for (int b = b0; b < b0 + nb; ++b) {
+            const float* lb = &logits_[size_t(b) * ls_];
+            if (trace && row[b] != kNoRow) std::memcpy(&trace->coarse_logits[row[b] * 256], lb, 256 * 4);
+            c_[b] = forced[b] >= 0 ? forced[b] >> 8 : K_.draw(lb, u[2 * b], scratch_.data());
+            float* hb = &h[size_t(b) * n];
+            K_.gru_rows(&gi[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), scale_byte(c_[b]), hb, hb, n, half, n);
+        }
+        product(m_.o3, h.data() + half, n, half, b0, nb, tmp_.data(), ts_, true);
+        product(m_.o4, tmp_.data(), ts_, half, b0, nb, logits_.data(), ls_, false);
+        for (int b = b0; b < b0 + nb; ++b) {
+            const float* lb = &logits_[size_t(b) * ls_];
+            if (trace && row[b] != kNoRow) {
+                std::memcpy(&trace->fine_logits[row[b] * 256], lb, 256 * 4);
+                std::memcpy(&trace->states[row[b] * n], &h[size_t(b) * n], size_t(n) * 4);
+            }
+            int f = forced[b] >= 0 ? forced[b] & 0xff : K_.draw(lb, u[2 * b + 1], scratch_.data());
+            out[b] = int16_t(c_[b] * 256 + f - 32768);
+            c_prev[b] = c_[b];
+            f_prev[b] = f;
+        }
+    }
+
+    static constexpr size_t kNoRow = SIZE_MAX;
+    std::vector<float> h, gi;
+    std::vector<int> c_prev, f_prev, forced;
+    std::vector<double> u;
+    std::vector<size_t> row;
+
+  private:
+    const Model& m_;
+    const Kernels& K_;
+    const int n_, half_;
+    const size_t n3_;
+    const int gs_, ts_, ls_, ws_;
+    std::vector<float> gh_, tmp_, logits_, scratch_, scales_;
+    std::vector<uint32_t> words_;
+    std::vector<int> c_;
+};
+
+// Per-sample conditioning: the blend of the projected frames around sample `pos`.
+struct Blend {
+    const float* proj;
+    size_t n3;
+    int hop;
+    std::vector<float> wk;
+    std::vector<int> side;
+
+    Blend(const std::vector<float>& p, int n, int hop_length) : proj(p.data()), n3(3 * size_t(n)), hop(hop_length) {
+        blend_weights(hop, wk, side);
+    }
+    void apply(BatchStep& st, int b, size_t pos) const {
+        const size_t t = pos / hop;
+        const int k = int(pos % hop);
+        st.gate_inputs(b, proj + (t + 1) * n3, proj + (t + 1 + side[k]) * n3, wk[k]);
+    }
+};
+
+void trace_rows(Trace* trace, size_t rows, int n) {
+    if (!trace) return;
+    trace->coarse_logits.assign(rows * 256, 0.0f);
+    trace->fine_logits.assign(rows * 256, 0.0f);
+    trace->states.assign(rows * n, 0.0f);
 }
 
 }  // namespace
@@ -317,8 +423,8 @@ void batch_product(const Kernels& K, const Matrix& d, const float* x, int x_stri
 std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32_t* positions, int nb, int steps,
                                        uint64_t seed, const double* draws, const int16_t* force, Trace* trace) {
     const Model& m = *model_;
-    const Kernels& K = kernels_;
-    const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
+    if (m.dims.subscale.batch) throw Error("fold mode runs sequential models; this one is subscale");
+    const int n = int(m.dims.hidden), hop = int(m.dims.hop_length);
     if (frames < 1) throw Error("the mel has no frames");
     if (nb < 1 || steps < 1) throw Error("a batch needs at least one sequence of at least one step");
     const size_t total = size_t(frames) * hop, count = size_t(nb) * steps;
@@ -327,67 +433,84 @@ std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32
             throw Error("position " + std::to_string(positions[i]) + " is outside the utterance's " +
                         std::to_string(total) + " samples");
     std::vector<float> proj = project_frames(mel, frames);
-    std::vector<float> wk;
-    std::vector<int> side;
-    blend_weights(hop, wk, side);
-    if (trace) {
-        trace->coarse_logits.assign(count * 256, 0.0f);
-        trace->fine_logits.assign(count * 256, 0.0f);
-        trace->states.assign(count * n, 0.0f);
-    }
-    // Column b of every batched buffer starts at b * its stride.
-    const size_t n3 = 3 * size_t(n);
-    const int gs = m.hh.rows_padded, ts = std::max(m.o1.rows_padded, m.o3.rows_padded);
-    const int ls = std::max(m.o2.rows_padded, m.o4.rows_padded), ws = n / 2 + 1;
-    std::vector<float> h(size_t(nb) * n, 0.0f), gi(nb * n3), gh(size_t(nb) * gs), tmp(size_t(nb) * ts);
-    std::vector<float> logits(size_t(nb) * ls), scratch(256), scales(nb);
-    std::vector<uint32_t> words(size_t(nb) * ws);
-    std::vector<int> c_prev(nb, 128), f_prev(nb, 0), c(nb);
-    std::vector<double> u(2 * size_t(nb));
-    std::vector<int16_t> out(count);
+    Blend blend(proj, n, hop);
+    trace_rows(trace, count, n);
+    BatchStep st(m, kernels_, nb);
+    std::vector<int16_t> out(count), step_out(nb);
     Rng rng(seed);
-    auto product = [&](const Matrix& d, const float* x, int x_stride, int cols, float* y, int y_stride, bool relu) {
-        batch_product(K, d, x, x_stride, cols, nb, y, y_stride, relu, words.data(), ws, scales.data());
-    };
     for (int s = 0; s < steps; ++s) {
         for (int b = 0; b < nb; ++b) {
             const size_t i = size_t(b) * steps + s;
-            u[2 * b] = draws ? draws[2 * i] : rng.uniform();
-            u[2 * b + 1] = draws ? draws[2 * i + 1] : rng.uniform();
-            const size_t pos = size_t(positions[i]), t = pos / hop;
-            const int k = int(pos % hop);
-            K.gate_inputs(&proj[(t + 1) * n3], &proj[(t + 1 + side[k]) * n3], wk[k], m.b_ih.data(),
-                          m.col_cprev.data(), scale_byte(c_prev[b]), m.col_fprev.data(), scale_byte(f_prev[b]),
-                          &gi[b * n3], int(n3));
+            st.u[2 * b] = draws ? draws[2 * i] : rng.uniform();
+            st.u[2 * b + 1] = draws ? draws[2 * i + 1] : rng.uniform();
+            st.forced[b] = force ? int(force[i]) + 32768 : -1;
+            st.row[b] = i;
+            blend.apply(st, b, size_t(positions[i]));
         }
-        product(m.hh, h.data(), n, n, gh.data(), gs, false);
-        for (int b = 0; b < nb; ++b) {
-            float* hb = &h[size_t(b) * n];
-            K.gru_rows(&gi[b * n3], &gh[size_t(b) * gs], m.col_cur.data(), 0.0f, hb, hb, n, 0, half);
+        st.run(0, nb, trace, step_out.data());
+        for (int b = 0; b < nb; ++b) out[size_t(b) * steps + s] = step_out[b];
+    }
+    return out;
+}
+
+std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t seed, const double* draws,
+                                          const int16_t* force, Trace* trace) {
+    const Model& m = *model_;
+    const Subscale& sub = m.dims.subscale;
+    if (!sub.batch) throw Error("not a subscale model");
+    const int n = int(m.dims.hidden), hop = int(m.dims.hop_length), nb = int(sub.batch);
+    const int d = int(sub.context), w = int(sub.width()), stagger = int(sub.horizon) + 1;
+    if (frames < 1) throw Error("the mel has no frames");
+    const size_t total = size_t(frames) * hop, len = (total + nb - 1) / nb;
+    std::vector<float> proj = project_frames(mel, frames);
+    Blend blend(proj, n, hop);
+    trace_rows(trace, total, n);
+    // Uniforms in waveform order, so a seed means the same draws per position as the
+    // sequential sampler's and a draws table matches vocoder.subscale.generate.
+    std::vector<double> table;
+    if (!draws) {
+        Rng rng(seed);
+        table.resize(2 * total);
+        for (double& v : table) v = rng.uniform();
+        draws = table.data();
+    }
+    // Generated samples in [-1, 1] per sub-tensor, with P zeros before and F after, read
+    // by the context windows (not yet generated samples are zero and masked anyway).
+    const size_t span = sub.past + len + sub.horizon;
+    const int ds = (d + 15) / 16 * 16;  // context vectors are written in whole 16-row blocks
+    std::vector<float> ubuf(size_t(nb) * span, 0.0f), win(size_t(nb) * w), ctx(size_t(nb) * ds), gctx;
+    gctx.assign(size_t(nb) * m.w_ctx.rows_padded, 0.0f);
+    BatchStep st(m, kernels_, nb);
+    std::vector<int16_t> out(total), step_out(nb);
+    const size_t n3 = 3 * size_t(n), steps = len + size_t(nb - 1) * stagger;
+    for (size_t t = 0; t < steps; ++t) {
+        // Active sub-tensors: 0 <= i = t - s (F + 1) < L, a contiguous range of s.
+        const int lo = t < len ? 0 : int((t - len) / stagger + 1);
+        const int hi = std::min(nb - 1, int(t / stagger));
+        for (int s = lo; s <= hi; ++s) {
+            const size_t i = t - size_t(s) * stagger, p = i * nb + s;
+            const bool real = p < total;  // the rest is end padding: fixed at zero
+            st.u[2 * s] = real ? draws[2 * p] : 0.0;
+            st.u[2 * s + 1] = real ? draws[2 * p + 1] : 0.0;
+            st.forced[s] = !real ? 32768 : force ? int(force[p]) + 32768 : -1;
+            st.row[s] = real ? p : BatchStep::kNoRow;
+            blend.apply(st, s, std::min(p, total - 1));
+            // The context vector relu(W_s x + b_s), x the windows of sub-tensors 0..s.
+            for (int z = 0; z <= s; ++z) std::memcpy(&win[size_t(z) * w], &ubuf[size_t(z) * span + i], size_t(w) * 4);
+            kernels_.gemv(m.ctx[s], win.data(), Packed{}, &ctx[size_t(s) * ds], true, 0, ds / 16);
         }
-        product(m.o1, h.data(), n, half, tmp.data(), ts, true);
-        product(m.o2, tmp.data(), ts, half, logits.data(), ls, false);
-        for (int b = 0; b < nb; ++b) {
-            const size_t i = size_t(b) * steps + s;
-            const float* lb = &logits[size_t(b) * ls];
-            if (trace) std::memcpy(&trace->coarse_logits[i * 256], lb, 256 * 4);
-            c[b] = force ? (int(force[i]) + 32768) >> 8 : K.draw(lb, u[2 * b], scratch.data());
-            float* hb = &h[size_t(b) * n];
-            K.gru_rows(&gi[b * n3], &gh[size_t(b) * gs], m.col_cur.data(), scale_byte(c[b]), hb, hb, n, half, n);
+        const int cols = hi - lo + 1;
+        st.product(m.w_ctx, ctx.data(), ds, d, lo, cols, gctx.data(), m.w_ctx.rows_padded, false);
+        for (int s = lo; s <= hi; ++s) {
+            float* g = &st.gi[s * n3];
+            const float* c = &gctx[size_t(s) * m.w_ctx.rows_padded];
+            for (size_t r = 0; r < n3; ++r) g[r] += c[r];
         }
-        product(m.o3, h.data() + half, n, half, tmp.data(), ts, true);
-        product(m.o4, tmp.data(), ts, half, logits.data(), ls, false);
-        for (int b = 0; b < nb; ++b) {
-            const size_t i = size_t(b) * steps + s;
-            const float* lb = &logits[size_t(b) * ls];
-            if (trace) {
-                std::memcpy(&trace->fine_logits[i * 256], lb, 256 * 4);
-                std::memcpy(&trace->states[i * n], &h[size_t(b) * n], size_t(n) * 4);
-            }
-            int f = force ? (int(force[i]) + 32768) & 0xff : K.draw(lb, u[2 * b + 1], scratch.data());
-            out[i] = int16_t(c[b] * 256 + f - 32768);
-            c_prev[b] = c[b];
-            f_prev[b] = f;
+        st.run(lo, cols, trace, step_out.data());
+        for (int s = lo; s <= hi; ++s) {
+            const size_t i = t - size_t(s) * stagger, p = i * nb + s;
+            if (p < total) out[p] = step_out[s];
+            ubuf[size_t(s) * span + sub.past + i] = float(step_out[s]) / 32768.0f;
         }
     }
     return out;

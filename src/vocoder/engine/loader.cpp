@@ -15,7 +15,8 @@ namespace wrnn {
 namespace {
 
 constexpr uint8_t kMagic[8] = {0x89, 'W', 'R', 'N', 'N', '\r', '\n', 0x1a};
-constexpr uint32_t kMinVersion = 1, kVersion = 2;  // 2 added block-sparse matrices (i32 index tensors)
+// 2 added block-sparse matrices (i32 index tensors), 3 subscale models (header bytes 76..91)
+constexpr uint32_t kMinVersion = 1, kVersion = 3;
 constexpr size_t kHeaderSize = 96;
 constexpr size_t kEntrySize = 96;
 constexpr size_t kNameSize = 64;
@@ -87,7 +88,8 @@ class Parser {
         if (uint64_t(n_tensors) * kEntrySize > end - table_off) fail("tensor table extends past the end of the file");
         if (data_off < table_off + uint64_t(n_tensors) * kEntrySize || data_off > end || data_off % kAlign != 0)
             fail("tensor data offset out of range");
-        for (size_t i = 76; i < kHeaderSize; ++i)
+        const size_t reserved = version >= 3 ? 92 : 76;
+        for (size_t i = reserved; i < kHeaderSize; ++i)
             if (d_[i] != 0) fail("reserved header bytes are not zero");
 
         auto m = std::make_unique<Model>();
@@ -110,6 +112,16 @@ class Parser {
         if (prec != uint32_t(Precision::FP32) && prec != uint32_t(Precision::BF16) && prec != uint32_t(Precision::INT8))
             fail("unknown precision code " + std::to_string(prec));
         dm.precision = Precision(prec);
+        Subscale& sub = dm.subscale;
+        sub.batch = rd32(d_ + 76), sub.past = rd32(d_ + 80), sub.horizon = rd32(d_ + 84), sub.context = rd32(d_ + 88);
+        if (sub.batch == 0 && (sub.past || sub.horizon || sub.context))
+            fail("subscale fields set for a sequential model (batch 0)");
+        if (sub.batch != 0) {
+            if (sub.batch < 2 || sub.batch > 64) fail("bad subscale batch " + std::to_string(sub.batch));
+            if (sub.past > 64 || sub.horizon > 64) fail("bad subscale window (past " + std::to_string(sub.past) +
+                                                        ", horizon " + std::to_string(sub.horizon) + ")");
+            if (sub.context < 1 || sub.context > 1024) fail("bad subscale context " + std::to_string(sub.context));
+        }
 
         read_table(table_off, n_tensors, data_off, end);
         build(*m);
@@ -367,6 +379,44 @@ class Parser {
         return d;
     }
 
+    // The subscale context layer. Its weights must already be masked (export multiplies
+    // by vocoder.subscale.context_mask): a file whose sub-tensor s reads a later
+    // sub-tensor, or its own present or future, would sample from a leaking model, so it
+    // is rejected rather than silently masked.
+    void subscale_context(Model& m, const RowMajor& wctx) {
+        const Subscale& sub = m.dims.subscale;
+        const uint64_t b = sub.batch, d = sub.context, w = sub.width();
+        std::vector<float> cw = floats("ctx_weight", {b, d, b * w});
+        std::vector<float> cb = floats("ctx_bias", {b, d});
+        for (uint64_t s = 0; s < b; ++s) {
+            RowMajor rows = zeros(Precision::FP32, d * (s + 1) * w);
+            for (uint64_t u = 0; u < d; ++u)
+                for (uint64_t z = 0; z < b; ++z)
+                    for (uint64_t k = 0; k < w; ++k) {
+                        const float v = cw[((s * d + u) * b + z) * w + k];
+                        const bool allowed = z < s || (z == s && k < sub.past);
+                        if (!allowed && v != 0.0f)
+                            fail("ctx_weight is not masked: sub-tensor " + std::to_string(s) + " reads sub-tensor " +
+                                 std::to_string(z) + " at window offset " + std::to_string(int(k) - int(sub.past)));
+                        if (z <= s) rows.f32[(u * (s + 1) + z) * w + k] = v;
+                    }
+            m.ctx.push_back(fp32_matrix(int(d), int((s + 1) * w), rows, &cb[s * d]));
+        }
+        m.w_ctx = fp32_matrix(3 * int(m.dims.hidden), int(d), wctx, nullptr);
+    }
+
+    // A row-major fp32 matrix laid out for the dense kernels; bias null means zero.
+    static Matrix fp32_matrix(int rows, int cols, const RowMajor& values, const float* bias) {
+        Matrix x;
+        x.rows = rows, x.cols = cols, x.precision = Precision::FP32;
+        x.rows_padded = (rows + 15) / 16 * 16;
+        x.col_pairs = (cols + 1) / 2, x.col_quads = (cols + 3) / 4;
+        x.bias.assign(x.rows_padded, 0.0f);
+        if (bias) std::copy(bias, bias + rows, x.bias.begin());
+        layout_dense(x, values);
+        return x;
+    }
+
     void build(Model& m) {
         const Dims& dm = m.dims;
         const int n = int(dm.hidden), h = n / 2, c = int(dm.cond_channels), mels = int(dm.n_mels);
@@ -380,17 +430,21 @@ class Parser {
             m.conv1.push_back(conv(p + ".conv1", c, c, 3));
             m.conv2.push_back(conv(p + ".conv2", c, c, 1));
         }
-        std::vector<float> wih = floats("gru.weight_ih_l0", {uint64_t(3 * n), uint64_t(3 + c)});
+        const int ctx = int(dm.subscale.context), in = 3 + c + ctx;
+        std::vector<float> wih = floats("gru.weight_ih_l0", {uint64_t(3 * n), uint64_t(in)});
         m.b_ih = floats("gru.bias_ih_l0", {uint64_t(3 * n)});
         m.w_cond.resize(size_t(3 * n) * c);
         m.col_cprev.resize(3 * n), m.col_fprev.resize(3 * n), m.col_cur.resize(3 * n);
+        RowMajor wctx = zeros(Precision::FP32, size_t(3 * n) * ctx);
         for (int r = 0; r < 3 * n; ++r) {
-            const float* row = &wih[size_t(r) * (3 + c)];
+            const float* row = &wih[size_t(r) * in];
             m.col_cprev[r] = row[0], m.col_fprev[r] = row[1], m.col_cur[r] = row[2];
             if (r % n < h && row[2] != 0.0f)
                 fail("gru.weight_ih_l0 is not masked: column 2 (c_t) must be zero in the coarse rows");
             std::copy(row + 3, row + 3 + c, &m.w_cond[size_t(r) * c]);
+            if (ctx) std::copy(row + 3 + c, row + in, &wctx.f32[size_t(r) * ctx]);
         }
+        if (ctx) subscale_context(m, wctx);
         m.hh = matrix("gru.weight_hh_l0", "gru.bias_hh_l0", 3 * n, n, dm.precision);
         m.o1 = matrix("O1.weight", "O1.bias", h, h, dm.precision);
         m.o2 = matrix("O2.weight", "O2.bias", 256, h, dm.precision);

@@ -19,10 +19,18 @@ struct Error : std::runtime_error {
 
 enum class Precision : uint32_t { FP32 = 1, BF16 = 2, INT8 = 3 };
 
+// Subscale WaveRNN (vocoder.subscale): B sub-tensors, P past and F future steps of
+// context window, D context units. batch == 0 for a sequential model.
+struct Subscale {
+    uint32_t batch = 0, past = 0, horizon = 0, context = 0;
+    uint32_t width() const { return past + horizon + 1; }  // window steps per sub-tensor
+};
+
 // Sizes every tensor shape is checked against (stored in the binary file header).
 struct Dims {
     uint32_t hidden = 0, cond_channels = 0, cond_blocks = 0, n_mels = 0, hop_length = 0, sample_rate = 0;
     Precision precision = Precision::FP32;
+    Subscale subscale;
 };
 
 // y = W x + b (optionally relu) for a matrix applied once per sample, laid out for the
@@ -89,6 +97,11 @@ struct Model {
     std::vector<float> w_cond;          // (3N, C): the conditioning columns of the masked W_ih
     std::vector<float> col_cprev, col_fprev, col_cur, b_ih;  // (3N) each
     Matrix hh, o1, o2, o3, o4;
+    // Subscale only: sub-tensor s's context layer as an fp32 (D, (s + 1) * width) matrix
+    // over the windows of sub-tensors 0..s (the masked weights of later ones are dropped),
+    // and the context columns of W_ih as an fp32 (3N, D) matrix with zero bias.
+    std::vector<Matrix> ctx;
+    Matrix w_ctx;
 };
 
 // What the loader does with a block-sparse matrix in the file: Auto keeps it sparse when
@@ -161,7 +174,8 @@ class Engine {
     // other sizes fall back to 1). Results are identical either way.
     Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads = 1);
     // mel: (n_mels, frames) row-major. draws: (L, 2) or null (seeded RNG). force: int16
-    // samples (L) for teacher forcing or null. trace: filled when non-null.
+    // samples (L) for teacher forcing or null. trace: filled when non-null. A subscale
+    // model runs run_subscale.
     std::vector<int16_t> run(const float* mel, int frames, uint64_t seed, const double* draws,
                              const int16_t* force, Trace* trace);
     // Fold mode (vocoder.fold): nb sequences of `steps` steps run as one batch, each with
@@ -172,6 +186,12 @@ class Engine {
     // Always one thread; the sequential path (run) is unaffected.
     std::vector<int16_t> run_batch(const float* mel, int frames, const int32_t* positions, int nb, int steps,
                                    uint64_t seed, const double* draws, const int16_t* force, Trace* trace);
+    // Subscale models (Model::dims.subscale.batch > 0): the staggered schedule of
+    // vocoder.subscale.generate, B sub-tensors per step as one batched product. draws:
+    // (L, 2) in waveform order or null (the seeded RNG fills that table in the same
+    // order); force: (L) or null; trace rows are waveform positions. One thread.
+    std::vector<int16_t> run_subscale(const float* mel, int frames, uint64_t seed, const double* draws,
+                                      const int16_t* force, Trace* trace);
     // Conditioning projected to gate space per padded frame: (frames + 2, 3N).
     std::vector<float> project_frames(const float* mel, int frames) const;
     const Model& model() const { return *model_; }
