@@ -163,7 +163,7 @@ def test_train_synthesize_and_export_on_the_cli(tmp_path: Path, features_dir: Pa
     r = run_cli("compare", ckpt, "--seconds", "0.05", "--json", tmp_path / "c.json")
     assert r.exit_code == 0, r.output
     (row,) = json.loads((tmp_path / "c.json").read_text())
-    assert (row["kind"], row["engine"], row["step"]) == ("subscale", "torch", 3) and row[
+    assert (row["kind"], row["engine"], row["step"]) == ("subscale", "native", 3) and row[
         "samples_per_second"
     ] > 0
     r = run_cli("export", ckpt, tmp_path / "m.wrnn")

@@ -665,7 +665,7 @@ def compare(
     note = (
         "Validation NLL: the last validation of each run (bits/sample, coarse + fine). "
         f"Speed: 1 thread, {seconds:g} s of random mel, {cpu_model()}; the native engine on the "
-        "exported model for sequential runs, the torch staggered sampler for subscale runs."
+        "exported model (the staggered schedule for subscale runs)."
     )
     say(note)
     if markdown_out is not None:

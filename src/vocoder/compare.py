@@ -5,15 +5,13 @@ the paper's dense-versus-sparse trade: the GRU width, the recurrent matrix's spa
 and non-zero weights, the validation NLL the run logged last (bits/sample, from
 ``metrics.jsonl``) and the synthesis speed, timed in this process one run after
 another, so the ratios between rows are comparable even on a noisy machine: the native
-engine on the exported model for sequential models, the torch staggered sampler for
-subscale models (the native engine does not run them yet).
+engine on the exported model, one thread (the staggered schedule for subscale models).
 """
 
 from __future__ import annotations
 
 import json
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,7 +62,7 @@ def last_validation(ckpt_dir: Path, step: int) -> dict[str, float]:
 def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0) -> list[Row]:
     """Figures for each run's latest checkpoint (see the module docstring)."""
     from vocoder import checkpoint as ckpt_mod
-    from vocoder.bench import REALTIME_RATE, bench_mel, time_native
+    from vocoder.bench import REALTIME_RATE, time_native
     from vocoder.export import export_model
 
     rows = []
@@ -77,20 +75,9 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
             w = model.gru.weight_hh_l0.detach()
             nonzero = int((w != 0).sum())
             samples = int(seconds * cfg.audio.sample_rate)
-            if cfg.model.kind == "subscale":
-                import torch
-
-                from vocoder.subscale import generate
-
-                torch.set_num_threads(1)
-                engine, start = "torch", time.perf_counter()
-                count = len(generate(model, bench_mel(cfg, samples))[0])
-                wall = time.perf_counter() - start
-            else:
-                model_file = Path(tmp) / f"run{i}.wrnn"
-                export_model(model, cfg, model_file, precision, path)
-                engine = "native"
-                (wall, count, _), _, _ = time_native(model_file, cfg, samples, 1)
+            model_file = Path(tmp) / f"run{i}.wrnn"
+            export_model(model, cfg, model_file, precision, path)
+            (wall, count, _), _, _ = time_native(model_file, cfg, samples, 1)
             sps = count / wall
             rows.append(
                 Row(
@@ -105,8 +92,8 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
                     valid_coarse_bits=float(valid.get("valid_coarse_bits", float("nan"))),
                     valid_fine_bits=float(valid.get("valid_fine_bits", float("nan"))),
                     valid_step=int(valid["step"]),
-                    precision=precision if engine == "native" else "fp32",
-                    engine=engine,
+                    precision=precision,
+                    engine="native",
                     samples_per_second=sps,
                     times_realtime_24k=sps / REALTIME_RATE,
                 )
