@@ -87,3 +87,20 @@ def test_bench_fold_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None:
             assert r["samples"] == 18 * 256 and r["samples_per_second"] > 0  # 0.2 s at 22050 Hz, whole frames
     bad = CliRunner().invoke(app, [*args, "--overlap", "-1"])
     assert bad.exit_code == 1 and "--overlap -1" in bad.output
+
+
+def test_bench_subscale_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = ["bench", "-n", "32", "-t", "1", "-t", "2", "--precision", "int8", "--seconds", "0.05"]
+    res = CliRunner().invoke(app, [*args, "--sparsity", "0.9", "--subscale", "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(out.read_text())["results"]
+    assert all(set(r) >= FIELDS for r in rows)
+    got = {(r["engine"], r["mode"], r["sparsity"], r["threads"]) for r in rows}
+    native = {("native", "sequential", s, t) for s in (0.0, 0.9) for t in (1, 2)}
+    native |= {("native", "subscale", s, 1) for s in (0.0, 0.9)}
+    torch = {("torch", "sequential", 0.0, t) for t in (1, 2)} | {("torch", "subscale", 0.0, 1)}
+    assert got == native | torch
+    assert "x seq" in res.output
+    for r in rows:  # native: 0.05 s at 22050 Hz, torch: 2000 samples, in whole frames of 256
+        assert r["samples_per_second"] > 0 and r["samples"] == (1280 if r["engine"] == "native" else 2048)
