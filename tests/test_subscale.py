@@ -172,6 +172,9 @@ def test_train_synthesize_and_export_on_the_cli(tmp_path: Path, features_dir: Pa
     assert r.exit_code == 0, r.output
     y, _ = sf.read(tmp_path / "native" / f"{mel.stem}.wav", dtype="int16")
     assert len(y) == np.load(mel).shape[1] * 200
+    for model in (ckpt, tmp_path / "m.wrnn"):
+        r = run_cli("synthesize", model, mel, "--out-dir", tmp_path / "fold", "--fold")
+        assert r.exit_code == 1 and "--fold runs sequential models; this one is subscale" in r.output
     r = run_cli(
         "train",
         features_dir,

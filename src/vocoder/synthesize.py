@@ -176,7 +176,13 @@ def load_vocoder(
         check_fold(*fold)
         if engine not in ("torch", "native"):
             raise VocoderError(f"--fold: the {engine} engine has no fold mode (use native or torch)")
-        return Folded(load_vocoder(model_path, engine, threads), *fold)
+        inner = load_vocoder(model_path, engine, threads)
+        if inner.cfg.model.kind != "sequential":
+            raise VocoderError(
+                f"{model_path}: --fold runs sequential models; this one is {inner.cfg.model.kind} "
+                "(it already generates many samples per step)"
+            )
+        return Folded(inner, *fold)
     if engine == "torch":
         from vocoder.sampler import TorchVocoder
 
