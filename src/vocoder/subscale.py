@@ -11,9 +11,13 @@ step t every sub-tensor with 0 <= t - s (F + 1) < L produces one sample, and all
 context it may see already exists: T / B + (B - 1)(F + 1) steps instead of T.
 
 Model. The sequential WaveRNN (model.py), run over i with the B sub-tensors as B
-sequences of one batch, each with its own state. Its input is its own previous sample
-(c, f of U[s, i-1]), the current coarse byte for the fine half (the dual softmax as
-before), the mel conditioning at the sample's own position B i + s, and a context
+sequences of one batch, each with its own state. Its byte input is the waveform's
+previous sample u[B i + s - 1] = U[s - 1, i] where the factorisation allows it (s >= 1),
+and the sub-tensor's own previous sample U[0, i - 1] for s = 0 (zero before the start):
+the nearest neighbour reaches the GRU directly, as in the sequential model, instead of
+only through the context layer (with the own previous sample instead, 16 samples back
+at B=16, the model learned much more slowly: README, Subscale WaveRNN). Then the
+current coarse byte for the fine half (the dual softmax as before), the mel conditioning at the sample's own position B i + s, and a context
 vector from a masked layer: for (s, i) it reads the window U[z, i - P .. i + F] of all
 sub-tensors (samples in [-1, 1], zeros outside the signal) through per-s weights whose
 disallowed entries (z > s; z == s with k >= i) are masked to zero, then a ReLU:
@@ -109,11 +113,18 @@ class SubscaleWaveRNN(WaveRNN):
         ctx = torch.einsum("nlk,sdk->nsld", win, self.masked_context_weight())
         ctx = F.relu(ctx + self.ctx_bias[None, :, None, :])  # (n, B, L, D)
         cond_all = torch.cat([cond_f.reshape(n * b, length, -1), ctx.reshape(n * b, length, -1)], dim=-1)
-        prev = F.pad(u, (1, 0))[:, :, :-1]  # own previous sample, zero before the start
+        prev = previous_samples(u)
         c_prev, f_prev = (v.reshape(n * b, length) for v in split_bytes(prev))
         c_cur, _ = (v.reshape(n * b, length) for v in split_bytes(u))
         cl, fl, st = self.teacher_forced(cond_all, c_prev, f_prev, c_cur)
         return cl.reshape(n, b, length, -1), fl.reshape(n, b, length, -1), st.reshape(n, b, length, -1)
+
+
+def previous_samples(u: torch.Tensor) -> torch.Tensor:
+    """Folded samples (..., B, L) -> each position's byte-input sample: U[s - 1, i] (the
+    waveform's previous sample) for s >= 1, U[0, i - 1] (zero at i = 0) for s = 0."""
+    own = F.pad(u[..., :1, :], (1, 0))[..., :-1]
+    return torch.cat([own, u[..., :-1, :]], dim=-2)
 
 
 def split_bytes(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -196,7 +207,9 @@ def generate(
         real = p < t_total  # the rest is end padding, fixed at zero
         win = torch.stack([u[:, i : i + model.width].reshape(-1) for i in pos.tolist()])
         feats = torch.cat([cond_f[subs, pos], model.context(win, subs)], dim=1)
-        prev = torch.where(pos > 0, out[subs, (pos - 1).clamp(min=0)], 0)
+        # the byte input (previous_samples): U[s - 1, i] was drawn F + 1 steps ago
+        own = torch.where(pos > 0, out[0, (pos - 1).clamp(min=0)], 0)
+        prev = torch.where(subs > 0, out[(subs - 1).clamp(min=0), pos], own)
         c_prev, f_prev = split_bytes(prev)
         gi = feats @ w_in.T + model.gru.bias_ih_l0 + scale_byte(c_prev)[:, None] * w_cprev
         gi = gi + scale_byte(f_prev)[:, None] * w_fprev

@@ -482,6 +482,7 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     gctx.assign(size_t(nb) * m.w_ctx.rows_padded, 0.0f);
     BatchStep st(m, kernels_, nb);
     std::vector<int16_t> out(total), step_out(nb);
+    std::vector<int> folded(size_t(nb) * len, 32768);  // U[s, i] + 32768, as generated
     const size_t n3 = 3 * size_t(n), steps = len + size_t(nb - 1) * stagger;
     for (size_t t = 0; t < steps; ++t) {
         // Active sub-tensors: 0 <= i = t - s (F + 1) < L, a contiguous range of s.
@@ -494,6 +495,10 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
             st.u[2 * s + 1] = real ? draws[2 * p + 1] : 0.0;
             st.forced[s] = !real ? 32768 : force ? int(force[p]) + 32768 : -1;
             st.row[s] = real ? p : BatchStep::kNoRow;
+            if (s > 0) {  // the byte input is the waveform's previous sample U[s - 1, i]
+                const int v = folded[size_t(s - 1) * len + i];
+                st.c_prev[s] = v >> 8, st.f_prev[s] = v & 0xff;
+            }  // (sub-tensor 0 keeps its own previous sample, which the step left there)
             blend.apply(st, s, std::min(p, total - 1));
             // The context vector relu(W_s x + b_s), x the windows of sub-tensors 0..s.
             for (int z = 0; z <= s; ++z) std::memcpy(&win[size_t(z) * w], &ubuf[size_t(z) * span + i], size_t(w) * 4);
@@ -510,6 +515,7 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
         for (int s = lo; s <= hi; ++s) {
             const size_t i = t - size_t(s) * stagger, p = i * nb + s;
             if (p < total) out[p] = step_out[s];
+            folded[size_t(s) * len + i] = int(step_out[s]) + 32768;
             ubuf[size_t(s) * span + sub.past + i] = float(step_out[s]) / 32768.0f;
         }
     }
