@@ -362,6 +362,48 @@ def evaluate(
 
 
 @app.command()
+def nll(
+    model: Annotated[Path, typer.Argument(help=".wrnn model file, or a checkpoint (exported first).")],
+    features: Annotated[Path, typer.Argument(help="Features directory written by `preprocess`.")],
+    split: Annotated[str, typer.Option(help="Split to score: train, valid or test.")] = "test",
+    precision: Annotated[Precision, typer.Option(help="Export precision for a checkpoint.")] = Precision.fp32,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON here.")] = None,
+) -> None:
+    """Teacher-forced NLL (bits/sample) of real speech through the native engine.
+
+    Scores the model as synthesis runs it (precision, sparse kernels, subscale
+    schedule); a subscale model also gets one row per sub-tensor.
+    """
+    import json
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from vocoder.data import SPLITS
+    from vocoder.fsutil import write_text_atomic
+    from vocoder.nll import score
+
+    if split not in SPLITS:
+        fail(f"--split {split}: use train, valid or test")
+    try:
+        report = score(
+            model, features, split, precision.value, lambda uid: say(f"  scored {uid}", to=console)
+        )
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title=f"{model} on {features} ({split}: {report.utterances} utterances)")
+    for col in ("samples", "coarse", "fine", "NLL bits/sample"):
+        table.add_column(col, justify="right", no_wrap=True)
+    table.add_row("all", f"{report.coarse:.3f}", f"{report.fine:.3f}", f"{report.total:.3f}", style="bold")
+    for s, (c, f) in enumerate(report.by_subtensor):
+        table.add_row(f"B i + {s}", f"{c:.3f}", f"{f:.3f}", f"{c + f:.3f}")
+    out.print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(asdict(report) | {"total": report.total}, indent=2) + "\n")
+        say(f"-> {json_out}")
+
+
+@app.command()
 def plot(
     generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
     reference: Annotated[
@@ -491,6 +533,7 @@ def bench(
     from rich.table import Table
 
     from vocoder.bench import report, run_bench
+    from vocoder.fsutil import write_text_atomic
 
     sizes = hidden_size or [384, 512, 896]
     thread_counts = threads or [1, 2]
@@ -596,7 +639,7 @@ def bench(
         "Fold and subscale rows: both per step, times the samples a step yields."
     )
     if json_out is not None:
-        json_out.write_text(json.dumps(report(results), indent=2) + "\n")
+        write_text_atomic(json_out, json.dumps(report(results), indent=2) + "\n")
         say(f"-> {json_out}")
 
 

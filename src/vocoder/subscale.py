@@ -15,13 +15,14 @@ sequences of one batch, each with its own state. Its byte input is the waveform'
 previous sample u[B i + s - 1] = U[s - 1, i] where the factorisation allows it (s >= 1),
 and the sub-tensor's own previous sample U[0, i - 1] for s = 0 (zero before the start):
 the nearest neighbour reaches the GRU directly, as in the sequential model, instead of
-only through the context layer (with the own previous sample instead, 16 samples back
-at B=16, the model learned much more slowly: README, Subscale WaveRNN). Then the
-current coarse byte for the fine half (the dual softmax as before), the mel conditioning at the sample's own position B i + s, and a context
-vector from a masked layer: for (s, i) it reads the window U[z, i - P .. i + F] of all
-sub-tensors (samples in [-1, 1], zeros outside the signal) through per-s weights whose
-disallowed entries (z > s; z == s with k >= i) are masked to zero, then a ReLU:
-ctx = relu((W_s * M_s) X_{s,i} + b_s), D = ``subscale.context`` units. The mask makes
+only through the context layer (the own previous sample, 16 samples back at B=16,
+learned more slowly: README, Subscale WaveRNN). Then the current coarse byte for the
+fine half (the dual softmax as before), the mel conditioning at the sample's own
+position B i + s, and a context vector from a masked layer: for (s, i) it reads the
+window U[z, i - P .. i + F] of all sub-tensors (samples in [-1, 1], zeros outside the
+signal) through per-s weights whose disallowed entries (z > s; z == s with k >= i) are
+masked to zero, then a ReLU: ctx = relu((W_s * M_s) X_{s,i} + b_s), D =
+``subscale.context`` units. The mask makes
 leakage impossible by construction, and a test checks it through the sampler.
 
 Cost per step (all B sub-tensors): the GRU's recurrent and output products with B
