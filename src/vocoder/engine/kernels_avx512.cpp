@@ -136,7 +136,8 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
 // weight vector is loaded once and used G times. G is a template constant so the
 // accumulators stay in registers; gemm runs groups of 8, then one group of the rest.
 template <int G>
-void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
+void gemm_group(const Matrix& d, const Batch& x, const int32_t* sums, int b0, float* y, int y_stride, bool relu,
+                int u0, int u1) {
     const float* xc[G];
     const uint32_t* wc[G];
     for (int j = 0; j < G; ++j) {
@@ -146,19 +147,26 @@ void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
     for (int rb = u0; rb < u1; ++rb) {
         __m512 acc[G];
         if (d.precision == Precision::INT8) {
+            // The other way round from gemv: the weights are offset to unsigned (xor 0x80
+            // is w + 128), once per weight vector for the whole group, so the signed
+            // inputs are broadcast straight from memory by vpdpbusd itself; 128 times
+            // the column's sum is taken off afterwards. The sums are the same integers.
+            // The accumulators are typed as vpdpbusd's own __v16si: GCC 12 copies __m512i
+            // ones to and from fresh registers around every vpdpbusd.
             const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
-            __m512i iacc[G];
-            for (int j = 0; j < G; ++j) iacc[j] = _mm512_setzero_si512();
+            const __m512i flip = _mm512_set1_epi32(int(0x80808080u));
+            __v16si iacc[G];
+            for (int j = 0; j < G; ++j) iacc[j] = (__v16si)_mm512_setzero_si512();
             for (int q = 0; q < d.col_quads; ++q) {
-                __m512i wq = _mm512_loadu_si512(w + size_t(q) * 64);
+                __m512i wq = _mm512_xor_si512(_mm512_loadu_si512(w + size_t(q) * 64), flip);
                 for (int j = 0; j < G; ++j)
-                    iacc[j] = _mm512_dpbusd_epi32(iacc[j], _mm512_set1_epi32(int(wc[j][q] ^ 0x80808080u)), wq);
+                    iacc[j] = (__v16si)_mm512_dpbusd_epi32((__m512i)iacc[j], wq, _mm512_set1_epi32(int(wc[j][q])));
             }
-            __m512i off = _mm512_slli_epi32(_mm512_loadu_si512(d.rowsum.data() + rb * 16), 7);
             __m512 sc = _mm512_loadu_ps(d.scale.data() + rb * 16);
-            for (int j = 0; j < G; ++j)
-                acc[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[j], off)),
-                                       _mm512_mul_ps(sc, _mm512_set1_ps(x.scales[b0 + j])));
+            for (int j = 0; j < G; ++j) {
+                __m512i sum = _mm512_sub_epi32((__m512i)iacc[j], _mm512_set1_epi32(sums[b0 + j] * 128));
+                acc[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(sc, _mm512_set1_ps(x.scales[b0 + j])));
+            }
         } else if (d.precision == Precision::FP32) {
             const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
             for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
@@ -185,7 +193,8 @@ void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
 }
 
 template <int G>
-void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
+void spmm_group(const Matrix& d, const Batch& x, const int32_t*, int b0, float* y, int y_stride, bool relu, int u0,
+                int u1) {
     const float* w = d.w32.data();
     const int32_t* col = d.bcol.data();
     const float* xc[G];
@@ -228,18 +237,19 @@ void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
     }
 }
 
-using Group = void (*)(const Matrix&, const Batch&, int, float*, int, bool, int, int);
+using Group = void (*)(const Matrix&, const Batch&, const int32_t*, int, float*, int, bool, int, int);
 
 // Row blocks (dense) or stripes (sparse) in chunks of `chunk`; each chunk runs every
 // group of 8 columns, then one group of the rest, so a chunk's weights come from memory
-// once per step and from cache for the other groups, whatever the batch size.
-void by_groups(const Group (&groups)[8], int units, int chunk, const Matrix& d, const Batch& x, float* y,
-               int y_stride, bool relu) {
+// once per step and from cache for the other groups, whatever the batch size. sums: the
+// int8 column sums (gemm_group), else null.
+void by_groups(const Group (&groups)[8], int units, int chunk, const Matrix& d, const Batch& x, const int32_t* sums,
+               float* y, int y_stride, bool relu) {
     for (int u0 = 0; u0 < units; u0 += chunk) {
         const int u1 = u0 + chunk < units ? u0 + chunk : units;
         int b0 = 0;
-        for (; b0 + 8 <= x.n; b0 += 8) groups[7](d, x, b0, y, y_stride, relu, u0, u1);
-        if (b0 < x.n) groups[x.n - b0 - 1](d, x, b0, y, y_stride, relu, u0, u1);
+        for (; b0 + 8 <= x.n; b0 += 8) groups[7](d, x, sums, b0, y, y_stride, relu, u0, u1);
+        if (b0 < x.n) groups[x.n - b0 - 1](d, x, sums, b0, y, y_stride, relu, u0, u1);
     }
 }
 
@@ -248,11 +258,30 @@ const Group kGemm[8] = {gemm_group<1>, gemm_group<2>, gemm_group<3>, gemm_group<
 const Group kSpmm[8] = {spmm_group<1>, spmm_group<2>, spmm_group<3>, spmm_group<4>,
                         spmm_group<5>, spmm_group<6>, spmm_group<7>, spmm_group<8>};
 
+// Sum of the n int8 quads at p (the padding bytes are zero).
+int32_t quad_sum(const uint32_t* p, int n) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i s = _mm512_setzero_si512();
+    for (int i = 0; i < n; i += 16) s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi32(tail(n - i), p + i));
+    return _mm512_reduce_add_epi32(s);
+}
+
 void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
-    by_groups(kGemm, d.rows_padded / 16, 1, d, x, y, y_stride, relu);
+    const int units = d.rows_padded / 16;
+    if (d.precision != Precision::INT8) return by_groups(kGemm, units, 1, d, x, nullptr, y, y_stride, relu);
+    // int8 column sums on the stack, kSumCols columns at a time (more would add nothing:
+    // each weight byte already feeds that many multiply-adds per read).
+    constexpr int kSumCols = 64;
+    for (int c0 = 0; c0 < x.n; c0 += kSumCols) {
+        const Batch part{x.n - c0 < kSumCols ? x.n - c0 : kSumCols, x.x + size_t(c0) * x.x_stride, x.x_stride,
+                         x.words + size_t(c0) * x.w_stride, x.w_stride, x.scales + c0};
+        int32_t sums[kSumCols];
+        for (int b = 0; b < part.n; ++b) sums[b] = quad_sum(part.words + size_t(b) * x.w_stride, d.col_quads);
+        by_groups(kGemm, units, 1, d, part, sums, y + size_t(c0) * y_stride, y_stride, relu);
+    }
 }
 void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
-    by_groups(kSpmm, d.rows / d.block_rows, 64 / d.block_rows, d, x, y, y_stride, relu);
+    by_groups(kSpmm, d.rows / d.block_rows, 64 / d.block_rows, d, x, nullptr, y, y_stride, relu);
 }
 
 void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
