@@ -215,6 +215,8 @@ void gemm_group(const Matrix& d, const Batch& x, const int32_t* sums, int b0, fl
     for (; rb < u1; ++rb) gemm_blocks<G, 1>(d, x, sums, b0, y, y_stride, relu, rb);
 }
 
+// 16x1: two accumulators per column, for even and odd blocks as in spmv, so that even
+// one column has two chains in flight.
 template <int G>
 void spmm_group(const Matrix& d, const Batch& x, const int32_t*, int b0, float* y, int y_stride, bool relu, int u0,
                 int u1) {
@@ -224,15 +226,24 @@ void spmm_group(const Matrix& d, const Batch& x, const int32_t*, int b0, float* 
     for (int j = 0; j < G; ++j) xc[j] = x.x + size_t(b0 + j) * x.x_stride;
     if (d.block_rows == 16) {
         for (int s = u0; s < u1; ++s) {
-            __m512 acc[G];
-            for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
-            for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
-                __m512 wb = _mm512_loadu_ps(w + size_t(b) * 16);
-                for (int j = 0; j < G; ++j) acc[j] = _mm512_fmadd_ps(wb, _mm512_set1_ps(xc[j][col[b]]), acc[j]);
+            __m512 a0[G], a1[G];
+            for (int j = 0; j < G; ++j) a0[j] = a1[j] = _mm512_setzero_ps();
+            int b = d.stripe[s];
+            const int e = d.stripe[s + 1];
+            for (; b + 2 <= e; b += 2) {
+                __m512 w0 = _mm512_loadu_ps(w + size_t(b) * 16), w1 = _mm512_loadu_ps(w + size_t(b) * 16 + 16);
+                for (int j = 0; j < G; ++j) {
+                    a0[j] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xc[j][col[b]]), a0[j]);
+                    a1[j] = _mm512_fmadd_ps(w1, _mm512_set1_ps(xc[j][col[b + 1]]), a1[j]);
+                }
+            }
+            if (b < e) {
+                __m512 w0 = _mm512_loadu_ps(w + size_t(b) * 16);
+                for (int j = 0; j < G; ++j) a0[j] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xc[j][col[b]]), a0[j]);
             }
             __m512 bias = _mm512_loadu_ps(d.bias.data() + s * 16);
             for (int j = 0; j < G; ++j) {
-                __m512 v = _mm512_add_ps(acc[j], bias);
+                __m512 v = _mm512_add_ps(_mm512_add_ps(a0[j], a1[j]), bias);
                 if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
                 _mm512_storeu_ps(y + size_t(b0 + j) * y_stride + s * 16, v);
             }
