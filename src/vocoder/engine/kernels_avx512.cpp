@@ -132,75 +132,118 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
     }
 }
 
-// Batched products: G columns per pass over a row block (one accumulator each), so each
-// weight vector is loaded once and used G times. G is a template constant so the
-// accumulators stay in registers; gemm runs groups of 8, then one group of the rest.
-template <int G>
-void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
-    const float* xc[G];
-    const uint32_t* wc[G];
-    for (int j = 0; j < G; ++j) {
-        xc[j] = x.x + size_t(b0 + j) * x.x_stride;
-        wc[j] = x.words ? x.words + size_t(b0 + j) * x.w_stride : nullptr;
-    }
-    for (int rb = u0; rb < u1; ++rb) {
-        __m512 acc[G];
-        if (d.precision == Precision::INT8) {
-            const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
-            __m512i iacc[G];
-            for (int j = 0; j < G; ++j) iacc[j] = _mm512_setzero_si512();
-            for (int q = 0; q < d.col_quads; ++q) {
-                __m512i wq = _mm512_loadu_si512(w + size_t(q) * 64);
-                for (int j = 0; j < G; ++j)
-                    iacc[j] = _mm512_dpbusd_epi32(iacc[j], _mm512_set1_epi32(int(wc[j][q] ^ 0x80808080u)), wq);
-            }
-            __m512i off = _mm512_slli_epi32(_mm512_loadu_si512(d.rowsum.data() + rb * 16), 7);
-            __m512 sc = _mm512_loadu_ps(d.scale.data() + rb * 16);
-            for (int j = 0; j < G; ++j)
-                acc[j] = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_sub_epi32(iacc[j], off)),
-                                       _mm512_mul_ps(sc, _mm512_set1_ps(x.scales[b0 + j])));
-        } else if (d.precision == Precision::FP32) {
-            const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
-            for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
-            for (int k = 0; k < d.cols; ++k) {
-                __m512 wk = _mm512_loadu_ps(w + k * 16);
-                for (int j = 0; j < G; ++j) acc[j] = _mm512_fmadd_ps(wk, _mm512_set1_ps(xc[j][k]), acc[j]);
-            }
-        } else {
-            const uint16_t* w = d.w16.data() + size_t(rb) * d.col_pairs * 32;
-            for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
-            for (int kp = 0; kp < d.col_pairs; ++kp) {
-                __m512bh wk = (__m512bh)_mm512_loadu_si512(w + kp * 32);
-                for (int j = 0; j < G; ++j)
-                    acc[j] = _mm512_dpbf16_ps(acc[j], wk, (__m512bh)_mm512_set1_epi32(int(wc[j][kp])));
+// Batched products: G columns times R row blocks per pass (one accumulator each), so
+// each weight vector is loaded once and used G times and each input broadcast R times.
+// G and R are template constants so the accumulators stay in registers; gemm runs
+// groups of 8, then one group of the rest. A column's sums are one chain in k order
+// whatever G and R are, so its result does not depend on the group it falls in.
+template <int G, int R>
+void gemm_blocks(const Matrix& d, const Batch& x, const int32_t* sums, int b0, float* y, int y_stride, bool relu,
+                 int rb) {
+    __m512 acc[R][G];
+    if (d.precision == Precision::INT8) {
+        // The other way round from gemv: the weights are offset to unsigned (xor 0x80 is
+        // w + 128), once per weight vector for the whole group, so the signed inputs are
+        // broadcast straight from memory; 128 times the column's sum is taken off
+        // afterwards. The sums are the same integers. The accumulators are typed as
+        // vpdpbusd's own __v16si: GCC 12 copies __m512i ones to and from fresh registers
+        // around every vpdpbusd.
+        const size_t stride = size_t(d.col_quads) * 64;
+        const int8_t* w = d.w8.data() + size_t(rb) * stride;
+        const __m512i flip = _mm512_set1_epi32(int(0x80808080u));
+        __v16si iacc[R][G];
+        for (int r = 0; r < R; ++r)
+            for (int j = 0; j < G; ++j) iacc[r][j] = (__v16si)_mm512_setzero_si512();
+        for (int q = 0; q < d.col_quads; ++q) {
+            __m512i wq[R];
+            for (int r = 0; r < R; ++r) wq[r] = _mm512_xor_si512(_mm512_loadu_si512(w + r * stride + size_t(q) * 64), flip);
+            for (int j = 0; j < G; ++j) {
+                __m512i xq = _mm512_set1_epi32(int(x.words[size_t(b0 + j) * x.w_stride + q]));
+                for (int r = 0; r < R; ++r) iacc[r][j] = (__v16si)_mm512_dpbusd_epi32((__m512i)iacc[r][j], wq[r], xq);
             }
         }
-        __m512 bias = _mm512_loadu_ps(d.bias.data() + rb * 16);
+        for (int r = 0; r < R; ++r) {
+            __m512 sc = _mm512_loadu_ps(d.scale.data() + (rb + r) * 16);
+            for (int j = 0; j < G; ++j) {
+                __m512i sum = _mm512_sub_epi32((__m512i)iacc[r][j], _mm512_set1_epi32(sums[b0 + j] * 128));
+                acc[r][j] = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(sc, _mm512_set1_ps(x.scales[b0 + j])));
+            }
+        }
+    } else if (d.precision == Precision::FP32) {
+        const size_t stride = size_t(d.cols) * 16;
+        const float* w = d.w32.data() + size_t(rb) * stride;
+        for (int r = 0; r < R; ++r)
+            for (int j = 0; j < G; ++j) acc[r][j] = _mm512_setzero_ps();
+        for (int k = 0; k < d.cols; ++k) {
+            __m512 wk[R];
+            for (int r = 0; r < R; ++r) wk[r] = _mm512_loadu_ps(w + r * stride + k * 16);
+            for (int j = 0; j < G; ++j) {
+                __m512 xk = _mm512_set1_ps(x.x[size_t(b0 + j) * x.x_stride + k]);
+                for (int r = 0; r < R; ++r) acc[r][j] = _mm512_fmadd_ps(wk[r], xk, acc[r][j]);
+            }
+        }
+    } else {
+        const size_t stride = size_t(d.col_pairs) * 32;
+        const uint16_t* w = d.w16.data() + size_t(rb) * stride;
+        for (int r = 0; r < R; ++r)
+            for (int j = 0; j < G; ++j) acc[r][j] = _mm512_setzero_ps();
+        for (int kp = 0; kp < d.col_pairs; ++kp) {
+            __m512bh wk[R];
+            for (int r = 0; r < R; ++r) wk[r] = (__m512bh)_mm512_loadu_si512(w + r * stride + kp * 32);
+            for (int j = 0; j < G; ++j) {
+                __m512bh xk = (__m512bh)_mm512_set1_epi32(int(x.words[size_t(b0 + j) * x.w_stride + kp]));
+                for (int r = 0; r < R; ++r) acc[r][j] = _mm512_dpbf16_ps(acc[r][j], wk[r], xk);
+            }
+        }
+    }
+    for (int r = 0; r < R; ++r) {
+        __m512 bias = _mm512_loadu_ps(d.bias.data() + (rb + r) * 16);
         for (int j = 0; j < G; ++j) {
-            __m512 v = _mm512_add_ps(acc[j], bias);
+            __m512 v = _mm512_add_ps(acc[r][j], bias);
             if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-            _mm512_storeu_ps(y + size_t(b0 + j) * y_stride + rb * 16, v);
+            _mm512_storeu_ps(y + size_t(b0 + j) * y_stride + (rb + r) * 16, v);
         }
     }
 }
 
+// R row blocks at a time, then one at a time for the rest.
+template <int G, int R>
+void gemm_group(const Matrix& d, const Batch& x, const int32_t* sums, int b0, float* y, int y_stride, bool relu,
+                int u0, int u1) {
+    int rb = u0;
+    for (; rb + R <= u1; rb += R) gemm_blocks<G, R>(d, x, sums, b0, y, y_stride, relu, rb);
+    for (; rb < u1; ++rb) gemm_blocks<G, 1>(d, x, sums, b0, y, y_stride, relu, rb);
+}
+
+// 16x1: two accumulators per column, for even and odd blocks as in spmv, so that even
+// one column has two chains in flight.
 template <int G>
-void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
+void spmm_group(const Matrix& d, const Batch& x, const int32_t*, int b0, float* y, int y_stride, bool relu, int u0,
+                int u1) {
     const float* w = d.w32.data();
     const int32_t* col = d.bcol.data();
     const float* xc[G];
     for (int j = 0; j < G; ++j) xc[j] = x.x + size_t(b0 + j) * x.x_stride;
     if (d.block_rows == 16) {
         for (int s = u0; s < u1; ++s) {
-            __m512 acc[G];
-            for (int j = 0; j < G; ++j) acc[j] = _mm512_setzero_ps();
-            for (int b = d.stripe[s]; b < d.stripe[s + 1]; ++b) {
-                __m512 wb = _mm512_loadu_ps(w + size_t(b) * 16);
-                for (int j = 0; j < G; ++j) acc[j] = _mm512_fmadd_ps(wb, _mm512_set1_ps(xc[j][col[b]]), acc[j]);
+            __m512 a0[G], a1[G];
+            for (int j = 0; j < G; ++j) a0[j] = a1[j] = _mm512_setzero_ps();
+            int b = d.stripe[s];
+            const int e = d.stripe[s + 1];
+            for (; b + 2 <= e; b += 2) {
+                __m512 w0 = _mm512_loadu_ps(w + size_t(b) * 16), w1 = _mm512_loadu_ps(w + size_t(b) * 16 + 16);
+                for (int j = 0; j < G; ++j) {
+                    a0[j] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xc[j][col[b]]), a0[j]);
+                    a1[j] = _mm512_fmadd_ps(w1, _mm512_set1_ps(xc[j][col[b + 1]]), a1[j]);
+                }
+            }
+            if (b < e) {
+                __m512 w0 = _mm512_loadu_ps(w + size_t(b) * 16);
+                for (int j = 0; j < G; ++j) a0[j] = _mm512_fmadd_ps(w0, _mm512_set1_ps(xc[j][col[b]]), a0[j]);
             }
             __m512 bias = _mm512_loadu_ps(d.bias.data() + s * 16);
             for (int j = 0; j < G; ++j) {
-                __m512 v = _mm512_add_ps(acc[j], bias);
+                __m512 v = _mm512_add_ps(_mm512_add_ps(a0[j], a1[j]), bias);
                 if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
                 _mm512_storeu_ps(y + size_t(b0 + j) * y_stride + s * 16, v);
             }
@@ -228,31 +271,53 @@ void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
     }
 }
 
-using Group = void (*)(const Matrix&, const Batch&, int, float*, int, bool, int, int);
+using Group = void (*)(const Matrix&, const Batch&, const int32_t*, int, float*, int, bool, int, int);
 
 // Row blocks (dense) or stripes (sparse) in chunks of `chunk`; each chunk runs every
 // group of 8 columns, then one group of the rest, so a chunk's weights come from memory
-// once per step and from cache for the other groups, whatever the batch size.
-void by_groups(const Group (&groups)[8], int units, int chunk, const Matrix& d, const Batch& x, float* y,
-               int y_stride, bool relu) {
+// once per step and from cache for the other groups, whatever the batch size. sums: the
+// int8 column sums (gemm_group), else null.
+void by_groups(const Group (&groups)[8], int units, int chunk, const Matrix& d, const Batch& x, const int32_t* sums,
+               float* y, int y_stride, bool relu) {
     for (int u0 = 0; u0 < units; u0 += chunk) {
         const int u1 = u0 + chunk < units ? u0 + chunk : units;
         int b0 = 0;
-        for (; b0 + 8 <= x.n; b0 += 8) groups[7](d, x, b0, y, y_stride, relu, u0, u1);
-        if (b0 < x.n) groups[x.n - b0 - 1](d, x, b0, y, y_stride, relu, u0, u1);
+        for (; b0 + 8 <= x.n; b0 += 8) groups[7](d, x, sums, b0, y, y_stride, relu, u0, u1);
+        if (b0 < x.n) groups[x.n - b0 - 1](d, x, sums, b0, y, y_stride, relu, u0, u1);
     }
 }
 
-const Group kGemm[8] = {gemm_group<1>, gemm_group<2>, gemm_group<3>, gemm_group<4>,
-                        gemm_group<5>, gemm_group<6>, gemm_group<7>, gemm_group<8>};
+// Enough independent chains to cover the multiply-add latency: four row blocks per pass
+// for groups of up to three columns, two for the rest (which also halves the broadcasts).
+const Group kGemm[8] = {gemm_group<1, 4>, gemm_group<2, 4>, gemm_group<3, 4>, gemm_group<4, 2>,
+                        gemm_group<5, 2>, gemm_group<6, 2>, gemm_group<7, 2>, gemm_group<8, 2>};
 const Group kSpmm[8] = {spmm_group<1>, spmm_group<2>, spmm_group<3>, spmm_group<4>,
                         spmm_group<5>, spmm_group<6>, spmm_group<7>, spmm_group<8>};
 
+// Sum of the n int8 quads at p (the padding bytes are zero).
+int32_t quad_sum(const uint32_t* p, int n) {
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m512i s = _mm512_setzero_si512();
+    for (int i = 0; i < n; i += 16) s = _mm512_dpbusd_epi32(s, ones, _mm512_maskz_loadu_epi32(tail(n - i), p + i));
+    return _mm512_reduce_add_epi32(s);
+}
+
 void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
-    by_groups(kGemm, d.rows_padded / 16, 1, d, x, y, y_stride, relu);
+    const int units = d.rows_padded / 16, chunk = 4;  // row blocks: the most a group takes per pass
+    if (d.precision != Precision::INT8) return by_groups(kGemm, units, chunk, d, x, nullptr, y, y_stride, relu);
+    // int8 column sums on the stack, kSumCols columns at a time (more would add nothing:
+    // each weight byte already feeds that many multiply-adds per read).
+    constexpr int kSumCols = 64;
+    for (int c0 = 0; c0 < x.n; c0 += kSumCols) {
+        const Batch part{x.n - c0 < kSumCols ? x.n - c0 : kSumCols, x.x + size_t(c0) * x.x_stride, x.x_stride,
+                         x.words + size_t(c0) * x.w_stride, x.w_stride, x.scales + c0};
+        int32_t sums[kSumCols];
+        for (int b = 0; b < part.n; ++b) sums[b] = quad_sum(part.words + size_t(b) * x.w_stride, d.col_quads);
+        by_groups(kGemm, units, chunk, d, part, sums, y + size_t(c0) * y_stride, y_stride, relu);
+    }
 }
 void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
-    by_groups(kSpmm, d.rows / d.block_rows, 64 / d.block_rows, d, x, y, y_stride, relu);
+    by_groups(kSpmm, d.rows / d.block_rows, 64 / d.block_rows, d, x, nullptr, y, y_stride, relu);
 }
 
 void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
