@@ -400,20 +400,46 @@ class Parser {
                                  std::to_string(z) + " at window offset " + std::to_string(int(k) - int(sub.past)));
                         if (z <= s) rows.f32[(u * (s + 1) + z) * w + k] = v;
                     }
-            m.ctx.push_back(fp32_matrix(int(d), int((s + 1) * w), rows, &cb[s * d]));
+            m.ctx.push_back(dense_matrix(int(d), int((s + 1) * w), rows, &cb[s * d], Precision::FP32));
         }
-        m.w_ctx = fp32_matrix(3 * int(m.dims.hidden), int(d), wctx, nullptr);
+        // The context columns of W_ih are applied to B columns per step, like W_hh, and
+        // cost as much as a fifth of an int8 step in fp32: they take the file's precision
+        // (quantised here as export quantises the per-sample matrices).
+        m.w_ctx = dense_matrix(3 * int(m.dims.hidden), int(d), wctx, nullptr, m.dims.precision);
     }
 
-    // A row-major fp32 matrix laid out for the dense kernels; bias null means zero.
-    static Matrix fp32_matrix(int rows, int cols, const RowMajor& values, const float* bias) {
+    // A row-major fp32 matrix in precision p (bf16: round to nearest even; int8: per-row
+    // symmetric scales, as export.to_int8_rows), laid out for the dense kernels; bias
+    // null means zero.
+    static Matrix dense_matrix(int rows, int cols, const RowMajor& values, const float* bias, Precision p) {
         Matrix x;
-        x.rows = rows, x.cols = cols, x.precision = Precision::FP32;
+        x.rows = rows, x.cols = cols, x.precision = p;
         x.rows_padded = (rows + 15) / 16 * 16;
         x.col_pairs = (cols + 1) / 2, x.col_quads = (cols + 3) / 4;
         x.bias.assign(x.rows_padded, 0.0f);
         if (bias) std::copy(bias, bias + rows, x.bias.begin());
-        layout_dense(x, values);
+        if (p == Precision::FP32) {
+            layout_dense(x, values);
+            return x;
+        }
+        RowMajor q = zeros(p, size_t(rows) * cols);
+        if (p == Precision::BF16) {
+            std::vector<uint32_t> pairs((size_t(rows) * cols + 1) / 2);
+            pack_bf16_pairs(values.f32.data(), rows * cols, pairs.data());
+            for (size_t i = 0; i < q.bf16.size(); ++i) q.bf16[i] = uint16_t(pairs[i / 2] >> (16 * (i % 2)));
+        } else {
+            q.scale.assign(rows, 1.0f);
+            for (int r = 0; r < rows; ++r) {
+                const float* row = &values.f32[size_t(r) * cols];
+                float peak = 0.0f;
+                for (int k = 0; k < cols; ++k) peak = std::max(peak, std::fabs(row[k]));
+                if (peak > 0.0f) q.scale[r] = peak / 127.0f;
+                for (int k = 0; k < cols; ++k)
+                    q.i8[size_t(r) * cols + k] =
+                        int8_t(std::min(127.0f, std::max(-127.0f, std::nearbyint(row[k] / q.scale[r]))));
+            }
+        }
+        layout_dense(x, q);
         return x;
     }
 
