@@ -98,7 +98,7 @@ def test_bench_subscale_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None
     assert all(set(r) >= FIELDS for r in rows)
     got = {(r["engine"], r["mode"], r["sparsity"], r["threads"]) for r in rows}
     native = {("native", "sequential", s, t) for s in (0.0, 0.9) for t in (1, 2)}
-    native |= {("native", "subscale", s, 1) for s in (0.0, 0.9)}
+    native |= {("native", "subscale", s, t) for s in (0.0, 0.9) for t in (1, 2)}
     torch = {("torch", "sequential", 0.0, t) for t in (1, 2)} | {("torch", "subscale", 0.0, 1)}
     assert got == native | torch
     assert "x seq" in res.output

@@ -112,6 +112,18 @@ def test_seeded_generation_is_reproducible(setup) -> None:
     assert len(a) == 800 and np.array_equal(a, b) and not np.array_equal(a, c)
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_two_threads_give_identical_results(setup, precision: str) -> None:
+    """The worker thread runs the second half of each step's sub-tensors; every column's
+    arithmetic is the same whichever thread (and column group) runs it."""
+    _, _, mel, samples, files, _ = setup
+    one, two = NativeVocoder.load(files[precision]), NativeVocoder.load(files[precision], threads=2)
+    assert (one.threads, two.threads) == (1, 2)
+    assert np.array_equal(one.generate(mel, 5), two.generate(mel, 5))
+    for a, b in zip(one.teacher_forced(mel, samples), two.teacher_forced(mel, samples), strict=True):
+        assert np.array_equal(a, b)
+
+
 def test_block_sparse_subscale_model_matches_torch(setup, tmp_path: Path) -> None:
     cfg, _, mel, samples, _, _ = setup
     cfg = subscale_config()

@@ -23,8 +23,8 @@ than a sequential one. A share above 1 would mean the batch was cheaper than tha
 
 With ``subscale`` each native configuration also gets a subscale row: a random subscale
 model of the same N (``SubscaleConfig`` defaults: B=16, F=4, P=4, D=64), pruned the same
-way for sparse rows, on one thread. Its limits are per step as well, times T divided by
-the schedule's T/B + (B-1)(F+1) steps.
+way for sparse rows, per thread count (two threads split each step's sub-tensors). Its
+limits are per step as well, times T divided by the schedule's T/B + (B-1)(F+1) steps.
 """
 
 from __future__ import annotations
@@ -318,7 +318,7 @@ def run_bench(
     (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
     timed next to the dense model of each N, with the ``kernels`` choice. ``fold``
     (target, overlap, seconds) adds a fold-mode row per native (variant, precision);
-    ``subscale`` a subscale row (one thread) and a torch subscale row per N."""
+    ``subscale`` subscale rows (per thread count) and a torch subscale row per N."""
     from vocoder.export import write_model_file
 
     results: list[Result] = []
@@ -404,7 +404,8 @@ def run_bench(
                         record_fold(path, v_cfg, v, blas)
                     if sub is not None:
                         write_model_file(path, sub[0], sub[1], precision)
-                        record_native(path, sub[0], v, 1, blas)
+                        for t in threads:
+                            record_native(path, sub[0], v, t, blas)
             if with_torch and model is not None:
                 for t in threads:
                     record_torch(model, cfg, t, blas)

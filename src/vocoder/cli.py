@@ -516,7 +516,7 @@ def bench(
     ] = 10.0,
     subscale: Annotated[
         bool,
-        typer.Option(help="Also time a subscale model (B=16, F=4) of each N and sparsity, one thread."),
+        typer.Option(help="Also time a subscale model (B=16, F=4) of each N, sparsity and thread count."),
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:

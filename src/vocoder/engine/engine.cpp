@@ -296,8 +296,9 @@ namespace {
 
 // One GRU step with both draws for a set of columns, each with its own state, previous
 // bytes and conditioning: fold mode's segments and subscale's sub-tensors. Column b of
-// every buffer starts at b times its stride; a step runs the contiguous columns
-// [b0, b0 + nb), so each weight matrix is read once per step for all of them.
+// every buffer (scratch included) starts at b times its stride; a step runs the
+// contiguous columns [b0, b0 + nb), so each weight matrix is read once per step for all
+// of them, and two threads may run disjoint column ranges of one BatchStep at once.
 class BatchStep {
   public:
     BatchStep(const Model& m, const Kernels& K, int cols)
@@ -309,7 +310,7 @@ class BatchStep {
         gh_.assign(size_t(cols) * gs_, 0.0f);
         tmp_.assign(size_t(cols) * ts_, 0.0f);
         logits_.assign(size_t(cols) * ls_, 0.0f);
-        scratch_.assign(256, 0.0f);
+        scratch_.assign(size_t(cols) * 256, 0.0f);
         scales_.assign(cols, 1.0f);
         words_.assign(size_t(cols) * ws_, 0);
         c_prev.assign(cols, 128), f_prev.assign(cols, 0), c_.assign(cols, 0);
@@ -330,14 +331,16 @@ class BatchStep {
     void product(const Matrix& d, const float* x, int x_stride, int cols, int b0, int nb, float* y, int y_stride,
                  bool relu) {
         x += size_t(b0) * x_stride, y += size_t(b0) * y_stride;
-        Batch in{nb, x, x_stride, words_.data(), ws_, scales_.data()};
+        uint32_t* words = words_.data() + size_t(b0) * ws_;
+        float* scales = scales_.data() + b0;
+        Batch in{nb, x, x_stride, words, ws_, scales};
         if (!d.sparse)
             for (int b = 0; b < nb; ++b) {
                 const float* xb = x + size_t(b) * x_stride;
-                uint32_t* wb = words_.data() + size_t(b) * ws_;
-                scales_[b] = 1.0f;
+                uint32_t* wb = words + size_t(b) * ws_;
+                scales[b] = 1.0f;
                 if (d.precision == Precision::BF16) pack_bf16_pairs(xb, cols, wb);
-                if (d.precision == Precision::INT8) scales_[b] = K_.quantize(xb, cols, wb);
+                if (d.precision == Precision::INT8) scales[b] = K_.quantize(xb, cols, wb);
             }
         (d.sparse ? K_.spmm : K_.gemm)(d, in, y, y_stride, relu);
     }
@@ -357,7 +360,7 @@ class BatchStep {
         for (int b = b0; b < b0 + nb; ++b) {
             const float* lb = &logits_[size_t(b) * ls_];
             if (trace && row[b] != kNoRow) std::memcpy(&trace->coarse_logits[row[b] * 256], lb, 256 * 4);
-            c_[b] = forced[b] >= 0 ? forced[b] >> 8 : K_.draw(lb, u[2 * b], scratch_.data());
+            c_[b] = forced[b] >= 0 ? forced[b] >> 8 : K_.draw(lb, u[2 * b], &scratch_[size_t(b) * 256]);
             float* hb = &h[size_t(b) * n];
             K_.gru_rows(&gi[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), scale_byte(c_[b]), hb, hb, n, half, n);
         }
@@ -369,7 +372,7 @@ class BatchStep {
                 std::memcpy(&trace->fine_logits[row[b] * 256], lb, 256 * 4);
                 std::memcpy(&trace->states[row[b] * n], &h[size_t(b) * n], size_t(n) * 4);
             }
-            int f = forced[b] >= 0 ? forced[b] & 0xff : K_.draw(lb, u[2 * b + 1], scratch_.data());
+            int f = forced[b] >= 0 ? forced[b] & 0xff : K_.draw(lb, u[2 * b + 1], &scratch_[size_t(b) * 256]);
             out[b] = int16_t(c_[b] * 256 + f - 32768);
             c_prev[b] = c_[b];
             f_prev[b] = f;
@@ -478,17 +481,18 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     // by the context windows (not yet generated samples are zero and masked anyway).
     const size_t span = sub.past + len + sub.horizon;
     const int ds = (d + 15) / 16 * 16;  // context vectors are written in whole 16-row blocks
-    std::vector<float> ubuf(size_t(nb) * span, 0.0f), win(size_t(nb) * w), ctx(size_t(nb) * ds), gctx;
+    const size_t wins = size_t(nb) * w;  // one window buffer per column
+    std::vector<float> ubuf(size_t(nb) * span, 0.0f), win(size_t(nb) * wins), ctx(size_t(nb) * ds), gctx;
     gctx.assign(size_t(nb) * m.w_ctx.rows_padded, 0.0f);
     BatchStep st(m, kernels_, nb);
     std::vector<int16_t> out(total), step_out(nb);
     std::vector<int> folded(size_t(nb) * len, 32768);  // U[s, i] + 32768, as generated
     const size_t n3 = 3 * size_t(n), steps = len + size_t(nb - 1) * stagger;
-    for (size_t t = 0; t < steps; ++t) {
-        // Active sub-tensors: 0 <= i = t - s (F + 1) < L, a contiguous range of s.
-        const int lo = t < len ? 0 : int((t - len) / stagger + 1);
-        const int hi = std::min(nb - 1, int(t / stagger));
-        for (int s = lo; s <= hi; ++s) {
+    // Step t for the active sub-tensors [a, b]: everything a sub-tensor reads was written
+    // in earlier steps, so two threads can run disjoint ranges of one step.
+    auto part = [&](size_t t, int a, int b) {
+        if (a > b) return;
+        for (int s = a; s <= b; ++s) {
             const size_t i = t - size_t(s) * stagger, p = i * nb + s;
             const bool real = p < total;  // the rest is end padding: fixed at zero
             st.u[2 * s] = real ? draws[2 * p] : 0.0;
@@ -501,24 +505,51 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
             }  // (sub-tensor 0 keeps its own previous sample, which the step left there)
             blend.apply(st, s, std::min(p, total - 1));
             // The context vector relu(W_s x + b_s), x the windows of sub-tensors 0..s.
-            for (int z = 0; z <= s; ++z) std::memcpy(&win[size_t(z) * w], &ubuf[size_t(z) * span + i], size_t(w) * 4);
-            kernels_.gemv(m.ctx[s], win.data(), Packed{}, &ctx[size_t(s) * ds], true, 0, ds / 16);
+            float* x = &win[size_t(s) * wins];
+            for (int z = 0; z <= s; ++z) std::memcpy(&x[size_t(z) * w], &ubuf[size_t(z) * span + i], size_t(w) * 4);
+            kernels_.gemv(m.ctx[s], x, Packed{}, &ctx[size_t(s) * ds], true, 0, ds / 16);
         }
-        const int cols = hi - lo + 1;
-        st.product(m.w_ctx, ctx.data(), ds, d, lo, cols, gctx.data(), m.w_ctx.rows_padded, false);
-        for (int s = lo; s <= hi; ++s) {
+        st.product(m.w_ctx, ctx.data(), ds, d, a, b - a + 1, gctx.data(), m.w_ctx.rows_padded, false);
+        for (int s = a; s <= b; ++s) {
             float* g = &st.gi[s * n3];
             const float* c = &gctx[size_t(s) * m.w_ctx.rows_padded];
             for (size_t r = 0; r < n3; ++r) g[r] += c[r];
         }
-        st.run(lo, cols, trace, step_out.data());
-        for (int s = lo; s <= hi; ++s) {
+        st.run(a, b - a + 1, trace, step_out.data());
+        for (int s = a; s <= b; ++s) {
             const size_t i = t - size_t(s) * stagger, p = i * nb + s;
             if (p < total) out[p] = step_out[s];
             folded[size_t(s) * len + i] = int(step_out[s]) + 32768;
             ubuf[size_t(s) * span + sub.past + i] = float(step_out[s]) / 32768.0f;
         }
+    };
+    // Active sub-tensors: 0 <= i = t - s (F + 1) < L, a contiguous range of s; with two
+    // threads this one runs its first half (rounded up), the worker the rest.
+    auto active = [&](size_t t, bool second) {
+        const int lo = t < len ? 0 : int((t - len) / stagger + 1), hi = std::min(nb - 1, int(t / stagger));
+        const int mid = threads_ == 2 ? lo + (hi - lo + 2) / 2 : hi + 1;
+        return second ? std::pair<int, int>(mid, hi) : std::pair<int, int>(lo, mid - 1);
+    };
+    if (threads_ == 1) {
+        for (size_t t = 0; t < steps; ++t) part(t, active(t, false).first, active(t, false).second);
+        return out;
     }
+    std::atomic<int64_t> go{-1}, done{-1};
+    std::thread worker([&] {
+        for (size_t t = 0; t < steps; ++t) {
+            wait_for(go, int64_t(t));
+            const auto [a, b] = active(t, true);
+            part(t, a, b);
+            done.store(int64_t(t), std::memory_order_release);
+        }
+    });
+    for (size_t t = 0; t < steps; ++t) {
+        go.store(int64_t(t), std::memory_order_release);
+        const auto [a, b] = active(t, false);
+        part(t, a, b);
+        wait_for(done, int64_t(t));
+    }
+    worker.join();
     return out;
 }
 

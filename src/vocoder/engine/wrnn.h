@@ -188,9 +188,10 @@ class Engine {
                                    uint64_t seed, const double* draws, const int16_t* force, Trace* trace);
     // Subscale models (Model::dims.subscale.batch > 0): the staggered schedule of
     // vocoder.subscale.generate, B sub-tensors per step as one batched product; the byte
-    // input of sub-tensor s >= 1 is the waveform's previous sample U[s - 1, i]. draws:
+    // input of sub-tensor s >= 1 is the waveform's previous sample U[s - 1, i]. Two
+    // threads split each step's sub-tensors (same samples as one thread). draws:
     // (L, 2) in waveform order or null (the seeded RNG fills that table in the same
-    // order); force: (L) or null; trace rows are waveform positions. One thread.
+    // order); force: (L) or null; trace rows are waveform positions.
     std::vector<int16_t> run_subscale(const float* mel, int frames, uint64_t seed, const double* draws,
                                       const int16_t* force, Trace* trace);
     // Conditioning projected to gate space per padded frame: (frames + 2, 3N).
