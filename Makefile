@@ -28,6 +28,7 @@ test: install sanitize
 # The engine core, built with ASan + UBSan into a standalone program that runs a valid
 # model on every ISA, then hand-made corruptions and a seeded mutation fuzz of the loader.
 SAN := build/sanitize
+TSAN := build/tsan
 ENGINE := src/vocoder/engine
 SAN_FLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
 SAN_OBJS := $(addprefix $(SAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o check_engine.o)
@@ -48,7 +49,7 @@ $(SAN)/check_engine: $(SAN_OBJS)
 
 # The SIMD objects must define no weak (inline/template) symbols: the linker could keep
 # their AVX2/AVX-512 copy for the whole module and break it on older CPUs.
-sanitize: install $(SAN)/check_engine $(SAN)/approx_error
+sanitize: install $(SAN)/check_engine $(SAN)/approx_error $(TSAN)/check_engine
 	@! nm -C $(SAN)/kernels_avx2.o $(SAN)/kernels_avx512.o | grep -E ' [WVu] ' || \
 		(echo "SIMD kernel objects export weak symbols (see Makefile)"; false)
 	$(BIN)/python tests/native/make_fixture.py $(SAN)/tiny.wrnn
@@ -58,7 +59,26 @@ sanitize: install $(SAN)/check_engine $(SAN)/approx_error
 	$(SAN)/check_engine $(SAN)/tiny-sparse16x1-fp32.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-sparse4x4-int8.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-subscale-int8.wrnn $(FUZZ_ITERATIONS)
+	$(TSAN)/check_engine $(SAN)/tiny.wrnn 20
+	$(TSAN)/check_engine $(SAN)/tiny-subscale-int8.wrnn 20
 	@if grep -q avx512f /proc/cpuinfo; then $(SAN)/approx_error; else echo "approx_error: no AVX-512, skipped"; fi
+
+# The same program under ThreadSanitizer, for the two-thread paths (sequential: coarse and
+# fine halves; subscale: halves of each step's sub-tensors) on a sequential and a subscale
+# model; a few fuzz mutants only, the ASan build above does the fuzzing.
+TSAN_FLAGS := -std=c++17 -O1 -g -fsanitize=thread
+TSAN_OBJS := $(addprefix $(TSAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o check_engine.o)
+
+$(TSAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h
+	@mkdir -p $(TSAN)
+	$(CXX) $(TSAN_FLAGS) $(ISA_$*) -c $< -o $@
+
+$(TSAN)/check_engine.o: tests/native/check_engine.cpp $(ENGINE)/wrnn.h
+	@mkdir -p $(TSAN)
+	$(CXX) $(TSAN_FLAGS) -c $< -o $@
+
+$(TSAN)/check_engine: $(TSAN_OBJS)
+	$(CXX) $(TSAN_FLAGS) $^ -o $@
 
 # The SIMD exp/sigmoid/tanh against libm (the whole program is built for AVX-512).
 $(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h
