@@ -141,6 +141,21 @@ def test_generate_fold_is_seeded_and_unfolded(setup) -> None:
     np.testing.assert_array_equal(a, fold.unfold(segments, len(samples), 300, 40))
 
 
+@pytest.mark.parametrize("kind", ["fp32", "int8", "16x1"])
+def test_two_threads_give_identical_results(setup, kind: str) -> None:
+    """The worker thread runs the upper half of each step's segments; the seeded draws
+    are taken in column order on the calling thread, so the samples are the same."""
+    _, mel, samples, _, files, pos = setup
+    one, two = NativeVocoder.load(files[kind]), NativeVocoder.load(files[kind], threads=2)
+    assert (one.threads, two.threads) == (1, 2)
+    np.testing.assert_array_equal(one.generate_fold(mel, 3, 300, 40), two.generate_fold(mel, 3, 300, 40))
+    force = samples[pos]
+    for a, b in zip(
+        one.teacher_forced_batch(mel, pos, force), two.teacher_forced_batch(mel, pos, force), strict=True
+    ):
+        np.testing.assert_array_equal(a, b)
+
+
 def test_bad_batch_arguments_are_one_line(setup) -> None:
     _, mel, samples, _, files, pos = setup
     voc = NativeVocoder.load(files["fp32"])

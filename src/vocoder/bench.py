@@ -2,8 +2,8 @@
 
 Each configuration vocodes a fixed random mel with the engine's own RNG (sequential
 mode: one utterance, one step per sample). With ``fold`` each native configuration also
-gets a fold-mode row (``vocoder.fold``: the utterance's segments as one batch, one
-thread) on a longer input, since the batch size is the number of segments. Torch is
+gets fold-mode rows (``vocoder.fold``: the utterance's segments as one batch, per thread
+count) on a longer input, since the batch size is the number of segments. Torch is
 timed on a shorter input because it is slow; all are reported in samples/s. Sparse rows
 use the same random model pruned once to the requested sparsity in whole blocks (the GRU's
 three gate matrices, and O1/O3 with ``gru+out``), exported block-sparse, so they sit
@@ -205,14 +205,14 @@ def time_native(
 
 
 def time_native_fold(
-    path: Path, cfg: Config, samples: int, target: int, overlap: int, kernels: str = "auto"
+    path: Path, cfg: Config, samples: int, target: int, overlap: int, threads: int, kernels: str = "auto"
 ) -> tuple[tuple[float, int, str], str, float, int]:
     """((wall, samples, ISA), precision, kept samples per batched step, per-step weight
-    bytes) of one fold-mode run on one thread."""
+    bytes) of one fold-mode run."""
     from vocoder import fold
     from vocoder.native import NativeVocoder
 
-    voc = NativeVocoder.load(path, 1, kernels)
+    voc = NativeVocoder.load(path, threads, kernels)
     mel = bench_mel(cfg, samples)
     voc.generate_fold(mel[:, :2], 0, target, overlap)  # warm-up: page in the weights
     start = time.perf_counter()
@@ -317,7 +317,7 @@ def run_bench(
     """Measure every (N, dense or sparse variant, precision, threads) natively and
     (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
     timed next to the dense model of each N, with the ``kernels`` choice. ``fold``
-    (target, overlap, seconds) adds a fold-mode row per native (variant, precision);
+    (target, overlap, seconds) adds fold-mode rows per native (variant, precision, threads);
     ``subscale`` subscale rows (per thread count) and a torch subscale row per N."""
     from vocoder.export import write_model_file
 
@@ -359,11 +359,12 @@ def run_bench(
         assert fold is not None
         target, overlap, fold_seconds = fold
         fold_samples = int(fold_seconds * cfg.audio.sample_rate)
-        timing, precision, per_step, nbytes = time_native_fold(
-            path, cfg, fold_samples, target, overlap, v.kernels
-        )
-        limit = bandwidth_limit(nbytes) * per_step
-        record(Result.of("native", v, 1, precision, timing, limit, blas * per_step, mode="fold"))
+        for t in threads:
+            timing, precision, per_step, nbytes = time_native_fold(
+                path, cfg, fold_samples, target, overlap, t, v.kernels
+            )
+            limit = bandwidth_limit(nbytes) * per_step
+            record(Result.of("native", v, t, precision, timing, limit, blas * per_step, mode="fold"))
 
     sizes = [0] if model_path is not None else hidden_sizes
 

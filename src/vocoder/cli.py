@@ -507,7 +507,7 @@ def bench(
     seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
     torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Time torch too.")] = True,
     fold: Annotated[
-        bool, typer.Option(help="Also time fold mode (one thread) for every native configuration.")
+        bool, typer.Option(help="Also time fold mode for every native configuration and thread count.")
     ] = False,
     target: Annotated[int, typer.Option(help="Fold rows: samples per segment, overlaps excluded.")] = 11000,
     overlap: Annotated[int, typer.Option(help="Fold rows: samples neighbouring segments share.")] = 550,

@@ -41,7 +41,8 @@ class NativeVocoder:
     @classmethod
     def load(cls, path: Path, threads: int = 0, sparse: str = "auto") -> NativeVocoder:
         """Open and validate a model file. ``threads`` = 2 splits each step between two
-        threads (coarse and fine halves; same samples); 0 or 1 means one thread, so
+        threads (sequential: coarse and fine halves; fold mode and subscale: halves of the
+        step's columns; same samples); 0 or 1 means one thread, so
         several ``--jobs`` processes do not oversubscribe the cores by default.
         ``sparse``: block-sparse matrices run on the sparse kernels when sparse enough
         to win ("auto"), always, or are expanded to dense ("never")."""

@@ -421,6 +421,45 @@ void trace_rows(Trace* trace, size_t rows, int n) {
     trace->states.assign(rows * n, 0.0f);
 }
 
+// The batched paths' step loop: for t = 0..steps-1, prepare(t) on this thread, then
+// part(t, a, b) over the step's columns range(t) = [lo, hi]. With two threads a worker
+// runs the upper half of each step's columns (this thread the lower half, rounded up)
+// and the two meet once per step, so part must only touch its own columns and read
+// what earlier steps wrote.
+template <class Range, class Prepare, class Part>
+void batched_steps(int threads, size_t steps, Range range, Prepare prepare, Part part) {
+    auto half = [&](size_t t, bool upper) {
+        const auto [lo, hi] = range(t);
+        const int mid = threads == 2 ? lo + (hi - lo + 2) / 2 : hi + 1;
+        return upper ? std::pair<int, int>(mid, hi) : std::pair<int, int>(lo, mid - 1);
+    };
+    if (threads == 1) {
+        for (size_t t = 0; t < steps; ++t) {
+            prepare(t);
+            const auto [a, b] = half(t, false);
+            part(t, a, b);
+        }
+        return;
+    }
+    std::atomic<int64_t> go{-1}, done{-1};
+    std::thread worker([&] {
+        for (size_t t = 0; t < steps; ++t) {
+            wait_for(go, int64_t(t));
+            const auto [a, b] = half(t, true);
+            if (a <= b) part(t, a, b);
+            done.store(int64_t(t), std::memory_order_release);
+        }
+    });
+    for (size_t t = 0; t < steps; ++t) {
+        prepare(t);
+        go.store(int64_t(t), std::memory_order_release);
+        const auto [a, b] = half(t, false);
+        part(t, a, b);
+        wait_for(done, int64_t(t));
+    }
+    worker.join();
+}
+
 }  // namespace
 
 std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32_t* positions, int nb, int steps,
@@ -441,18 +480,22 @@ std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32
     BatchStep st(m, kernels_, nb);
     std::vector<int16_t> out(count), step_out(nb);
     Rng rng(seed);
-    for (int s = 0; s < steps; ++s) {
+    // The uniforms are drawn on this thread, in column order, whatever the threads.
+    auto prepare = [&](size_t s) {
         for (int b = 0; b < nb; ++b) {
             const size_t i = size_t(b) * steps + s;
             st.u[2 * b] = draws ? draws[2 * i] : rng.uniform();
             st.u[2 * b + 1] = draws ? draws[2 * i + 1] : rng.uniform();
             st.forced[b] = force ? int(force[i]) + 32768 : -1;
             st.row[b] = i;
-            blend.apply(st, b, size_t(positions[i]));
         }
-        st.run(0, nb, trace, step_out.data());
-        for (int b = 0; b < nb; ++b) out[size_t(b) * steps + s] = step_out[b];
-    }
+    };
+    auto part = [&](size_t s, int a, int b) {
+        for (int c = a; c <= b; ++c) blend.apply(st, c, size_t(positions[size_t(c) * steps + s]));
+        st.run(a, b - a + 1, trace, step_out.data());
+        for (int c = a; c <= b; ++c) out[size_t(c) * steps + s] = step_out[c];
+    };
+    batched_steps(threads_, size_t(steps), [&](size_t) { return std::pair<int, int>(0, nb - 1); }, prepare, part);
     return out;
 }
 
@@ -491,7 +534,6 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     // Step t for the active sub-tensors [a, b]: everything a sub-tensor reads was written
     // in earlier steps, so two threads can run disjoint ranges of one step.
     auto part = [&](size_t t, int a, int b) {
-        if (a > b) return;
         for (int s = a; s <= b; ++s) {
             const size_t i = t - size_t(s) * stagger, p = i * nb + s;
             const bool real = p < total;  // the rest is end padding: fixed at zero
@@ -523,33 +565,11 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
             ubuf[size_t(s) * span + sub.past + i] = float(step_out[s]) / 32768.0f;
         }
     };
-    // Active sub-tensors: 0 <= i = t - s (F + 1) < L, a contiguous range of s; with two
-    // threads this one runs its first half (rounded up), the worker the rest.
-    auto active = [&](size_t t, bool second) {
-        const int lo = t < len ? 0 : int((t - len) / stagger + 1), hi = std::min(nb - 1, int(t / stagger));
-        const int mid = threads_ == 2 ? lo + (hi - lo + 2) / 2 : hi + 1;
-        return second ? std::pair<int, int>(mid, hi) : std::pair<int, int>(lo, mid - 1);
+    // Active sub-tensors: 0 <= i = t - s (F + 1) < L, a contiguous range of s.
+    auto active = [&](size_t t) {
+        return std::pair<int, int>(t < len ? 0 : int((t - len) / stagger + 1), std::min(nb - 1, int(t / stagger)));
     };
-    if (threads_ == 1) {
-        for (size_t t = 0; t < steps; ++t) part(t, active(t, false).first, active(t, false).second);
-        return out;
-    }
-    std::atomic<int64_t> go{-1}, done{-1};
-    std::thread worker([&] {
-        for (size_t t = 0; t < steps; ++t) {
-            wait_for(go, int64_t(t));
-            const auto [a, b] = active(t, true);
-            part(t, a, b);
-            done.store(int64_t(t), std::memory_order_release);
-        }
-    });
-    for (size_t t = 0; t < steps; ++t) {
-        go.store(int64_t(t), std::memory_order_release);
-        const auto [a, b] = active(t, false);
-        part(t, a, b);
-        wait_for(done, int64_t(t));
-    }
-    worker.join();
+    batched_steps(threads_, steps, active, [](size_t) {}, part);
     return out;
 }
 

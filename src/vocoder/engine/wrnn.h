@@ -183,7 +183,7 @@ class Engine {
     // step s on the utterance's sample position positions[b * steps + s]. draws:
     // (nb, steps, 2) or null (the seeded RNG gives (u0, u1) for b = 0..nb-1 per step);
     // force: (nb, steps) or null; trace rows are b * steps + s. Returns (nb, steps) samples.
-    // Always one thread; the sequential path (run) is unaffected.
+    // Two threads split each step's sequences (same samples as one thread).
     std::vector<int16_t> run_batch(const float* mel, int frames, const int32_t* positions, int nb, int steps,
                                    uint64_t seed, const double* draws, const int16_t* force, Trace* trace);
     // Subscale models (Model::dims.subscale.batch > 0): the staggered schedule of
