@@ -76,24 +76,26 @@ std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int fr
         }
         return out;
     }
-    // Fold mode's batched path: 11 sequences (a full column group of 8 or 4 plus a
-    // remainder on every ISA) of batch_steps steps (at most the utterance), seeded and
-    // teacher-forced with a trace, and a position outside the utterance, which must be
-    // refused.
-    for (const wrnn::Kernels* k : all_kernels()) {
-        wrnn::Engine e(m, *k, 1);
-        std::vector<int16_t> batch = e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
-        wrnn::Trace tr;
-        e.run_batch(mel.data(), frames, pos.data(), nb, steps, 0, nullptr, batch.data(), &tr);
-        pos[5] = total;
-        try {
-            e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
-            std::fprintf(stderr, "FAIL: a batch position past the utterance was accepted\n");
-            std::exit(1);
-        } catch (const wrnn::Error&) {
+    // Fold mode's batched path on 1..max_threads threads: 11 sequences (a full column
+    // group of 8 or 4 plus a remainder on every ISA) of batch_steps steps (at most the
+    // utterance), seeded and teacher-forced with a trace, and a position outside the
+    // utterance, which must be refused.
+    for (const wrnn::Kernels* k : all_kernels())
+        for (int threads = 1; threads <= max_threads; ++threads) {
+            wrnn::Engine e(m, *k, threads);
+            std::vector<int16_t> batch =
+                e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
+            wrnn::Trace tr;
+            e.run_batch(mel.data(), frames, pos.data(), nb, steps, 0, nullptr, batch.data(), &tr);
+            pos[5] = total;
+            try {
+                e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
+                std::fprintf(stderr, "FAIL: a batch position past the utterance was accepted\n");
+                std::exit(1);
+            } catch (const wrnn::Error&) {
+            }
+            pos[5] = 5;
         }
-        pos[5] = 5;
-    }
     return out;
 }
 
