@@ -78,45 +78,6 @@ void gemv_int8(const Matrix& d, Packed packed, float* y, bool relu, int rb) {
     }
 }
 
-void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
-    if (d.precision == Precision::INT8) {
-        int rb = rb_begin;
-        for (; rb + 4 <= rb_end; rb += 4) gemv_int8<4>(d, packed, y, relu, rb);
-        for (; rb < rb_end; ++rb) gemv_int8<1>(d, packed, y, relu, rb);
-        return;
-    }
-    const uint32_t* xp = packed.words;
-    for (int rb = rb_begin; rb < rb_end; ++rb) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        if (d.precision == Precision::FP32) {
-            const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
-            int k = 0;
-            for (; k + 4 <= d.cols; k += 4) {
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16), _mm512_set1_ps(x[k]), a0);
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 16), _mm512_set1_ps(x[k + 1]), a1);
-                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 32), _mm512_set1_ps(x[k + 2]), a2);
-                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 48), _mm512_set1_ps(x[k + 3]), a3);
-            }
-            for (; k < d.cols; ++k) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16), _mm512_set1_ps(x[k]), a0);
-        } else {
-            const uint16_t* w = d.w16.data() + size_t(rb) * d.col_pairs * 32;
-            int k = 0;
-            auto dp = [&](__m512 acc, int kp) {
-                return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(w + kp * 32),
-                                        (__m512bh)_mm512_set1_epi32(int(xp[kp])));
-            };
-            for (; k + 4 <= d.col_pairs; k += 4) {
-                a0 = dp(a0, k), a1 = dp(a1, k + 1), a2 = dp(a2, k + 2), a3 = dp(a3, k + 3);
-            }
-            for (; k < d.col_pairs; ++k) a0 = dp(a0, k);
-        }
-        __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-        s = _mm512_add_ps(s, _mm512_loadu_ps(d.bias.data() + rb * 16));
-        if (relu) s = _mm512_max_ps(s, _mm512_setzero_ps());
-        _mm512_storeu_ps(y + rb * 16, s);
-    }
-}
-
 void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int s_end) {
     const float* w = d.w32.data();
     const int32_t* col = d.bcol.data();
@@ -240,6 +201,19 @@ void gemm_group(const Matrix& d, const Batch& x, const int32_t* sums, int b0, fl
     int rb = u0;
     for (; rb + R <= u1; rb += R) gemm_blocks<G, R>(d, x, sums, b0, y, y_stride, relu, rb);
     for (; rb < u1; ++rb) gemm_blocks<G, 1>(d, x, sums, b0, y, y_stride, relu, rb);
+}
+
+// fp32 and bf16 take the batched path with one column: four row blocks per pass (four
+// chains), each input broadcast once per pass. Every row's result is one chain in k order,
+// so it does not depend on the range [rb_begin, rb_end) a thread is given.
+void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+    if (d.precision != Precision::INT8) {
+        const Batch one{1, x, 0, packed.words, 0, &packed.scale};
+        return gemm_group<1, 4>(d, one, nullptr, 0, y, 0, relu, rb_begin, rb_end);
+    }
+    int rb = rb_begin;
+    for (; rb + 4 <= rb_end; rb += 4) gemv_int8<4>(d, packed, y, relu, rb);
+    for (; rb < rb_end; ++rb) gemv_int8<1>(d, packed, y, relu, rb);
 }
 
 // 16x1: two accumulators per column, for even and odd blocks as in spmv, so that even
