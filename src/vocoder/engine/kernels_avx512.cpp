@@ -39,54 +39,42 @@ inline __m512 tanh16(__m512 x) {
 
 inline __mmask16 tail(int left) { return left >= 16 ? __mmask16(0xffff) : __mmask16((1u << left) - 1); }
 
-void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+// int8 rows [16 rb, 16 (rb + R)): R row blocks per pass, each with two chains (even and
+// odd quads), so one broadcast input word feeds R multiply-adds. vpdpbusd multiplies
+// unsigned by signed bytes: the broadcast word is offset by 128 (xor 0x80), once per pass,
+// and 128 * rowsum is taken off afterwards; the sums are exact integers, so neither R nor
+// the chains change a row's result. The accumulators are typed as vpdpbusd's own __v16si:
+// GCC 12 copies __m512i ones to and from fresh registers around every vpdpbusd.
+template <int R>
+void gemv_int8(const Matrix& d, Packed packed, float* y, bool relu, int rb) {
     const uint32_t* xp = packed.words;
-    for (int rb = rb_begin; rb < rb_end; ++rb) {
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
-        if (d.precision == Precision::INT8) {
-            // vpdpbusd multiplies unsigned by signed bytes: x is offset by 128 (xor 0x80)
-            // and 128 * rowsum is taken off afterwards; the sums are exact integers.
-            const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
-            __m512i i0 = _mm512_setzero_si512(), i1 = i0, i2 = i0, i3 = i0;
-            auto dp = [&](__m512i acc, int q) {
-                return _mm512_dpbusd_epi32(acc, _mm512_set1_epi32(int(xp[q] ^ 0x80808080u)),
-                                           _mm512_loadu_si512(w + size_t(q) * 64));
-            };
-            int q = 0;
-            for (; q + 4 <= d.col_quads; q += 4) {
-                i0 = dp(i0, q), i1 = dp(i1, q + 1), i2 = dp(i2, q + 2), i3 = dp(i3, q + 3);
-            }
-            for (; q < d.col_quads; ++q) i0 = dp(i0, q);
-            __m512i sum = _mm512_add_epi32(_mm512_add_epi32(i0, i1), _mm512_add_epi32(i2, i3));
-            sum = _mm512_sub_epi32(sum, _mm512_slli_epi32(_mm512_loadu_si512(d.rowsum.data() + rb * 16), 7));
-            a0 = _mm512_mul_ps(_mm512_cvtepi32_ps(sum),
-                               _mm512_mul_ps(_mm512_loadu_ps(d.scale.data() + rb * 16), _mm512_set1_ps(packed.scale)));
-        } else if (d.precision == Precision::FP32) {
-            const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
-            int k = 0;
-            for (; k + 4 <= d.cols; k += 4) {
-                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16), _mm512_set1_ps(x[k]), a0);
-                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 16), _mm512_set1_ps(x[k + 1]), a1);
-                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 32), _mm512_set1_ps(x[k + 2]), a2);
-                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 48), _mm512_set1_ps(x[k + 3]), a3);
-            }
-            for (; k < d.cols; ++k) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16), _mm512_set1_ps(x[k]), a0);
-        } else {
-            const uint16_t* w = d.w16.data() + size_t(rb) * d.col_pairs * 32;
-            int k = 0;
-            auto dp = [&](__m512 acc, int kp) {
-                return _mm512_dpbf16_ps(acc, (__m512bh)_mm512_loadu_si512(w + kp * 32),
-                                        (__m512bh)_mm512_set1_epi32(int(xp[kp])));
-            };
-            for (; k + 4 <= d.col_pairs; k += 4) {
-                a0 = dp(a0, k), a1 = dp(a1, k + 1), a2 = dp(a2, k + 2), a3 = dp(a3, k + 3);
-            }
-            for (; k < d.col_pairs; ++k) a0 = dp(a0, k);
-        }
-        __m512 s = _mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3));
-        s = _mm512_add_ps(s, _mm512_loadu_ps(d.bias.data() + rb * 16));
-        if (relu) s = _mm512_max_ps(s, _mm512_setzero_ps());
-        _mm512_storeu_ps(y + rb * 16, s);
+    const size_t stride = size_t(d.col_quads) * 64;
+    const int8_t* w = d.w8.data() + size_t(rb) * stride;
+    const __m512i flip = _mm512_set1_epi32(int(0x80808080u));
+    __v16si a0[R], a1[R];
+    for (int r = 0; r < R; ++r) a0[r] = a1[r] = (__v16si)_mm512_setzero_si512();
+    auto dp = [&](__v16si acc, __m512i xq, int r, int q) {
+        return (__v16si)_mm512_dpbusd_epi32((__m512i)acc, xq, _mm512_loadu_si512(w + r * stride + size_t(q) * 64));
+    };
+    int q = 0;
+    for (; q + 2 <= d.col_quads; q += 2) {
+        const __m512i x0 = _mm512_xor_si512(_mm512_set1_epi32(int(xp[q])), flip);
+        const __m512i x1 = _mm512_xor_si512(_mm512_set1_epi32(int(xp[q + 1])), flip);
+        for (int r = 0; r < R; ++r) a0[r] = dp(a0[r], x0, r, q), a1[r] = dp(a1[r], x1, r, q + 1);
+    }
+    if (q < d.col_quads) {
+        const __m512i x0 = _mm512_xor_si512(_mm512_set1_epi32(int(xp[q])), flip);
+        for (int r = 0; r < R; ++r) a0[r] = dp(a0[r], x0, r, q);
+    }
+    const __m512 xs = _mm512_set1_ps(packed.scale);
+    for (int r = 0; r < R; ++r) {
+        const int o = (rb + r) * 16;
+        __m512i sum = _mm512_add_epi32((__m512i)a0[r], (__m512i)a1[r]);
+        sum = _mm512_sub_epi32(sum, _mm512_slli_epi32(_mm512_loadu_si512(d.rowsum.data() + o), 7));
+        __m512 v = _mm512_mul_ps(_mm512_cvtepi32_ps(sum), _mm512_mul_ps(_mm512_loadu_ps(d.scale.data() + o), xs));
+        v = _mm512_add_ps(v, _mm512_loadu_ps(d.bias.data() + o));
+        if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+        _mm512_storeu_ps(y + o, v);
     }
 }
 
@@ -213,6 +201,40 @@ void gemm_group(const Matrix& d, const Batch& x, const int32_t* sums, int b0, fl
     int rb = u0;
     for (; rb + R <= u1; rb += R) gemm_blocks<G, R>(d, x, sums, b0, y, y_stride, relu, rb);
     for (; rb < u1; ++rb) gemm_blocks<G, 1>(d, x, sums, b0, y, y_stride, relu, rb);
+}
+
+// bf16 takes the batched path with one column: four row blocks per pass (four chains),
+// each input broadcast once per pass; every row's result is one chain in k order, so it
+// does not depend on the range [rb_begin, rb_end) a thread is given. fp32 keeps one row
+// block at a time with four chains over k: it reads at the probed bandwidth already, and
+// four blocks per pass measured a few percent slower at N=384.
+void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+    if (d.precision == Precision::BF16) {
+        const Batch one{1, x, 0, packed.words, 0, &packed.scale};
+        return gemm_group<1, 4>(d, one, nullptr, 0, y, 0, relu, rb_begin, rb_end);
+    }
+    if (d.precision == Precision::FP32) {
+        for (int rb = rb_begin; rb < rb_end; ++rb) {
+            const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
+            __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+            int k = 0;
+            for (; k + 4 <= d.cols; k += 4) {
+                a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16), _mm512_set1_ps(x[k]), a0);
+                a1 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 16), _mm512_set1_ps(x[k + 1]), a1);
+                a2 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 32), _mm512_set1_ps(x[k + 2]), a2);
+                a3 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16 + 48), _mm512_set1_ps(x[k + 3]), a3);
+            }
+            for (; k < d.cols; ++k) a0 = _mm512_fmadd_ps(_mm512_loadu_ps(w + k * 16), _mm512_set1_ps(x[k]), a0);
+            __m512 s = _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(a0, a1), _mm512_add_ps(a2, a3)),
+                                     _mm512_loadu_ps(d.bias.data() + rb * 16));
+            if (relu) s = _mm512_max_ps(s, _mm512_setzero_ps());
+            _mm512_storeu_ps(y + rb * 16, s);
+        }
+        return;
+    }
+    int rb = rb_begin;
+    for (; rb + 4 <= rb_end; rb += 4) gemv_int8<4>(d, packed, y, relu, rb);
+    for (; rb < rb_end; ++rb) gemv_int8<1>(d, packed, y, relu, rb);
 }
 
 // 16x1: two accumulators per column, for even and odd blocks as in spmv, so that even
