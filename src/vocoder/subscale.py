@@ -39,7 +39,7 @@ from torch.nn import functional as F  # noqa: N812
 
 from vocoder.config import ModelConfig, SubscaleConfig
 from vocoder.model import WaveRNN, scale_byte
-from vocoder.sampler import gru_cell
+from vocoder.sampler import gru_cell, make_draws
 
 
 def fold(x: np.ndarray, b: int) -> np.ndarray:
@@ -189,7 +189,7 @@ def generate(
     cond = torch.cat([cond, cond[-1:].expand(length * b - t_total, -1)])
     cond_f = cond.reshape(length, b, -1).transpose(0, 1)  # (B, L, C)
     if draws is None:
-        draws = np.random.default_rng(seed).random((t_total, 2))
+        draws = make_draws(t_total, seed)
     # waveform-order tables padded to L * B: uniforms, and the forced samples if any
     u_table = torch.from_numpy(np.concatenate([draws, np.zeros((length * b - t_total, 2))]))
     forced = None if force is None else split_bytes(torch.from_numpy(fold(np.asarray(force), b)))

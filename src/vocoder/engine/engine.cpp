@@ -71,6 +71,14 @@ void blend_weights(int hop, std::vector<float>& wk, std::vector<int>& side) {
     }
 }
 
+// Sizes a trace for `rows` steps (logits and states zeroed); nothing without one.
+void trace_rows(Trace* trace, size_t rows, int n) {
+    if (!trace) return;
+    trace->coarse_logits.assign(rows * 256, 0.0f);
+    trace->fine_logits.assign(rows * 256, 0.0f);
+    trace->states.assign(rows * n, 0.0f);
+}
+
 }  // namespace
 
 void pack_bf16_pairs(const float* x, int n, uint32_t* out) {
@@ -226,11 +234,7 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
     std::vector<float> wk;
     std::vector<int> side;
     blend_weights(hop, wk, side);
-    if (trace) {
-        trace->coarse_logits.assign(total * 256, 0.0f);
-        trace->fine_logits.assign(total * 256, 0.0f);
-        trace->states.assign(total * n, 0.0f);
-    }
+    trace_rows(trace, total, n);
     std::vector<int16_t> out(total);
     Ctx cx{m, kernels_, n, half, hop, proj.data(), wk.data(), side.data(), draws, force, trace, out.data()};
     for (auto& hb : hbuf_) std::fill(hb.begin(), hb.end(), 0.0f);
@@ -414,13 +418,6 @@ struct Blend {
     }
 };
 
-void trace_rows(Trace* trace, size_t rows, int n) {
-    if (!trace) return;
-    trace->coarse_logits.assign(rows * 256, 0.0f);
-    trace->fine_logits.assign(rows * 256, 0.0f);
-    trace->states.assign(rows * n, 0.0f);
-}
-
 // The batched paths' step loop: for t = 0..steps-1, prepare(t) on this thread, then
 // part(t, a, b) over the step's columns range(t) = [lo, hi]. With two threads a worker
 // runs the upper half of each step's columns (this thread the lower half, rounded up)
@@ -529,7 +526,6 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     gctx.assign(size_t(nb) * m.w_ctx.rows_padded, 0.0f);
     BatchStep st(m, kernels_, nb);
     std::vector<int16_t> out(total), step_out(nb);
-    std::vector<int> folded(size_t(nb) * len, 32768);  // U[s, i] + 32768, as generated
     const size_t n3 = 3 * size_t(n), steps = len + size_t(nb - 1) * stagger;
     // Step t for the active sub-tensors [a, b]: everything a sub-tensor reads was written
     // in earlier steps, so two threads can run disjoint ranges of one step.
@@ -542,7 +538,8 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
             st.forced[s] = !real ? 32768 : force ? int(force[p]) + 32768 : -1;
             st.row[s] = real ? p : BatchStep::kNoRow;
             if (s > 0) {  // the byte input is the waveform's previous sample U[s - 1, i]
-                const int v = folded[size_t(s - 1) * len + i];
+                // (exact: ubuf holds int16 / 32768)
+                const int v = int(ubuf[size_t(s - 1) * span + sub.past + i] * 32768.0f) + 32768;
                 st.c_prev[s] = v >> 8, st.f_prev[s] = v & 0xff;
             }  // (sub-tensor 0 keeps its own previous sample, which the step left there)
             blend.apply(st, s, std::min(p, total - 1));
@@ -561,7 +558,6 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
         for (int s = a; s <= b; ++s) {
             const size_t i = t - size_t(s) * stagger, p = i * nb + s;
             if (p < total) out[p] = step_out[s];
-            folded[size_t(s) * len + i] = int(step_out[s]) + 32768;
             ubuf[size_t(s) * span + sub.past + i] = float(step_out[s]) / 32768.0f;
         }
     };
