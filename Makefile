@@ -36,7 +36,7 @@ ISA_kernels_avx2 := -mavx2 -mfma
 ISA_kernels_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni
 FUZZ_ITERATIONS ?= 2000
 
-$(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h
+$(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
 	@mkdir -p $(SAN)
 	$(CXX) $(SAN_FLAGS) $(ISA_$*) -c $< -o $@
 
@@ -69,7 +69,7 @@ sanitize: install $(SAN)/check_engine $(SAN)/approx_error $(TSAN)/check_engine
 TSAN_FLAGS := -std=c++17 -O1 -g -fsanitize=thread
 TSAN_OBJS := $(addprefix $(TSAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o check_engine.o)
 
-$(TSAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h
+$(TSAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
 	@mkdir -p $(TSAN)
 	$(CXX) $(TSAN_FLAGS) $(ISA_$*) -c $< -o $@
 
@@ -81,7 +81,7 @@ $(TSAN)/check_engine: $(TSAN_OBJS)
 	$(CXX) $(TSAN_FLAGS) $^ -o $@
 
 # The SIMD exp/sigmoid/tanh against libm (the whole program is built for AVX-512).
-$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h
+$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
 	@mkdir -p $(SAN)
 	$(CXX) -std=c++17 -O2 $(ISA_kernels_avx512) -Wno-unused-function $< -o $@
 

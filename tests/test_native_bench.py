@@ -5,9 +5,23 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from typer.testing import CliRunner
 
+from vocoder import _engine
+from vocoder.bench import compute_limit, multiply_adds
 from vocoder.cli import app
+from vocoder.config import Config
+
+# Multiply-adds one instruction of each ISA's probe does, per precision: the scalar loop
+# one, AVX2 eight fp32 lanes or vpmaddwd's 8 lanes x 2 products, AVX-512 16 fp32 lanes,
+# vdpbf16ps's 16 x 2 and vpdpbusd's 16 x 4.
+PER_INSTRUCTION = {
+    "scalar": {"fp32": 1, "bf16": 1, "int8": 1},
+    "avx2": {"fp32": 8, "bf16": 8, "int8": 16},
+    "avx512": {"fp32": 16, "bf16": 32, "int8": 64},
+}
+CHAINS = 12
 
 FIELDS = {
     "engine",
@@ -52,10 +66,46 @@ def test_bench_report_has_every_configuration(tmp_path: Path) -> None:
         ("torch", "fp32", 1),
         ("torch", "fp32", 2),
     }
+    assert set(report["machine"]["multiply_adds_per_second"]) == {"fp32", "bf16", "int8"}
     for r in rows:
+        bw, mac = r["bandwidth_limit_samples_per_second"], r["compute_limit_samples_per_second"]
+        assert r["limit_samples_per_second"] == min(bw, mac) > 0
+        assert r["bound"] == ("bandwidth" if bw <= mac else "compute")
+        assert r["share_of_limit"] == pytest.approx(r["samples_per_second"] / min(bw, mac))
         assert r["hidden_size"] == 32 and r["mode"] == "sequential" and r["block"] == "dense"
         assert r["sparsity"] == 0.0 and r["samples_per_second"] > 0
         assert abs(r["times_realtime_24k"] - r["samples_per_second"] / 24000) < 1e-9
+
+
+@pytest.mark.parametrize("isa", _engine.supported_isas())
+def test_multiply_add_probe_does_every_multiply_add(isa: str) -> None:
+    _engine.select_isa(isa)
+    try:
+        for precision, per in PER_INSTRUCTION[isa].items():
+            for rounds in (1, 1000):
+                count, wall = _engine.multiply_add_probe(precision, rounds)
+                assert count == CHAINS * per * rounds and wall > 0, (precision, rounds)
+    finally:
+        _engine.select_isa("auto")
+    with pytest.raises(ValueError, match="rounds"):
+        _engine.multiply_add_probe("fp32", 0)
+    with pytest.raises(ValueError, match="unknown precision"):
+        _engine.multiply_add_probe("int4", 10)
+
+
+def test_multiply_adds_per_sample_count_every_product() -> None:
+    cfg = Config()
+    cfg.model.hidden_size = 512
+    dense = 3 * 512 * 512 + 2 * 256 * 256 + 2 * 256 * 256  # W_hh; O1, O3 (256 x 256); O2, O4 (256 x 256)
+    assert multiply_adds(cfg, "int8") == {"int8": dense, "fp32": 0.0}
+    layout = {"gru.weight_hh_l0": {"kind": "sparse", "density": 0.05}}
+    got = multiply_adds(cfg, "int8", layout)
+    assert got == {"int8": dense - 3 * 512 * 512, "fp32": 0.05 * 3 * 512 * 512}
+    cfg.model.kind = "subscale"  # B=16, P=F=4 (window 9), D=64
+    ctx = sum(64 * (s + 1) * 9 for s in range(16)) / 16  # sub-tensor s reads s + 1 windows
+    assert multiply_adds(cfg, "fp32") == {"fp32": dense + ctx + 3 * 512 * 64}
+    # one second per kind of work, in the slowest precision's time
+    assert compute_limit({"int8": 2e9, "fp32": 1e9}, {"int8": 4e9, "fp32": 1e9}) == pytest.approx(1 / 1.5)
 
 
 def test_bench_times_sparse_rows_next_to_the_dense_one(tmp_path: Path) -> None:
@@ -101,6 +151,6 @@ def test_bench_subscale_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None
     native |= {("native", "subscale", s, t) for s in (0.0, 0.9) for t in (1, 2)}
     torch = {("torch", "sequential", 0.0, t) for t in (1, 2)} | {("torch", "subscale", 0.0, 1)}
     assert got == native | torch
-    assert "x seq" in res.output
+    assert "x seq" in res.output and "at this machine's multiply-add limit it could be at most" in res.output
     for r in rows:  # native: 0.05 s at 22050 Hz, torch: 2000 samples, in whole frames of 256
         assert r["samples_per_second"] > 0 and r["samples"] == (1280 if r["engine"] == "native" else 2048)

@@ -8,23 +8,36 @@ timed on a shorter input because it is slow; all are reported in samples/s. Spar
 use the same random model pruned once to the requested sparsity in whole blocks (the GRU's
 three gate matrices, and O1/O3 with ``gru+out``), exported block-sparse, so they sit
 next to the dense row of the same N. The machine's practical limit for the same
-per-sample work is measured too, two ways:
+per-sample work is measured too:
 
 * bandwidth: a step must read every per-sample weight (W_hh and the output layers, as the
   engine holds them: dense in the file's precision, sparse blocks in fp32 plus their
   column index) once, so steps/s <= read bandwidth / weight bytes. The bandwidth is
   probed by streaming a buffer of that size with the widest SIMD loads.
+* compute: every sample needs its multiply-adds (the per-sample matrices' rows x
+  columns, the kept blocks' values for sparse ones, a subscale model's context layer),
+  so samples/s <= the multiply-add rate / those multiply-adds. The rate is probed per
+  precision with independent chains of the instruction the kernels use (vpdpbusd,
+  vdpbf16ps, vfmadd on AVX-512; sparse blocks are fp32). A batched step (fold,
+  subscale) multiplies every weight it reads by many columns, so this is the limit that
+  binds there; a sequential step reads each weight for one multiply-add, so bandwidth
+  binds.
 * BLAS: the same matrix-vector products with numpy's fp32 BLAS on one thread, the speed
   of a generic library.
 
-For fold rows both limits are per step, times the kept samples per step (L / S for an
-utterance of L samples in segments of S steps): the speed if a batched step cost no more
-than a sequential one. A share above 1 would mean the batch was cheaper than that.
+A row's limit is the lower of the bandwidth and compute limits (its ``bound``); "% of
+limit" is its share of that. For fold rows the bandwidth and BLAS limits are per step,
+times the kept samples per step (L / S for an utterance of L samples in segments of S
+steps): the speed if a batched step cost no more than a sequential one; the compute
+limit counts the overlaps fold mode generates and drops.
 
 With ``subscale`` each native configuration also gets a subscale row: a random subscale
 model of the same N (``SubscaleConfig`` defaults: B=16, F=4, P=4, D=64), pruned the same
 way for sparse rows, per thread count (two threads split each step's sub-tensors). Its
-limits are per step as well, times T divided by the schedule's T/B + (B-1)(F+1) steps.
+bandwidth and BLAS limits are per step as well, times T divided by the schedule's
+T/B + (B-1)(F+1) steps. The compute limit also bounds its ratio to the sequential engine
+("x seq"): subscale cannot beat sequential by more than its compute limit over the
+sequential row's samples/s.
 """
 
 from __future__ import annotations
@@ -65,7 +78,10 @@ class Result:
     samples: int
     seconds: float
     isa: str
-    limit_samples_per_second: float
+    bandwidth_limit_samples_per_second: float
+    compute_limit_samples_per_second: float
+    limit_samples_per_second: float  # the lower of the two
+    bound: str  # "bandwidth" or "compute": which limit is lower
     share_of_limit: float
     blas_samples_per_second: float
     share_of_blas: float
@@ -78,12 +94,14 @@ class Result:
         threads: int,
         precision: str,
         timing: tuple[float, int, str],
-        limit: float,
+        limits: tuple[float, float],
         blas: float,
         mode: str = "sequential",
     ) -> Result:
         wall, count, isa = timing
         sps = count / wall
+        bandwidth, compute = limits
+        limit = min(bandwidth, compute)
         return cls(
             engine,
             mode,
@@ -99,7 +117,10 @@ class Result:
             count,
             wall,
             isa,
+            bandwidth,
+            compute,
             limit,
+            "bandwidth" if bandwidth <= compute else "compute",
             sps / limit,
             blas,
             sps / blas,
@@ -180,6 +201,54 @@ def weight_bytes(hidden: int, precision: str, layout: dict[str, dict[str, object
     return int(total)
 
 
+def multiply_adds(
+    cfg: Config, precision: str, layout: dict[str, dict[str, object]] | None = None
+) -> dict[str, float]:
+    """Multiply-adds per generated sample, keyed by the precision that does them: the
+    per-sample matrices of ``weight_bytes`` (dense in the file's precision, sparse blocks
+    in fp32), and for a subscale model its context layer (sub-tensor s reads (s + 1) W
+    window values, fp32, so B (B + 1) / 2 W per B samples) and the context columns of
+    W_ih (3N x D, in the file's precision)."""
+    n, half = cfg.model.hidden_size, cfg.model.hidden_size // 2
+    shapes = {
+        "gru.weight_hh_l0": (3 * n, n),
+        "O1.weight": (half, half),
+        "O2.weight": (256, half),
+        "O3.weight": (half, half),
+        "O4.weight": (256, half),
+    }
+    out = {precision: 0.0, "fp32": 0.0}
+    for name, (rows, cols) in shapes.items():
+        lay = (layout or {}).get(name, {"kind": "dense"})
+        if lay["kind"] == "sparse":
+            out["fp32"] += rows * cols * float(lay["density"])
+        else:
+            out[precision] += rows * cols
+    if cfg.model.kind == "subscale":
+        sub = cfg.subscale
+        width = sub.past + sub.horizon + 1
+        out["fp32"] += sub.context * width * (sub.batch + 1) / 2
+        out[precision] += 3 * n * sub.context
+    return out
+
+
+def multiply_add_rate(precision: str, rounds: int = 1 << 20, repeats: int = 5) -> float:
+    """Best-of-repeats multiply-adds/s of the active kernels' dot-product instruction for
+    ``precision`` on one core: the engine's probe (independent chains, no memory)."""
+    from vocoder import _engine
+
+    best = 0.0
+    for _ in range(repeats):
+        count, wall = _engine.multiply_add_probe(precision, rounds)
+        best = max(best, count / wall)
+    return best
+
+
+def compute_limit(macs: dict[str, float], rates: dict[str, float]) -> float:
+    """Samples/s if a sample cost only its multiply-adds at the probed rates."""
+    return 1.0 / sum(count / rates[p] for p, count in macs.items() if count)
+
+
 def bandwidth_limit(nbytes: int) -> float:
     """Steps/s if a step cost only reading ``nbytes`` of weights at the probed bandwidth."""
     from vocoder import _engine
@@ -189,8 +258,9 @@ def bandwidth_limit(nbytes: int) -> float:
 
 def time_native(
     path: Path, cfg: Config, samples: int, threads: int, kernels: str = "auto"
-) -> tuple[tuple[float, int, str], str, int]:
-    """((wall, samples, ISA), precision, per-step weight bytes) of one native run."""
+) -> tuple[tuple[float, int, str], str, int, dict[str, float]]:
+    """((wall, samples, ISA), precision, per-step weight bytes, multiply-adds per sample)
+    of one native run."""
     from vocoder.native import NativeVocoder
 
     voc = NativeVocoder.load(path, threads, kernels)
@@ -200,15 +270,16 @@ def time_native(
     voc.generate(mel[:, :2], 0)  # warm-up: page in the weights
     start = time.perf_counter()
     out = voc.generate(mel, 0)
+    wall = time.perf_counter() - start
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
-    return (time.perf_counter() - start, len(out), voc.isa), voc.precision, nbytes
+    return (wall, len(out), voc.isa), voc.precision, nbytes, multiply_adds(cfg, voc.precision, voc.layout)
 
 
 def time_native_fold(
     path: Path, cfg: Config, samples: int, target: int, overlap: int, threads: int, kernels: str = "auto"
-) -> tuple[tuple[float, int, str], str, float, int]:
+) -> tuple[tuple[float, int, str], str, float, int, dict[str, float]]:
     """((wall, samples, ISA), precision, kept samples per batched step, per-step weight
-    bytes) of one fold-mode run."""
+    bytes, multiply-adds per kept sample) of one fold-mode run."""
     from vocoder import fold
     from vocoder.native import NativeVocoder
 
@@ -220,7 +291,9 @@ def time_native_fold(
     wall = time.perf_counter() - start
     steps = fold.segment_length(target, overlap)
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
-    return (wall, len(out), voc.isa), voc.precision, len(out) / steps, nbytes
+    generated = fold.num_segments(len(out), target, overlap) * steps
+    macs = {p: m * generated / len(out) for p, m in multiply_adds(cfg, voc.precision, voc.layout).items()}
+    return (wall, len(out), voc.isa), voc.precision, len(out) / steps, nbytes, macs
 
 
 def time_torch(model: object, cfg: Config, samples: int, threads: int) -> tuple[float, int, str]:
@@ -322,6 +395,13 @@ def run_bench(
     from vocoder.export import write_model_file
 
     results: list[Result] = []
+    rates: dict[str, float] = {}
+
+    def limits(bandwidth: float, macs: dict[str, float]) -> tuple[float, float]:
+        for p in macs:
+            if p not in rates:
+                rates[p] = multiply_add_rate(p)
+        return bandwidth, compute_limit(macs, rates)
 
     def record(r: Result) -> None:
         results.append(r)
@@ -332,15 +412,18 @@ def run_bench(
         """One native row: sequential, or subscale for a subscale model (limits per step
         times the samples a step yields)."""
         samples = int(seconds * cfg.audio.sample_rate)
-        timing, precision, nbytes = time_native(path, cfg, samples, threads, v.kernels)
+        timing, precision, nbytes, macs = time_native(path, cfg, samples, threads, v.kernels)
         per_step = samples_per_step(cfg, timing[1])
-        limit, mode = bandwidth_limit(nbytes) * per_step, cfg.model.kind
-        record(Result.of("native", v, threads, precision, timing, limit, blas * per_step, mode=mode))
+        lim = limits(bandwidth_limit(nbytes) * per_step, macs)
+        record(Result.of("native", v, threads, precision, timing, lim, blas * per_step, mode=cfg.model.kind))
 
     def record_torch(model: object, cfg: Config, threads: int, blas: float) -> None:
         timing = time_torch(model, cfg, TORCH_SAMPLES, threads)
         per_step = samples_per_step(cfg, TORCH_SAMPLES)
-        limit = bandwidth_limit(weight_bytes(cfg.model.hidden_size, "fp32")) * per_step
+        lim = limits(
+            bandwidth_limit(weight_bytes(cfg.model.hidden_size, "fp32")) * per_step,
+            multiply_adds(cfg, "fp32"),
+        )
         mode = cfg.model.kind
         record(
             Result.of(
@@ -349,7 +432,7 @@ def run_bench(
                 threads,
                 "fp32",
                 timing,
-                limit,
+                lim,
                 blas * per_step,
                 mode=mode,
             )
@@ -360,11 +443,11 @@ def run_bench(
         target, overlap, fold_seconds = fold
         fold_samples = int(fold_seconds * cfg.audio.sample_rate)
         for t in threads:
-            timing, precision, per_step, nbytes = time_native_fold(
+            timing, precision, per_step, nbytes, macs = time_native_fold(
                 path, cfg, fold_samples, target, overlap, t, v.kernels
             )
-            limit = bandwidth_limit(nbytes) * per_step
-            record(Result.of("native", v, t, precision, timing, limit, blas * per_step, mode="fold"))
+            lim = limits(bandwidth_limit(nbytes) * per_step, macs)
+            record(Result.of("native", v, t, precision, timing, lim, blas * per_step, mode="fold"))
 
     sizes = [0] if model_path is not None else hidden_sizes
 
@@ -427,10 +510,13 @@ def machine_info() -> dict[str, object]:
         "logical_cpus": os.cpu_count(),
         "isa_used": _engine.active_isa(),
         "isas_supported": _engine.supported_isas(),
+        "multiply_adds_per_second": {p: multiply_add_rate(p) for p in ("fp32", "bf16", "int8")},
         "python": platform.python_version(),
         "numpy": np.__version__,
-        "limit_method": "read bandwidth (widest SIMD loads, buffer the size of one step's weights in the "
-        "row's precision) / those bytes; blas: fp32 numpy BLAS (1 thread) on the same matvecs",
+        "limit_method": "the lower of: read bandwidth (widest SIMD loads, buffer the size of one step's "
+        "weights in the row's precision) / those bytes, and the probed multiply-add rate of the kernels' "
+        "dot-product instruction per precision / the multiply-adds per sample; blas: fp32 numpy BLAS "
+        "(1 thread) on the same matvecs",
     }
     try:
         import torch

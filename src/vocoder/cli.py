@@ -627,17 +627,25 @@ def bench(
             f"{r.samples_per_second / seq:.1f}"
             if (seq := seq_sps.get(weights(r))) and r.mode != "sequential"
             else "-",
-            f"{100 * r.share_of_limit:.0f}%",
+            f"{100 * r.share_of_limit:.0f}% {'bw' if r.bound == 'bandwidth' else 'mac'}",
             f"{r.share_of_blas:.2f}x",
         )
     # never truncate figures (a pipe or log gets 80 columns by default)
     (out if out.width >= 150 else Console(width=150)).print(table)
     say(
-        "% of limit: of read bandwidth / per-step weight bytes (each step reads every weight once; "
-        "the probe reads a buffer of that size). "
+        "% of limit: of the lower of two probed limits: bw, read bandwidth / per-step weight bytes "
+        "(each step reads every weight once; the probe reads a buffer of that size), or mac, the "
+        "multiply-add rate of the kernels' dot-product instruction / multiply-adds per sample. "
         "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread. "
-        "Fold and subscale rows: both per step, times the samples a step yields."
+        "Fold and subscale rows: bw and BLAS per step, times the samples a step yields."
     )
+    for r in results:
+        if r.mode == "subscale" and r.engine == "native" and (seq := seq_sps.get(weights(r))):
+            say(
+                f"subscale N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
+                f"x seq {r.samples_per_second / seq:.1f}; at this machine's multiply-add limit it could be "
+                f"at most {r.compute_limit_samples_per_second / seq:.1f}"
+            )
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report(results), indent=2) + "\n")
         say(f"-> {json_out}")

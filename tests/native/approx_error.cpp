@@ -14,6 +14,7 @@
 #define draw draw512
 #define quantize quantize512
 #define stream stream512
+#define madd madd512
 #define gemm_group gemm_group512
 #define spmm_group spmm_group512
 #define Group Group512

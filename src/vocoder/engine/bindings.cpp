@@ -201,6 +201,23 @@ PYBIND11_MODULE(_engine, m) {
             return best;
         },
         py::arg("nbytes"), py::arg("repeats") = 5);
+    m.def(
+        "multiply_add_probe",
+        [](const std::string& precision, uint64_t rounds) {
+            // (multiply-adds counted by the active kernels' probe, seconds it took).
+            if (rounds == 0 || rounds > (uint64_t(1) << 24))  // fp32 lanes count exactly up to 2^24
+                throw wrnn::Error("multiply_add_probe: rounds must be in 1..2^24");
+            const wrnn::Precision p = precision == "int8"   ? wrnn::Precision::INT8
+                                      : precision == "bf16" ? wrnn::Precision::BF16
+                                      : precision == "fp32" ? wrnn::Precision::FP32
+                                                            : throw wrnn::Error("unknown precision " + precision);
+            const wrnn::Kernels& k = wrnn::active_kernels();
+            py::gil_scoped_release nogil;
+            auto t0 = std::chrono::steady_clock::now();
+            const uint64_t count = k.madd(p, rounds);
+            return std::make_pair(count, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+        },
+        py::arg("precision"), py::arg("rounds"));
     py::class_<PyEngine>(m, "Engine")
         .def(py::init<const std::string&, int, const std::string&>(), py::arg("path"), py::arg("threads") = 1,
              py::arg("sparse") = "auto")

@@ -5,6 +5,7 @@
 
 #include <cmath>
 
+#include "probe.h"
 #include "wrnn.h"
 
 namespace wrnn {
@@ -386,7 +387,26 @@ uint64_t stream(const uint8_t* bytes, size_t n) {
                     _mm256_extract_epi64(a, 3));
 }
 
-const Kernels kAvx2 = {"avx2", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream};
+uint64_t lane_sum(__m256i v) {
+    __m128i s = _mm_add_epi32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+    s = _mm_add_epi32(s, _mm_shuffle_epi32(s, 0x4e));
+    return uint64_t(uint32_t(_mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1)))));
+}
+
+// int8: vpmaddwd on the widened bytes (two multiply-adds per lane) plus its add, as in
+// gemv; fp32 and bf16 (widened to fp32 by gemv): one FMA per lane.
+uint64_t madd(Precision p, uint64_t rounds) {
+    if (p == Precision::INT8)
+        return run_chains(
+            rounds, _mm256_setzero_si256(), _mm256_set1_epi16(1),
+            [](__m256i v, __m256i one) { return _mm256_add_epi32(v, _mm256_madd_epi16(one, one)); }, lane_sum);
+    return run_chains(
+        rounds, _mm256_setzero_ps(), _mm256_set1_ps(1.0f),
+        [](__m256 v, __m256 one) { return _mm256_fmadd_ps(one, one, v); },
+        [](__m256 v) { return lane_sum(_mm256_cvtps_epi32(v)); });
+}
+
+const Kernels kAvx2 = {"avx2", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream, madd};
 
 }  // namespace
 

@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "probe.h"
 #include "wrnn.h"
 
 namespace wrnn {
@@ -127,7 +128,19 @@ uint64_t stream(const uint8_t* bytes, size_t n) {
     return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
 }
 
-const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream};
+// Scalar chains: int32 multiply-adds for int8 (as gemv's inner loop), fp32 for the rest.
+// v * one + one: a multiply and an add per step that cannot be hoisted (run_chains hides
+// `one` from the compiler), each counting one.
+uint64_t madd(Precision p, uint64_t rounds) {
+    if (p == Precision::INT8)
+        return run_chains(
+            rounds, int32_t(0), int32_t(1), [](int32_t v, int32_t one) { return v * one + one; },
+            [](int32_t v) { return uint64_t(v); });
+    return run_chains(
+        rounds, 0.0f, 1.0f, [](float v, float one) { return v * one + one; }, [](float v) { return uint64_t(v); });
+}
+
+const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream, madd};
 
 }  // namespace
 

@@ -149,7 +149,15 @@ struct Kernels {
     // Reads bytes[0..n) (n a multiple of 64) with the widest loads; the XOR of all words
     // is returned so the reads cannot be optimised away. A bandwidth probe for `bench`.
     uint64_t (*stream)(const uint8_t* bytes, size_t n);
+    // The multiply-add peak probe for `bench`: `rounds` rounds of kProbeChains independent
+    // accumulator chains, each fed the precision's dot-product instruction (the one gemv
+    // and gemm use) on ones, so every lane ends holding the multiply-adds it did. Returns
+    // their sum: the work done, which the caller checks against the instruction count.
+    uint64_t (*madd)(Precision p, uint64_t rounds);
 };
+
+// Enough chains to cover every ISA's multiply-add latency at full issue rate.
+constexpr int kProbeChains = 12;
 
 const Kernels& kernels_scalar();
 const Kernels* kernels_avx2();    // nullptr if not compiled in
