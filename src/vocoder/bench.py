@@ -25,11 +25,13 @@ per-sample work is measured too:
 * BLAS: the same matrix-vector products with numpy's fp32 BLAS on one thread, the speed
   of a generic library.
 
-A row's limit is the lower of the bandwidth and compute limits (its ``bound``); "% of
-limit" is its share of that. For fold rows the bandwidth and BLAS limits are per step,
-times the kept samples per step (L / S for an utterance of L samples in segments of S
-steps): the speed if a batched step cost no more than a sequential one; the compute
-limit counts the overlaps fold mode generates and drops.
+A row's limit is the lower of the bandwidth and compute limits (its ``bound``), both
+times the row's thread count (the probes run on one core; each thread reads and
+multiplies its own share of the weights); "% of limit" is its share of that. For fold
+rows the bandwidth and BLAS limits are per step, times the kept samples per step (L / S
+for an utterance of L samples in segments of S steps): the speed if a batched step cost
+no more than a sequential one; the compute limit counts the overlaps fold mode
+generates and drops.
 
 With ``subscale`` each native configuration also gets a subscale row: a random subscale
 model of the same N (``SubscaleConfig`` defaults: B=16, F=4, P=4, D=64), pruned the same
@@ -397,11 +399,13 @@ def run_bench(
     results: list[Result] = []
     rates: dict[str, float] = {}
 
-    def limits(bandwidth: float, macs: dict[str, float]) -> tuple[float, float]:
+    def limits(bandwidth: float, macs: dict[str, float], threads: int) -> tuple[float, float]:
+        """Both limits for ``threads`` cores: each probe ran on one core, and a thread
+        reads and multiplies its own share of the weights."""
         for p in macs:
             if p not in rates:
                 rates[p] = multiply_add_rate(p)
-        return bandwidth, compute_limit(macs, rates)
+        return bandwidth * threads, compute_limit(macs, rates) * threads
 
     def record(r: Result) -> None:
         results.append(r)
@@ -414,7 +418,7 @@ def run_bench(
         samples = int(seconds * cfg.audio.sample_rate)
         timing, precision, nbytes, macs = time_native(path, cfg, samples, threads, v.kernels)
         per_step = samples_per_step(cfg, timing[1])
-        lim = limits(bandwidth_limit(nbytes) * per_step, macs)
+        lim = limits(bandwidth_limit(nbytes) * per_step, macs, threads)
         record(Result.of("native", v, threads, precision, timing, lim, blas * per_step, mode=cfg.model.kind))
 
     def record_torch(model: object, cfg: Config, threads: int, blas: float) -> None:
@@ -423,6 +427,7 @@ def run_bench(
         lim = limits(
             bandwidth_limit(weight_bytes(cfg.model.hidden_size, "fp32")) * per_step,
             multiply_adds(cfg, "fp32"),
+            threads,
         )
         mode = cfg.model.kind
         record(
@@ -446,7 +451,7 @@ def run_bench(
             timing, precision, per_step, nbytes, macs = time_native_fold(
                 path, cfg, fold_samples, target, overlap, t, v.kernels
             )
-            lim = limits(bandwidth_limit(nbytes) * per_step, macs)
+            lim = limits(bandwidth_limit(nbytes) * per_step, macs, t)
             record(Result.of("native", v, t, precision, timing, lim, blas * per_step, mode="fold"))
 
     sizes = [0] if model_path is not None else hidden_sizes

@@ -635,7 +635,8 @@ def bench(
     say(
         "% of limit: of the lower of two probed limits: bw, read bandwidth / per-step weight bytes "
         "(each step reads every weight once; the probe reads a buffer of that size), or mac, the "
-        "multiply-add rate of the kernels' dot-product instruction / multiply-adds per sample. "
+        "multiply-add rate of the kernels' dot-product instruction / multiply-adds per sample; both "
+        "probed on one core, times the row's threads. "
         "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread. "
         "Fold and subscale rows: bw and BLAS per step, times the samples a step yields."
     )
