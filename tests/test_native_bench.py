@@ -67,7 +67,9 @@ def test_bench_report_has_every_configuration(tmp_path: Path) -> None:
         ("torch", "fp32", 2),
     }
     assert set(report["machine"]["multiply_adds_per_second"]) == {"fp32", "bf16", "int8"}
-    compute = {(r["engine"], r["precision"], r["threads"]): r["compute_limit_samples_per_second"] for r in rows}
+    compute = {
+        (r["engine"], r["precision"], r["threads"]): r["compute_limit_samples_per_second"] for r in rows
+    }
     for engine, precision, _ in got:  # one probe per precision per run; two cores, twice the limit
         assert compute[engine, precision, 2] == pytest.approx(2 * compute[engine, precision, 1], rel=1e-12)
     for r in rows:
