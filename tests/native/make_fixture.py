@@ -1,7 +1,7 @@
-"""Write tiny model files (random weights; N/2 = 16 so the two-thread split runs) for the
-sanitizer and fuzz program: dense in each precision, and block-sparse (16x1 fp32, 4x4
-int8; GRU and O1/O3 pruned to 90 %, sparse enough that the engine keeps them sparse),
-and a subscale model (B=4, int8)."""
+"""Write tiny model files (random weights) for the sanitizer and fuzz program: dense in
+each precision, and block-sparse (16x1 fp32, 4x4 int8; GRU and O1/O3 pruned to 90 %,
+sparse enough that the engine keeps them sparse), and a subscale model (B=4, int8).
+N = 64, so the two-thread step gives each thread one 16-row block of each half."""
 
 from __future__ import annotations
 
@@ -17,7 +17,7 @@ from vocoder.pruning import Pruner
 
 
 def main(out: Path) -> None:
-    cfg = load_config("allison-16k", ["model.hidden_size=32", "model.cond_channels=5", "model.cond_blocks=1"])
+    cfg = load_config("allison-16k", ["model.hidden_size=64", "model.cond_channels=5", "model.cond_blocks=1"])
     torch.manual_seed(0)
     model = ckpt_mod.build_model(cfg)
     state = {k: v.detach().numpy() for k, v in model.state_dict().items()}

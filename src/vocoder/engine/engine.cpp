@@ -95,8 +95,8 @@ Engine::Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int t
     : model_(std::move(model)), kernels_(kernels) {
     const Model& m = *model_;
     int n = int(m.dims.hidden);
-    // Two threads split every step by the coarse/fine halves, which needs the halves to
-    // fall on 16-row kernel blocks; other sizes run on one thread.
+    // Two threads split every matrix by rows in whole 16-row kernel blocks, which needs
+    // the coarse/fine halves to fall on block boundaries; other sizes run on one thread.
     threads_ = threads >= 2 && (n / 2) % 16 == 0 ? 2 : 1;
     for (auto& hb : hbuf_) hb.assign(n, 0.0f);
     gi_.assign(3 * n, 0.0f);
@@ -173,16 +173,25 @@ void wait_for(const std::atomic<int64_t>& a, int64_t v) {
 
 }  // namespace
 
-void Engine::gemv(Lane& lane, const Matrix& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1) {
+Packed Engine::pack(Lane& lane, const Matrix& d, const float* x, int cols) {
+    Packed p{lane.packed.data(), 1.0f};
+    if (d.sparse) return p;  // the sparse kernels read x in fp32
+    if (d.precision == Precision::BF16) pack_bf16_pairs(x, cols, lane.packed.data());
+    if (d.precision == Precision::INT8) p.scale = kernels_.quantize(x, cols, lane.packed.data());
+    return p;
+}
+
+void Engine::rows(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb0, int rb1) {
     if (d.sparse) {
         const int per = 16 / d.block_rows, stripes = d.rows / d.block_rows;
         kernels_.spmv(d, x, y, relu, std::min(rb0 * per, stripes), std::min(rb1 * per, stripes));
         return;
     }
-    Packed p{lane.packed.data(), 1.0f};
-    if (d.precision == Precision::BF16) pack_bf16_pairs(x, cols, lane.packed.data());
-    if (d.precision == Precision::INT8) p.scale = kernels_.quantize(x, cols, lane.packed.data());
-    kernels_.gemv(d, x, p, y, relu, rb0, rb1);
+    kernels_.gemv(d, x, packed, y, relu, rb0, rb1);
+}
+
+void Engine::gemv(Lane& lane, const Matrix& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1) {
+    rows(d, x, pack(lane, d, x, cols), y, relu, rb0, rb1);
 }
 
 // Gate inputs of step i for rows [off, off + len) of each gate.
@@ -254,44 +263,75 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
         }
         return out;
     }
-    // Two threads: this one owns the coarse rows of every gate and draws c; the worker
-    // owns the fine rows and draws f. The state is double-buffered by step parity (both
-    // read hbuf[i & 1], each writes its half of hbuf[(i + 1) & 1]); c (with its coarse
-    // state) and f (with its fine state) are published through two step counters.
-    std::atomic<int64_t> c_ready{-1}, f_ready{-1};
-    int shared_c = 0, shared_f = 0;
-    double shared_u1 = 0.0;
-    const int hb = half / 16, nb = n / 16;
-    std::thread worker([&] {
+    // Two threads split every matrix by rows. Thread k owns state elements [lo, hi) of
+    // the coarse half and the same offsets of the fine half, with the three gates' W_hh
+    // rows for them, so its GRU update reads only its own products; and half the row
+    // blocks of each output layer. They meet after each layer whose whole output the
+    // next one reads (six times a step); both draw c and f from the same logits and
+    // uniforms (one RNG each, same seed), so neither waits for the other's draw. The
+    // state is double-buffered by step parity: a thread's update for step i + 1 cannot
+    // overwrite what the other still reads for step i, which it finished before their
+    // last meeting. Every row is computed as on one thread, so the samples are the same.
+    struct alignas(64) Arrivals {
+        std::atomic<int64_t> v{0};
+    };
+    Arrivals arrived[2];
+    const int split = 16 * (half / 32);  // a 16-row block boundary near the middle of each half
+    float* tmp = lanes_[0].tmp.data();   // the output layers' results, shared by both threads
+    float* logits = lanes_[0].logits.data();
+    auto thread = [&](int k) {
+        Lane& lane = lanes_[k];
+        Rng own(seed);
+        int64_t met = 0;
+        auto meet = [&] {
+            arrived[k].v.store(++met, std::memory_order_release);
+            wait_for(arrived[1 - k].v, met);
+        };
+        const int lo = k ? split : 0, hi = k ? half : split;
+        auto half_of = [&](const Matrix& d) {  // this thread's row blocks of an output layer
+            const int blocks = d.rows_padded / 16, mid = blocks / 2;
+            return std::pair<int, int>(k ? mid : 0, k ? blocks : mid);
+        };
+        auto layer = [&](const Matrix& d, const float* x, float* y, bool relu) {
+            const auto [rb0, rb1] = half_of(d);
+            gemv(lane, d, x, half, y, relu, rb0, rb1);
+        };
         int c_prev = 128, f_prev = 0;
         for (size_t i = 0; i < total; ++i) {
+            const double u0 = draws ? draws[2 * i] : own.uniform();
+            const double u1 = draws ? draws[2 * i + 1] : own.uniform();
             const float* h_in = hbuf_[i & 1].data();
-            gate_rows(cx, i, c_prev, f_prev, half, half);
-            for (int g = 0; g < 3; ++g) gemv(lanes_[1], m.hh, h_in, n, gh_.data(), false, g * nb + hb, (g + 1) * nb);
-            wait_for(c_ready, int64_t(i));
-            int c = shared_c;
-            f_prev = fine(cx, lanes_[1], i, h_in, hbuf_[(i + 1) & 1].data(), c, shared_u1);
-            c_prev = c;
-            shared_f = f_prev;
-            f_ready.store(int64_t(i), std::memory_order_release);
+            float* h_out = hbuf_[(i + 1) & 1].data();
+            gate_rows(cx, i, c_prev, f_prev, lo, hi - lo);
+            gate_rows(cx, i, c_prev, f_prev, half + lo, hi - lo);
+            const Packed packed = pack(lane, m.hh, h_in, n);
+            for (int g = 0; g < 3; ++g)
+                for (int part : {lo, half + lo})
+                    rows(m.hh, h_in, packed, gh_.data(), false, (g * n + part) / 16, (g * n + part + hi - lo) / 16);
+            kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h_in, h_out, n, lo, hi);
+            meet();
+            layer(m.o1, h_out, tmp, true);
+            meet();
+            layer(m.o2, tmp, logits, false);
+            meet();
+            if (k == 0 && trace) std::memcpy(&trace->coarse_logits[i * 256], logits, 256 * 4);
+            const int c = force ? (int(force[i]) + 32768) >> 8 : kernels_.draw(logits, u0, lane.scratch.data());
+            kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), scale_byte(c), h_in, h_out, n, half + lo,
+                              half + hi);
+            meet();
+            if (k == 0 && trace) std::memcpy(&trace->states[i * n], h_out, size_t(n) * 4);
+            layer(m.o3, h_out + half, tmp, true);
+            meet();
+            layer(m.o4, tmp, logits, false);
+            meet();
+            if (k == 0 && trace) std::memcpy(&trace->fine_logits[i * 256], logits, 256 * 4);
+            const int f = force ? (int(force[i]) + 32768) & 0xff : kernels_.draw(logits, u1, lane.scratch.data());
+            if (k == 0) out[i] = int16_t(c * 256 + f - 32768);
+            c_prev = c, f_prev = f;
         }
-    });
-    int c_prev = 128, f_prev = 0;
-    for (size_t i = 0; i < total; ++i) {
-        double u0 = draws ? draws[2 * i] : rng.uniform();
-        double u1 = draws ? draws[2 * i + 1] : rng.uniform();
-        if (i > 0) {
-            wait_for(f_ready, int64_t(i) - 1);
-            f_prev = shared_f;
-        }
-        const float* h_in = hbuf_[i & 1].data();
-        gate_rows(cx, i, c_prev, f_prev, 0, half);
-        for (int g = 0; g < 3; ++g) gemv(lanes_[0], m.hh, h_in, n, gh_.data(), false, g * nb, g * nb + hb);
-        c_prev = coarse(cx, lanes_[0], i, h_in, hbuf_[(i + 1) & 1].data(), u0);
-        shared_c = c_prev;
-        shared_u1 = u1;
-        c_ready.store(int64_t(i), std::memory_order_release);
-    }
+    };
+    std::thread worker(thread, 1);
+    thread(0);
     worker.join();
     return out;
 }

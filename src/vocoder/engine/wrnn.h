@@ -178,8 +178,8 @@ struct Trace {
 
 class Engine {
   public:
-    // threads: 1, or 2 to split each step between two threads (needs N/2 % 16 == 0;
-    // other sizes fall back to 1). Results are identical either way.
+    // threads: 1, or 2 to split each step's matrices by rows between two threads (needs
+    // N/2 % 16 == 0; other sizes fall back to 1). Results are identical either way.
     Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads = 1);
     // mel: (n_mels, frames) row-major. draws: (L, 2) or null (seeded RNG). force: int16
     // samples (L) for teacher forcing or null. trace: filled when non-null. A subscale
@@ -214,6 +214,10 @@ class Engine {
         std::vector<float> tmp, logits, scratch;
         std::vector<uint32_t> packed;
     };
+    // x in the layer's precision (lane's packing buffer), then rows [rb0, rb1) (16-row
+    // blocks) of y = W x + b; gemv does both.
+    Packed pack(Lane& lane, const Matrix& d, const float* x, int cols);
+    void rows(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb0, int rb1);
     void gemv(Lane& lane, const Matrix& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1);
     void gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len);
     int coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, double u0);
