@@ -11,7 +11,7 @@
 #define spmv spmv512
 #define gru_rows gru_rows512
 #define gate_inputs gate_inputs512
-#define draw draw512
+#define exps exps512
 #define quantize quantize512
 #define stream stream512
 #define madd madd512

@@ -111,6 +111,43 @@ bool rejected(const Bytes& b, const char* what) {
 
 }  // namespace
 
+// draw_columns over many columns (interleaved running sums, in groups of 16 and a rest)
+// must give each column the index it gives that column alone, on every ISA; and the
+// index must be the first whose running sum exceeds u * total (a slow double-free check).
+bool draws_agree() {
+    const int n = 21;
+    const size_t stride = 300;
+    Rand rnd;
+    std::vector<float> logits(stride * n), scratch(256 * n), one(256);
+    std::vector<double> u(2 * n);
+    for (float& v : logits) v = float(int(rnd.below(2001)) - 1000) / 100.0f;
+    for (double& v : u) v = double(rnd.below(1000001)) / 1000000.0;
+    bool ok = true;
+    for (const wrnn::Kernels* k : all_kernels()) {
+        std::vector<int> got(n);
+        wrnn::draw_columns(*k, logits.data(), stride, n, u.data(), 2, got.data(), scratch.data());
+        for (int b = 0; b < n; ++b) {
+            int alone = -1;
+            wrnn::draw_columns(*k, logits.data() + b * stride, stride, 1, &u[2 * size_t(b)], 2, &alone, one.data());
+            k->exps(logits.data() + b * stride, one.data());
+            float cum = 0.0f, total = 0.0f;
+            for (float e : one) total += e;
+            int first = 255;
+            for (int i = 0; i < 256; ++i)
+                if ((cum += one[i]) > float(u[2 * size_t(b)]) * total) {
+                    first = i;
+                    break;
+                }
+            if (got[b] != alone || got[b] != first) {
+                std::fprintf(stderr, "FAIL: %s column %d draws %d batched, %d alone, %d by the rule\n", k->name, b,
+                             got[b], alone, first);
+                ok = false;
+            }
+        }
+    }
+    return ok;
+}
+
 int main(int argc, char** argv) {
     if (argc < 2) {
         std::fprintf(stderr, "usage: %s MODEL.wrnn [FUZZ_ITERATIONS]\n", argv[0]);
@@ -124,7 +161,7 @@ int main(int argc, char** argv) {
     std::printf("valid model: N=%u, %zu samples on %zu ISAs x 1 and 2 threads, %s\n", model->dims.hidden, y.size(),
                 all_kernels().size(), model->dims.subscale.batch ? "subscale schedule (fold mode refused)" : "and batched");
 
-    bool ok = true;
+    bool ok = draws_agree();
     for (size_t cut : {size_t(0), size_t(7), size_t(95), good.size() / 3, good.size() - 1}) {
         Bytes b(good.begin(), good.begin() + long(cut));
         ok &= rejected(b, "truncated");

@@ -81,6 +81,29 @@ void trace_rows(Trace* trace, size_t rows, int n) {
 
 }  // namespace
 
+// One column's running sum is a serial chain of 256 dependent adds; the columns' chains
+// are independent, so they run interleaved (16 at a time) to overlap their latencies.
+// Each column's sums are the same float additions in the same order as on its own.
+void draw_columns(const Kernels& k, const float* logits, size_t stride, int n, const double* u, int u_stride,
+                  int* out, float* scratch) {
+    for (int b = 0; b < n; ++b) k.exps(logits + size_t(b) * stride, scratch + size_t(b) * 256);
+    constexpr int kGroup = 16;
+    for (int b0 = 0; b0 < n; b0 += kGroup) {
+        const int g = std::min(kGroup, n - b0);
+        float* col = scratch + size_t(b0) * 256;
+        float cum[kGroup] = {};
+        for (int i = 0; i < 256; ++i)
+            for (int j = 0; j < g; ++j) col[j * 256 + i] = cum[j] += col[j * 256 + i];
+    }
+    for (int b = 0; b < n; ++b) {
+        const float* c = scratch + size_t(b) * 256;
+        const float thr = float(u[size_t(b) * u_stride]) * c[255];
+        int i = 0;
+        while (i < 255 && !(c[i] > thr)) ++i;
+        out[b] = i;
+    }
+}
+
 void pack_bf16_pairs(const float* x, int n, uint32_t* out) {
     auto bf = [](float f) -> uint32_t {
         uint32_t u;
@@ -160,6 +183,12 @@ struct Engine::Ctx {
 
 namespace {
 
+int draw_one(const Kernels& k, const float* logits, double u, float* scratch) {
+    int i;
+    draw_columns(k, logits, 256, 1, &u, 1, &i, scratch);
+    return i;
+}
+
 // Spin briefly (the other thread is usually microseconds away), then yield so a busy
 // machine does not starve the thread being waited for.
 void wait_for(const std::atomic<int64_t>& a, int64_t v) {
@@ -215,7 +244,7 @@ int Engine::coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float
     gemv(lane, m.o1, h_out, cx.half, lane.tmp.data(), true, 0, m.o1.rows_padded / 16);
     gemv(lane, m.o2, lane.tmp.data(), cx.half, lane.logits.data(), false, 0, m.o2.rows_padded / 16);
     if (cx.trace) std::memcpy(&cx.trace->coarse_logits[i * 256], lane.logits.data(), 256 * 4);
-    return cx.force ? (int(cx.force[i]) + 32768) >> 8 : cx.K.draw(lane.logits.data(), u0, lane.scratch.data());
+    return cx.force ? (int(cx.force[i]) + 32768) >> 8 : draw_one(cx.K, lane.logits.data(), u0, lane.scratch.data());
 }
 
 int Engine::fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, int c, double u1) {
@@ -227,7 +256,7 @@ int Engine::fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* 
         std::memcpy(&cx.trace->fine_logits[i * 256], lane.logits.data(), 256 * 4);
         std::memcpy(&cx.trace->states[i * cx.n], h_out, size_t(cx.n) * 4);
     }
-    int f = cx.force ? (int(cx.force[i]) + 32768) & 0xff : cx.K.draw(lane.logits.data(), u1, lane.scratch.data());
+    int f = cx.force ? (int(cx.force[i]) + 32768) & 0xff : draw_one(cx.K, lane.logits.data(), u1, lane.scratch.data());
     cx.out[i] = int16_t(c * 256 + f - 32768);
     return f;
 }
@@ -315,7 +344,7 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             layer(m.o2, tmp, logits, false);
             meet();
             if (k == 0 && trace) std::memcpy(&trace->coarse_logits[i * 256], logits, 256 * 4);
-            const int c = force ? (int(force[i]) + 32768) >> 8 : kernels_.draw(logits, u0, lane.scratch.data());
+            const int c = force ? (int(force[i]) + 32768) >> 8 : draw_one(kernels_, logits, u0, lane.scratch.data());
             kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), scale_byte(c), h_in, h_out, n, half + lo,
                               half + hi);
             meet();
@@ -325,7 +354,7 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             layer(m.o4, tmp, logits, false);
             meet();
             if (k == 0 && trace) std::memcpy(&trace->fine_logits[i * 256], logits, 256 * 4);
-            const int f = force ? (int(force[i]) + 32768) & 0xff : kernels_.draw(logits, u1, lane.scratch.data());
+            const int f = force ? (int(force[i]) + 32768) & 0xff : draw_one(kernels_, logits, u1, lane.scratch.data());
             if (k == 0) out[i] = int16_t(c * 256 + f - 32768);
             c_prev = c, f_prev = f;
         }
@@ -357,7 +386,7 @@ class BatchStep {
         scratch_.assign(size_t(cols) * 256, 0.0f);
         scales_.assign(cols, 1.0f);
         words_.assign(size_t(cols) * ws_, 0);
-        c_prev.assign(cols, 128), f_prev.assign(cols, 0), c_.assign(cols, 0);
+        c_prev.assign(cols, 128), f_prev.assign(cols, 0), c_.assign(cols, 0), f_.assign(cols, 0);
         u.assign(2 * size_t(cols), 0.0);
         forced.assign(cols, -1);
         row.assign(cols, 0);
@@ -401,22 +430,26 @@ class BatchStep {
         }
         product(m_.o1, h.data(), n, half, b0, nb, tmp_.data(), ts_, true);
         product(m_.o2, tmp_.data(), ts_, half, b0, nb, logits_.data(), ls_, false);
+        draw_columns(K_, &logits_[size_t(b0) * ls_], ls_, nb, &u[2 * size_t(b0)], 2, &c_[b0],
+                     &scratch_[size_t(b0) * 256]);
         for (int b = b0; b < b0 + nb; ++b) {
             const float* lb = &logits_[size_t(b) * ls_];
             if (trace && row[b] != kNoRow) std::memcpy(&trace->coarse_logits[row[b] * 256], lb, 256 * 4);
-            c_[b] = forced[b] >= 0 ? forced[b] >> 8 : K_.draw(lb, u[2 * b], &scratch_[size_t(b) * 256]);
+            if (forced[b] >= 0) c_[b] = forced[b] >> 8;
             float* hb = &h[size_t(b) * n];
             K_.gru_rows(&gi[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), scale_byte(c_[b]), hb, hb, n, half, n);
         }
         product(m_.o3, h.data() + half, n, half, b0, nb, tmp_.data(), ts_, true);
         product(m_.o4, tmp_.data(), ts_, half, b0, nb, logits_.data(), ls_, false);
+        draw_columns(K_, &logits_[size_t(b0) * ls_], ls_, nb, &u[2 * size_t(b0) + 1], 2, &f_[b0],
+                     &scratch_[size_t(b0) * 256]);
         for (int b = b0; b < b0 + nb; ++b) {
             const float* lb = &logits_[size_t(b) * ls_];
             if (trace && row[b] != kNoRow) {
                 std::memcpy(&trace->fine_logits[row[b] * 256], lb, 256 * 4);
                 std::memcpy(&trace->states[row[b] * n], &h[size_t(b) * n], size_t(n) * 4);
             }
-            int f = forced[b] >= 0 ? forced[b] & 0xff : K_.draw(lb, u[2 * b + 1], &scratch_[size_t(b) * 256]);
+            const int f = forced[b] >= 0 ? forced[b] & 0xff : f_[b];
             out[b] = int16_t(c_[b] * 256 + f - 32768);
             c_prev[b] = c_[b];
             f_prev[b] = f;
@@ -437,7 +470,7 @@ class BatchStep {
     const int gs_, ts_, ls_, ws_;
     std::vector<float> gh_, tmp_, logits_, scratch_, scales_;
     std::vector<uint32_t> words_;
-    std::vector<int> c_;
+    std::vector<int> c_, f_;  // this step's drawn bytes
 };
 
 // Per-sample conditioning: the blend of the projected frames around sample `pos`.

@@ -341,20 +341,14 @@ void gate_inputs(const float* p0, const float* p1, float w, const float* b, cons
     }
 }
 
-int draw(const float* logits, double u, float* scratch) {
+void exps(const float* logits, float* out) {
     __m256 mx = _mm256_loadu_ps(logits);
     for (int i = 8; i < 256; i += 8) mx = _mm256_max_ps(mx, _mm256_loadu_ps(logits + i));
     __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(mx), _mm256_extractf128_ps(mx, 1));
     m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
     m4 = _mm_max_ss(m4, _mm_shuffle_ps(m4, m4, 1));
     __m256 vmax = _mm256_set1_ps(_mm_cvtss_f32(m4));
-    for (int i = 0; i < 256; i += 8) _mm256_storeu_ps(scratch + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(logits + i), vmax)));
-    float cum = 0.0f;
-    for (int i = 0; i < 256; ++i) scratch[i] = cum += scratch[i];
-    float thr = float(u) * scratch[255];
-    for (int i = 0; i < 256; ++i)
-        if (scratch[i] > thr) return i;
-    return 255;
+    for (int i = 0; i < 256; i += 8) _mm256_storeu_ps(out + i, exp8(_mm256_sub_ps(_mm256_loadu_ps(logits + i), vmax)));
 }
 
 float quantize(const float* x, int n, uint32_t* out) {
@@ -406,7 +400,7 @@ uint64_t madd(Precision p, uint64_t rounds) {
         [](__m256 v) { return lane_sum(_mm256_cvtps_epi32(v)); });
 }
 
-const Kernels kAvx2 = {"avx2", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream, madd};
+const Kernels kAvx2 = {"avx2", gemv, spmv, gru_rows, gate_inputs, exps, gemm, spmm, quantize, stream, madd};
 
 }  // namespace
 

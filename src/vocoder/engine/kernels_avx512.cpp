@@ -373,17 +373,11 @@ void gate_inputs(const float* p0, const float* p1, float w, const float* b, cons
     }
 }
 
-int draw(const float* logits, double u, float* scratch) {
+void exps(const float* logits, float* out) {
     __m512 mx = _mm512_loadu_ps(logits);
     for (int i = 16; i < 256; i += 16) mx = _mm512_max_ps(mx, _mm512_loadu_ps(logits + i));
     __m512 vmax = _mm512_set1_ps(_mm512_reduce_max_ps(mx));
-    for (int i = 0; i < 256; i += 16) _mm512_storeu_ps(scratch + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(logits + i), vmax)));
-    float cum = 0.0f;
-    for (int i = 0; i < 256; ++i) scratch[i] = cum += scratch[i];
-    float thr = float(u) * scratch[255];
-    for (int i = 0; i < 256; ++i)
-        if (scratch[i] > thr) return i;
-    return 255;
+    for (int i = 0; i < 256; i += 16) _mm512_storeu_ps(out + i, exp16(_mm512_sub_ps(_mm512_loadu_ps(logits + i), vmax)));
 }
 
 float quantize(const float* x, int n, uint32_t* out) {
@@ -431,7 +425,7 @@ uint64_t madd(Precision p, uint64_t rounds) {
         [](__m512 v, __m512 one) { return _mm512_fmadd_ps(one, one, v); }, fp32_lanes);
 }
 
-const Kernels kAvx512 = {"avx512", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream, madd};
+const Kernels kAvx512 = {"avx512", gemv, spmv, gru_rows, gate_inputs, exps, gemm, spmm, quantize, stream, madd};
 
 }  // namespace
 

@@ -94,15 +94,10 @@ void gate_inputs(const float* p0, const float* p1, float w, const float* b, cons
     for (int j = 0; j < n; ++j) out[j] = ((1.0f - w) * p0[j] + w * p1[j] + b[j]) + c0[j] * s0 + c1[j] * s1;
 }
 
-int draw(const float* logits, double u, float* scratch) {
+void exps(const float* logits, float* out) {
     float mx = logits[0];
     for (int i = 1; i < 256; ++i) mx = logits[i] > mx ? logits[i] : mx;
-    float cum = 0.0f;
-    for (int i = 0; i < 256; ++i) scratch[i] = cum += std::exp(logits[i] - mx);
-    float thr = float(u) * scratch[255];
-    for (int i = 0; i < 256; ++i)
-        if (scratch[i] > thr) return i;
-    return 255;
+    for (int i = 0; i < 256; ++i) out[i] = std::exp(logits[i] - mx);
 }
 
 float quantize(const float* x, int n, uint32_t* out) {
@@ -140,7 +135,7 @@ uint64_t madd(Precision p, uint64_t rounds) {
         rounds, 0.0f, 1.0f, [](float v, float one) { return v * one + one; }, [](float v) { return uint64_t(v); });
 }
 
-const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, draw, gemm, spmm, quantize, stream, madd};
+const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, exps, gemm, spmm, quantize, stream, madd};
 
 }  // namespace
 

@@ -134,8 +134,9 @@ struct Kernels {
     // out = (1 - w) * p0 + w * p1 + b + c0 * s0 + c1 * s1
     void (*gate_inputs)(const float* p0, const float* p1, float w, const float* b, const float* c0, float s0,
                         const float* c1, float s1, float* out, int n);
-    // Inverse-CDF draw from 256 logits at uniform u.
-    int (*draw)(const float* logits, double u, float* scratch);
+    // out[i] = exp(logits[i] - max(logits)) for 256 logits: the unnormalised softmax that
+    // draw_columns turns into an inverse-CDF draw.
+    void (*exps)(const float* logits, float* out);
     // Y = W X + b (optionally relu) for the B columns of x (column b of Y at
     // y + b * y_stride), every row of a dense matrix. Each weight block is loaded once for
     // a group of columns: a step is memory-bound, so B columns cost little more than one.
@@ -166,6 +167,12 @@ const Kernels* kernels_avx512();  // nullptr if not compiled in
 const Kernels& active_kernels();
 void select_isa(const std::string& name);  // "auto", "scalar", "avx2", "avx512"; throws Error
 std::vector<std::string> supported_isas();
+
+// Inverse-CDF draws for n columns of 256 logits (column b at logits + b * stride, uniform
+// u[b * u_stride]): out[b] = the first i with cumsum(exps)[i] > u * total (255 if none).
+// scratch holds 256 * n floats.
+void draw_columns(const Kernels& k, const float* logits, size_t stride, int n, const double* u, int u_stride,
+                  int* out, float* scratch);
 
 // bf16 round-to-nearest-even of x[0..n) packed as (x[2k] | x[2k+1] << 16).
 void pack_bf16_pairs(const float* x, int n, uint32_t* out);
