@@ -67,6 +67,11 @@ def test_bench_report_has_every_configuration(tmp_path: Path) -> None:
         ("torch", "fp32", 2),
     }
     assert set(report["machine"]["multiply_adds_per_second"]) == {"fp32", "bf16", "int8"}
+    assert (
+        res.output.count("at this machine's bandwidth limit it could be at most")
+        + res.output.count("at this machine's compute limit it could be at most")
+        == 4
+    )  # one line per native row (fp32, int8 x 1, 2 threads)
     compute = {
         (r["engine"], r["precision"], r["threads"]): r["compute_limit_samples_per_second"] for r in rows
     }

@@ -641,6 +641,18 @@ def bench(
         "Fold and subscale rows: bw and BLAS per step, times the samples a step yields."
     )
     for r in results:
+        if (
+            r.mode == "sequential"
+            and r.engine == "native"
+            and r.sparsity == 0
+            and (ref := torch_sps.get(r.hidden_size))
+        ):
+            say(
+                f"sequential N={r.hidden_size} {r.precision} threads={r.threads}: x torch "
+                f"{r.samples_per_second / ref:.1f}; at this machine's {r.bound} limit it could be at most "
+                f"{r.limit_samples_per_second / ref:.1f}"
+            )
+    for r in results:
         if r.mode == "subscale" and r.engine == "native" and (seq := seq_sps.get(weights(r))):
             say(
                 f"subscale N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "

@@ -77,7 +77,7 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
             samples = int(seconds * cfg.audio.sample_rate)
             model_file = Path(tmp) / f"run{i}.wrnn"
             export_model(model, cfg, model_file, precision, path)
-            (wall, count, _), _, _ = time_native(model_file, cfg, samples, 1)
+            (wall, count, _), *_ = time_native(model_file, cfg, samples, 1)
             sps = count / wall
             rows.append(
                 Row(
