@@ -157,15 +157,23 @@ def bench_mel(cfg: Config, samples: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(-5.0, 2.0, (cfg.audio.n_mels, frames)).astype(np.float32)
 
 
-def matvec_limit(hidden: int, repeats: int = 200) -> float:
-    """Steps/s if a step were only its fp32 matrix-vector products (numpy BLAS):
-    W_hh (3N x N) and the four output layers (N/2 x N/2 twice, 256 x N/2 twice)."""
-    rng = np.random.default_rng(0)
+def per_sample_shapes(hidden: int) -> dict[str, tuple[int, int]]:
+    """(rows, columns) of the matrices every sample applies: W_hh and O1..O4."""
     half = hidden // 2
-    mats = [
-        rng.standard_normal(s, dtype=np.float32)
-        for s in [(3 * hidden, hidden), (half, half), (256, half), (half, half), (256, half)]
-    ]
+    return {
+        "gru.weight_hh_l0": (3 * hidden, hidden),
+        "O1.weight": (half, half),
+        "O2.weight": (256, half),
+        "O3.weight": (half, half),
+        "O4.weight": (256, half),
+    }
+
+
+def matvec_limit(hidden: int, repeats: int = 200) -> float:
+    """Steps/s if a step were only its fp32 matrix-vector products (numpy BLAS) with the
+    per-sample matrices."""
+    rng = np.random.default_rng(0)
+    mats = [rng.standard_normal(s, dtype=np.float32) for s in per_sample_shapes(hidden).values()]
     vecs = [rng.standard_normal(m.shape[1], dtype=np.float32) for m in mats]
     best = float("inf")
     with threadpool_limits(limits=1):  # one core, like the engine's single-thread rows
@@ -185,16 +193,8 @@ def weight_bytes(hidden: int, precision: str, layout: dict[str, dict[str, object
     """Bytes of per-sample weights one step reads: W_hh (3N x N) and O1..O4, each dense
     in the file's precision or, where the engine holds it sparse, fp32 blocks of 16
     values plus one 4-byte column index per block."""
-    half = hidden // 2
-    shapes = {
-        "gru.weight_hh_l0": (3 * hidden, hidden),
-        "O1.weight": (half, half),
-        "O2.weight": (256, half),
-        "O3.weight": (half, half),
-        "O4.weight": (256, half),
-    }
     total = 0.0
-    for name, (rows, cols) in shapes.items():
+    for name, (rows, cols) in per_sample_shapes(hidden).items():
         lay = (layout or {}).get(name, {"kind": "dense"})
         if lay["kind"] == "sparse":
             total += rows * cols * float(lay["density"]) * (4 + 4 / 16)
@@ -211,16 +211,9 @@ def multiply_adds(
     in fp32), and for a subscale model its context layer (sub-tensor s reads (s + 1) W
     window values, fp32, so B (B + 1) / 2 W per B samples) and the context columns of
     W_ih (3N x D, in the file's precision)."""
-    n, half = cfg.model.hidden_size, cfg.model.hidden_size // 2
-    shapes = {
-        "gru.weight_hh_l0": (3 * n, n),
-        "O1.weight": (half, half),
-        "O2.weight": (256, half),
-        "O3.weight": (half, half),
-        "O4.weight": (256, half),
-    }
+    n = cfg.model.hidden_size
     out = {precision: 0.0, "fp32": 0.0}
-    for name, (rows, cols) in shapes.items():
+    for name, (rows, cols) in per_sample_shapes(n).items():
         lay = (layout or {}).get(name, {"kind": "dense"})
         if lay["kind"] == "sparse":
             out["fp32"] += rows * cols * float(lay["density"])
