@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from vocoder import _engine
-from vocoder.bench import compute_limit, multiply_adds
+from vocoder.bench import compute_limit, fastest, multiply_adds
 from vocoder.cli import app
 from vocoder.config import Config
 
@@ -52,6 +53,8 @@ def test_bench_report_has_every_configuration(tmp_path: Path) -> None:
         "int8",
         "--seconds",
         "0.05",
+        "--repeats",
+        "2",
         "--json",
         str(out),
     ]
@@ -83,6 +86,7 @@ def test_bench_report_has_every_configuration(tmp_path: Path) -> None:
         assert r["bound"] == ("bandwidth" if bw <= mac else "compute")
         assert r["share_of_limit"] == pytest.approx(r["samples_per_second"] / min(bw, mac))
         assert r["hidden_size"] == 32 and r["mode"] == "sequential" and r["block"] == "dense"
+        assert r["repeats"] == 2
         assert r["sparsity"] == 0.0 and r["samples_per_second"] > 0
         assert abs(r["times_realtime_24k"] - r["samples_per_second"] / 24000) < 1e-9
 
@@ -116,6 +120,17 @@ def test_multiply_adds_per_sample_count_every_product() -> None:
     assert multiply_adds(cfg, "fp32") == {"fp32": dense + ctx + 3 * 512 * 64}
     # one second per kind of work, in the slowest precision's time
     assert compute_limit({"int8": 2e9, "fp32": 1e9}, {"int8": 4e9, "fp32": 1e9}) == pytest.approx(1 / 1.5)
+
+
+def test_fastest_keeps_the_shortest_run() -> None:
+    waits = iter([0.03, 0.01, 0.02])
+
+    def run() -> int:
+        time.sleep(next(waits))
+        return 7
+
+    wall, count = fastest(run, 3)
+    assert count == 7 and 0.01 <= wall < 0.03  # only the 0.01 s run can be under 0.03 s
 
 
 def test_bench_times_sparse_rows_next_to_the_dense_one(tmp_path: Path) -> None:

@@ -87,6 +87,7 @@ class Result:
     share_of_limit: float
     blas_samples_per_second: float
     share_of_blas: float
+    repeats: int  # timed runs; samples_per_second is the fastest
 
     @classmethod
     def of(
@@ -99,6 +100,7 @@ class Result:
         limits: tuple[float, float],
         blas: float,
         mode: str = "sequential",
+        repeats: int = 1,
     ) -> Result:
         wall, count, isa = timing
         sps = count / wall
@@ -126,6 +128,7 @@ class Result:
             sps / limit,
             blas,
             sps / blas,
+            repeats,
         )
 
 
@@ -251,11 +254,22 @@ def bandwidth_limit(nbytes: int) -> float:
     return _engine.read_bandwidth(nbytes) * 1e9 / nbytes
 
 
+def fastest(run: Callable[[], int], repeats: int) -> tuple[float, int]:
+    """(the shortest wall time of ``repeats`` calls of ``run``, the samples it returned):
+    on a shared machine the fastest run is the one least disturbed by other work."""
+    best, count = float("inf"), 0
+    for _ in range(max(1, repeats)):
+        start = time.perf_counter()
+        count = run()
+        best = min(best, time.perf_counter() - start)
+    return best, count
+
+
 def time_native(
-    path: Path, cfg: Config, samples: int, threads: int, kernels: str = "auto"
+    path: Path, cfg: Config, samples: int, threads: int, kernels: str = "auto", repeats: int = 1
 ) -> tuple[tuple[float, int, str], str, int, dict[str, float]]:
     """((wall, samples, ISA), precision, per-step weight bytes, multiply-adds per sample)
-    of one native run."""
+    of the fastest of ``repeats`` native runs."""
     from vocoder.native import NativeVocoder
 
     voc = NativeVocoder.load(path, threads, kernels)
@@ -263,36 +277,42 @@ def time_native(
         raise VocoderError(f"the native engine cannot use {threads} threads at N={cfg.model.hidden_size}")
     mel = bench_mel(cfg, samples)
     voc.generate(mel[:, :2], 0)  # warm-up: page in the weights
-    start = time.perf_counter()
-    out = voc.generate(mel, 0)
-    wall = time.perf_counter() - start
+    wall, count = fastest(lambda: len(voc.generate(mel, 0)), repeats)
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
-    return (wall, len(out), voc.isa), voc.precision, nbytes, multiply_adds(cfg, voc.precision, voc.layout)
+    return (wall, count, voc.isa), voc.precision, nbytes, multiply_adds(cfg, voc.precision, voc.layout)
 
 
 def time_native_fold(
-    path: Path, cfg: Config, samples: int, target: int, overlap: int, threads: int, kernels: str = "auto"
+    path: Path,
+    cfg: Config,
+    samples: int,
+    target: int,
+    overlap: int,
+    threads: int,
+    kernels: str = "auto",
+    repeats: int = 1,
 ) -> tuple[tuple[float, int, str], str, float, int, dict[str, float]]:
     """((wall, samples, ISA), precision, kept samples per batched step, per-step weight
-    bytes, multiply-adds per kept sample) of one fold-mode run."""
+    bytes, multiply-adds per kept sample) of the fastest of ``repeats`` fold-mode runs."""
     from vocoder import fold
     from vocoder.native import NativeVocoder
 
     voc = NativeVocoder.load(path, threads, kernels)
     mel = bench_mel(cfg, samples)
     voc.generate_fold(mel[:, :2], 0, target, overlap)  # warm-up: page in the weights
-    start = time.perf_counter()
-    out = voc.generate_fold(mel, 0, target, overlap)
-    wall = time.perf_counter() - start
+    wall, count = fastest(lambda: len(voc.generate_fold(mel, 0, target, overlap)), repeats)
     steps = fold.segment_length(target, overlap)
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
-    generated = fold.num_segments(len(out), target, overlap) * steps
-    macs = {p: m * generated / len(out) for p, m in multiply_adds(cfg, voc.precision, voc.layout).items()}
-    return (wall, len(out), voc.isa), voc.precision, len(out) / steps, nbytes, macs
+    generated = fold.num_segments(count, target, overlap) * steps
+    macs = {p: m * generated / count for p, m in multiply_adds(cfg, voc.precision, voc.layout).items()}
+    return (wall, count, voc.isa), voc.precision, count / steps, nbytes, macs
 
 
-def time_torch(model: object, cfg: Config, samples: int, threads: int) -> tuple[float, int, str]:
-    """The torch reference sampler of the model's kind (sequential or subscale)."""
+def time_torch(
+    model: object, cfg: Config, samples: int, threads: int, repeats: int = 1
+) -> tuple[float, int, str]:
+    """The torch reference sampler of the model's kind (sequential or subscale): the
+    fastest of ``repeats`` runs."""
     import torch
 
     from vocoder.sampler import TorchVocoder
@@ -301,9 +321,8 @@ def time_torch(model: object, cfg: Config, samples: int, threads: int) -> tuple[
     voc = TorchVocoder(model, cfg)
     mel = bench_mel(cfg, samples)
     voc.generate(mel[:, :1], 0)
-    start = time.perf_counter()
-    out = voc.generate(mel, 0)
-    return time.perf_counter() - start, len(out), "torch"
+    wall, count = fastest(lambda: len(voc.generate(mel, 0)), repeats)
+    return wall, count, "torch"
 
 
 def samples_per_step(cfg: Config, samples: int) -> float:
@@ -381,12 +400,14 @@ def run_bench(
     kernels: str = "auto",
     fold: tuple[int, int, float] | None = None,
     subscale: bool = False,
+    repeats: int = 1,
 ) -> list[Result]:
     """Measure every (N, dense or sparse variant, precision, threads) natively and
     (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
     timed next to the dense model of each N, with the ``kernels`` choice. ``fold``
     (target, overlap, seconds) adds fold-mode rows per native (variant, precision, threads);
-    ``subscale`` subscale rows (per thread count) and a torch subscale row per N."""
+    ``subscale`` subscale rows (per thread count) and a torch subscale row per N. Each
+    row is the fastest of ``repeats`` timed runs."""
     from vocoder.export import write_model_file
 
     results: list[Result] = []
@@ -409,13 +430,25 @@ def run_bench(
         """One native row: sequential, or subscale for a subscale model (limits per step
         times the samples a step yields)."""
         samples = int(seconds * cfg.audio.sample_rate)
-        timing, precision, nbytes, macs = time_native(path, cfg, samples, threads, v.kernels)
+        timing, precision, nbytes, macs = time_native(path, cfg, samples, threads, v.kernels, repeats)
         per_step = samples_per_step(cfg, timing[1])
         lim = limits(bandwidth_limit(nbytes) * per_step, macs, threads)
-        record(Result.of("native", v, threads, precision, timing, lim, blas * per_step, mode=cfg.model.kind))
+        record(
+            Result.of(
+                "native",
+                v,
+                threads,
+                precision,
+                timing,
+                lim,
+                blas * per_step,
+                mode=cfg.model.kind,
+                repeats=repeats,
+            )
+        )
 
     def record_torch(model: object, cfg: Config, threads: int, blas: float) -> None:
-        timing = time_torch(model, cfg, TORCH_SAMPLES, threads)
+        timing = time_torch(model, cfg, TORCH_SAMPLES, threads, repeats)
         per_step = samples_per_step(cfg, TORCH_SAMPLES)
         lim = limits(
             bandwidth_limit(weight_bytes(cfg.model.hidden_size, "fp32")) * per_step,
@@ -433,6 +466,7 @@ def run_bench(
                 lim,
                 blas * per_step,
                 mode=mode,
+                repeats=repeats,
             )
         )
 
@@ -442,10 +476,14 @@ def run_bench(
         fold_samples = int(fold_seconds * cfg.audio.sample_rate)
         for t in threads:
             timing, precision, per_step, nbytes, macs = time_native_fold(
-                path, cfg, fold_samples, target, overlap, t, v.kernels
+                path, cfg, fold_samples, target, overlap, t, v.kernels, repeats
             )
             lim = limits(bandwidth_limit(nbytes) * per_step, macs, t)
-            record(Result.of("native", v, t, precision, timing, lim, blas * per_step, mode="fold"))
+            record(
+                Result.of(
+                    "native", v, t, precision, timing, lim, blas * per_step, mode="fold", repeats=repeats
+                )
+            )
 
     sizes = [0] if model_path is not None else hidden_sizes
 

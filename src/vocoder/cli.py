@@ -518,11 +518,15 @@ def bench(
         bool,
         typer.Option(help="Also time a subscale model (B=16, F=4) of each N, sparsity and thread count."),
     ] = False,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed runs per row; the fastest counts (the least disturbed).")
+    ] = 3,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Time the native engine and the torch reference sampler (samples/s, x real time).
 
-    Timings only: correctness is the tests' job. Torch runs on a 2000-sample input.
+    Timings only: correctness is the tests' job. Torch runs on a 2000-sample input. Each
+    row is the fastest of --repeats runs.
     "x torch" is against the best sequential torch row of the same N; "x dense" against
     the dense native row of the same N, precision, threads and mode; "x seq" (fold and
     subscale rows) against the sequential native row of the same N, weights, precision
@@ -569,6 +573,7 @@ def bench(
             kernels=sparse_kernels,
             fold=(target, overlap, fold_seconds) if fold else None,
             subscale=subscale,
+            repeats=repeats,
         )
     except VocoderError as e:
         fail(str(e))
