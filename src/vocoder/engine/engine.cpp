@@ -171,14 +171,10 @@ std::vector<float> Engine::project_frames(const float* mel, int frames) const {
 struct Engine::Ctx {
     const Model& m;
     const Kernels& K;
-    int n, half, hop;
+    int n, hop;
     const float* proj;
     const float* wk;
     const int* side;
-    const double* draws;
-    const int16_t* force;
-    Trace* trace;
-    int16_t* out;
 };
 
 namespace {
@@ -238,29 +234,6 @@ void Engine::gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off,
     }
 }
 
-int Engine::coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, double u0) {
-    const Model& m = cx.m;
-    cx.K.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h_in, h_out, cx.n, 0, cx.half);
-    gemv(lane, m.o1, h_out, cx.half, lane.tmp.data(), true, 0, m.o1.rows_padded / 16);
-    gemv(lane, m.o2, lane.tmp.data(), cx.half, lane.logits.data(), false, 0, m.o2.rows_padded / 16);
-    if (cx.trace) std::memcpy(&cx.trace->coarse_logits[i * 256], lane.logits.data(), 256 * 4);
-    return cx.force ? (int(cx.force[i]) + 32768) >> 8 : draw_one(cx.K, lane.logits.data(), u0, lane.scratch.data());
-}
-
-int Engine::fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, int c, double u1) {
-    const Model& m = cx.m;
-    cx.K.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), scale_byte(c), h_in, h_out, cx.n, cx.half, cx.n);
-    gemv(lane, m.o3, h_out + cx.half, cx.half, lane.tmp.data(), true, 0, m.o3.rows_padded / 16);
-    gemv(lane, m.o4, lane.tmp.data(), cx.half, lane.logits.data(), false, 0, m.o4.rows_padded / 16);
-    if (cx.trace) {
-        std::memcpy(&cx.trace->fine_logits[i * 256], lane.logits.data(), 256 * 4);
-        std::memcpy(&cx.trace->states[i * cx.n], h_out, size_t(cx.n) * 4);
-    }
-    int f = cx.force ? (int(cx.force[i]) + 32768) & 0xff : draw_one(cx.K, lane.logits.data(), u1, lane.scratch.data());
-    cx.out[i] = int16_t(c * 256 + f - 32768);
-    return f;
-}
-
 std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, const double* draws, const int16_t* force,
                                  Trace* trace) {
     const Model& m = *model_;
@@ -274,38 +247,24 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
     blend_weights(hop, wk, side);
     trace_rows(trace, total, n);
     std::vector<int16_t> out(total);
-    Ctx cx{m, kernels_, n, half, hop, proj.data(), wk.data(), side.data(), draws, force, trace, out.data()};
+    Ctx cx{m, kernels_, n, hop, proj.data(), wk.data(), side.data()};
     for (auto& hb : hbuf_) std::fill(hb.begin(), hb.end(), 0.0f);
-    Rng rng(seed);
-    const int blocks = m.hh.rows_padded / 16;
-    if (threads_ == 1) {
-        float* h = hbuf_[0].data();
-        int c_prev = 128, f_prev = 0;
-        for (size_t i = 0; i < total; ++i) {
-            double u0 = draws ? draws[2 * i] : rng.uniform();
-            double u1 = draws ? draws[2 * i + 1] : rng.uniform();
-            gate_rows(cx, i, c_prev, f_prev, 0, n);
-            gemv(lanes_[0], m.hh, h, n, gh_.data(), false, 0, blocks);
-            int c = coarse(cx, lanes_[0], i, h, h, u0);
-            f_prev = fine(cx, lanes_[0], i, h, h, c, u1);
-            c_prev = c;
-        }
-        return out;
-    }
-    // Two threads split every matrix by rows. Thread k owns state elements [lo, hi) of
-    // the coarse half and the same offsets of the fine half, with the three gates' W_hh
-    // rows for them, so its GRU update reads only its own products; and half the row
-    // blocks of each output layer. They meet after each layer whose whole output the
-    // next one reads (six times a step); both draw c and f from the same logits and
-    // uniforms (one RNG each, same seed), so neither waits for the other's draw. The
-    // state is double-buffered by step parity: a thread's update for step i + 1 cannot
-    // overwrite what the other still reads for step i, which it finished before their
-    // last meeting. Every row is computed as on one thread, so the samples are the same.
+    // One thread computes every row of a step. Two threads split every matrix by rows:
+    // thread k owns state elements [lo, hi) of the coarse half and the same offsets of the
+    // fine half, with the three gates' W_hh rows for them, so its GRU update reads only its
+    // own products; and half the row blocks of each output layer. They meet after each
+    // layer whose whole output the next one reads (six times a step); both draw c and f
+    // from the same logits and uniforms (one RNG each, same seed), so neither waits for
+    // the other's draw. The state is double-buffered by step parity: a thread's update
+    // for step i + 1 cannot overwrite what the other still reads for step i, which it
+    // finished before their last meeting. Every row is computed the same way whatever
+    // the split, so the samples do not depend on the thread count.
     struct alignas(64) Arrivals {
         std::atomic<int64_t> v{0};
     };
     Arrivals arrived[2];
-    const int split = 16 * (half / 32);  // a 16-row block boundary near the middle of each half
+    const bool two = threads_ == 2;
+    const int split = two ? 16 * (half / 32) : half;  // a 16-row block boundary near the middle of each half
     float* tmp = lanes_[0].tmp.data();   // the output layers' results, shared by both threads
     float* logits = lanes_[0].logits.data();
     auto thread = [&](int k) {
@@ -313,12 +272,13 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
         Rng own(seed);
         int64_t met = 0;
         auto meet = [&] {
+            if (!two) return;
             arrived[k].v.store(++met, std::memory_order_release);
             wait_for(arrived[1 - k].v, met);
         };
         const int lo = k ? split : 0, hi = k ? half : split;
         auto half_of = [&](const Matrix& d) {  // this thread's row blocks of an output layer
-            const int blocks = d.rows_padded / 16, mid = blocks / 2;
+            const int blocks = d.rows_padded / 16, mid = two ? blocks / 2 : blocks;
             return std::pair<int, int>(k ? mid : 0, k ? blocks : mid);
         };
         auto layer = [&](const Matrix& d, const float* x, float* y, bool relu) {
@@ -334,9 +294,14 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             gate_rows(cx, i, c_prev, f_prev, lo, hi - lo);
             gate_rows(cx, i, c_prev, f_prev, half + lo, hi - lo);
             const Packed packed = pack(lane, m.hh, h_in, n);
-            for (int g = 0; g < 3; ++g)
-                for (int part : {lo, half + lo})
-                    rows(m.hh, h_in, packed, gh_.data(), false, (g * n + part) / 16, (g * n + part + hi - lo) / 16);
+            if (two) {
+                for (int g = 0; g < 3; ++g)
+                    for (int part : {lo, half + lo})
+                        rows(m.hh, h_in, packed, gh_.data(), false, (g * n + part) / 16,
+                             (g * n + part + hi - lo) / 16);
+            } else {  // every row at once: one thread's gates need not start on a 16-row block
+                rows(m.hh, h_in, packed, gh_.data(), false, 0, m.hh.rows_padded / 16);
+            }
             kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h_in, h_out, n, lo, hi);
             meet();
             layer(m.o1, h_out, tmp, true);
@@ -359,6 +324,10 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             c_prev = c, f_prev = f;
         }
     };
+    if (!two) {
+        thread(0);
+        return out;
+    }
     std::thread worker(thread, 1);
     thread(0);
     worker.join();

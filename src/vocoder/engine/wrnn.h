@@ -227,8 +227,6 @@ class Engine {
     void rows(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb0, int rb1);
     void gemv(Lane& lane, const Matrix& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1);
     void gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len);
-    int coarse(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, double u0);
-    int fine(const Ctx& cx, Lane& lane, size_t i, const float* h_in, float* h_out, int c, double u1);
 
     std::shared_ptr<const Model> model_;
     const Kernels& kernels_;
