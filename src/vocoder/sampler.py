@@ -56,6 +56,16 @@ def gru_cell(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tenso
     return u * h + (1.0 - u) * e
 
 
+def step_inputs(model: WaveRNN, mel: np.ndarray) -> tuple[WaveRNN, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The model in fp32 on the CPU, the per-sample conditioning of ``mel`` (L, C), and
+    what every step reads: the byte and conditioning columns of the masked W_ih, b_ih,
+    W_hh and b_hh."""
+    model = model.float().cpu().eval()
+    cond = model.conditioning(torch.from_numpy(mel).float()[None])[0]
+    gru = model.gru
+    return model, cond, (*model.input_columns(), gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0)
+
+
 @torch.no_grad()
 def generate(
     model: WaveRNN,
@@ -72,8 +82,7 @@ def generate(
     forcing through the sampler, for tests); ``record`` returns the per-step logits and
     states; ``progress`` is called with the number of samples done now and then.
     """
-    model = model.float().cpu().eval()
-    cond = model.conditioning(torch.from_numpy(mel).float()[None])[0]  # (L, C)
+    model, cond, (w_cprev, w_fprev, w_c, w_cond, b_ih, w_hh, b_hh) = step_inputs(model, mel)
     length = cond.shape[0]
     if draws is None:
         draws = make_draws(length, seed)
@@ -83,9 +92,6 @@ def generate(
         forced_c, forced_f = split_16bit(force)
 
     n = model.hidden_size
-    w_cprev, w_fprev, w_c, w_cond = model.input_columns()
-    b_ih = model.gru.bias_ih_l0
-    w_hh, b_hh = model.gru.weight_hh_l0, model.gru.bias_hh_l0
 
     h = torch.zeros(n)
     c_prev, f_prev = 128, 0  # the sample value 0 in offset binary
@@ -154,8 +160,7 @@ def generate_batch(
     ``force`` (int16, (B, S)) teacher-forces each sequence; ``record`` returns the
     per-step logits and states. Returns (B, S) int16 samples.
     """
-    model = model.float().cpu().eval()
-    cond = model.conditioning(torch.from_numpy(mel).float()[None])[0]  # (L, C)
+    model, cond, (w_cprev, w_fprev, w_c, w_cond, b_ih, w_hh, b_hh) = step_inputs(model, mel)
     positions = np.asarray(positions)
     if positions.ndim != 2 or positions.min() < 0 or positions.max() >= cond.shape[0]:
         raise ValueError(f"positions must be (B, S) indices into the {cond.shape[0]} samples")
@@ -166,9 +171,6 @@ def generate_batch(
         forced_c, forced_f = split_16bit(force)
 
     n = model.hidden_size
-    w_cprev, w_fprev, w_c, w_cond = model.input_columns()
-    b_ih = model.gru.bias_ih_l0
-    w_hh, b_hh = model.gru.weight_hh_l0, model.gru.bias_hh_l0
 
     proj = cond[torch.from_numpy(positions.astype(np.int64))] @ w_cond.T + b_ih  # (B, S, 3N)
     h = torch.zeros(batch, n)
@@ -186,12 +188,6 @@ def generate_batch(
         else None
     )
 
-    def cell(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-        r = torch.sigmoid(gi[:, :n] + gh[:, :n])
-        u = torch.sigmoid(gi[:, n : 2 * n] + gh[:, n : 2 * n])
-        e = torch.tanh(gi[:, 2 * n :] + r * gh[:, 2 * n :])
-        return u * h + (1.0 - u) * e
-
     for s in range(steps):
         gh = h @ w_hh.T + b_hh
         gi = (
@@ -199,12 +195,12 @@ def generate_batch(
             + w_cprev[None] * scale_byte(c_prev)[:, None]
             + w_fprev[None] * scale_byte(f_prev)[:, None]
         )
-        coarse_logits = model.coarse_logits(cell(gi, gh, h))
+        coarse_logits = model.coarse_logits(gru_cell(gi, gh, h))
         if force is None:
             c = torch.tensor([draw(coarse_logits[b], float(draws[b, s, 0])) for b in range(batch)])
         else:
             c = torch.from_numpy(forced_c[:, s].astype(np.int64))
-        h = cell(gi + w_c[None] * scale_byte(c)[:, None], gh, h)
+        h = gru_cell(gi + w_c[None] * scale_byte(c)[:, None], gh, h)
         fine_logits = model.fine_logits(h)
         if force is None:
             f = torch.tensor([draw(fine_logits[b], float(draws[b, s, 1])) for b in range(batch)])
