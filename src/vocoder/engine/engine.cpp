@@ -361,10 +361,10 @@ class BatchStep {
         row.assign(cols, 0);
     }
 
-    // Gate inputs of column b before `run` (3N each): conditioning, biases and the
-    // previous bytes; the caller may add more (the subscale context) before the step.
-    void gate_inputs(int b, const float* p0, const float* p1, float w) {
-        K_.gate_inputs(p0, p1, w, m_.b_ih.data(), m_.col_cprev.data(), scale_byte(c_prev[b]), m_.col_fprev.data(),
+    // Gate inputs of column b before `run` (3N each): conditioning, `bias` (b_ih, or
+    // for subscale the context's product, whose bias is b_ih) and the previous bytes.
+    void gate_inputs(int b, const float* p0, const float* p1, float w, const float* bias) {
+        K_.gate_inputs(p0, p1, w, bias, m_.col_cprev.data(), scale_byte(c_prev[b]), m_.col_fprev.data(),
                        scale_byte(f_prev[b]), &gi[b * n3_], int(n3_));
     }
 
@@ -453,10 +453,10 @@ struct Blend {
     Blend(const std::vector<float>& p, int n, int hop_length) : proj(p.data()), n3(3 * size_t(n)), hop(hop_length) {
         blend_weights(hop, wk, side);
     }
-    void apply(BatchStep& st, int b, size_t pos) const {
+    void apply(BatchStep& st, int b, size_t pos, const float* bias) const {
         const size_t t = pos / hop;
         const int k = int(pos % hop);
-        st.gate_inputs(b, proj + (t + 1) * n3, proj + (t + 1 + side[k]) * n3, wk[k]);
+        st.gate_inputs(b, proj + (t + 1) * n3, proj + (t + 1 + side[k]) * n3, wk[k], bias);
     }
 };
 
@@ -530,7 +530,7 @@ std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32
         }
     };
     auto part = [&](size_t s, int a, int b) {
-        for (int c = a; c <= b; ++c) blend.apply(st, c, size_t(positions[size_t(c) * steps + s]));
+        for (int c = a; c <= b; ++c) blend.apply(st, c, size_t(positions[size_t(c) * steps + s]), m.b_ih.data());
         st.run(a, b - a + 1, trace, step_out.data());
         for (int c = a; c <= b; ++c) out[size_t(c) * steps + s] = step_out[c];
     };
@@ -568,7 +568,7 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     gctx.assign(size_t(nb) * m.w_ctx.rows_padded, 0.0f);
     BatchStep st(m, kernels_, nb);
     std::vector<int16_t> out(total), step_out(nb);
-    const size_t n3 = 3 * size_t(n), steps = len + size_t(nb - 1) * stagger;
+    const size_t steps = len + size_t(nb - 1) * stagger;
     // Step t for the active sub-tensors [a, b]: everything a sub-tensor reads was written
     // in earlier steps, so two threads can run disjoint ranges of one step.
     auto part = [&](size_t t, int a, int b) {
@@ -584,7 +584,6 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
                 const int v = int(ubuf[size_t(s - 1) * span + sub.past + i] * 32768.0f) + 32768;
                 st.c_prev[s] = v >> 8, st.f_prev[s] = v & 0xff;
             }  // (sub-tensor 0 keeps its own previous sample, which the step left there)
-            blend.apply(st, s, std::min(p, total - 1));
             // The context vector relu(W_s x + b_s), x the windows of sub-tensors 0..s.
             float* x = &win[size_t(s) * wins];
             for (int z = 0; z <= s; ++z) std::memcpy(&x[size_t(z) * w], &ubuf[size_t(z) * span + i], size_t(w) * 4);
@@ -592,9 +591,8 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
         }
         st.product(m.w_ctx, ctx.data(), ds, d, a, b - a + 1, gctx.data(), m.w_ctx.rows_padded, false);
         for (int s = a; s <= b; ++s) {
-            float* g = &st.gi[s * n3];
-            const float* c = &gctx[size_t(s) * m.w_ctx.rows_padded];
-            for (size_t r = 0; r < n3; ++r) g[r] += c[r];
+            const size_t p = (t - size_t(s) * stagger) * nb + s;
+            blend.apply(st, s, std::min(p, total - 1), &gctx[size_t(s) * m.w_ctx.rows_padded]);
         }
         st.run(a, b - a + 1, trace, step_out.data());
         for (int s = a; s <= b; ++s) {

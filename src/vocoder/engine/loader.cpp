@@ -404,8 +404,9 @@ class Parser {
         }
         // The context columns of W_ih are applied to B columns per step, like W_hh, and
         // cost as much as a fifth of an int8 step in fp32: they take the file's precision
-        // (quantised here as export quantises the per-sample matrices).
-        m.w_ctx = dense_matrix(3 * int(m.dims.hidden), int(d), wctx, nullptr, m.dims.precision);
+        // (quantised here as export quantises the per-sample matrices). Their bias is
+        // b_ih, so the product is the whole bias term of the step's gate inputs.
+        m.w_ctx = dense_matrix(3 * int(m.dims.hidden), int(d), wctx, m.b_ih.data(), m.dims.precision);
     }
 
     // A row-major fp32 matrix in precision p (bf16: round to nearest even; int8: per-row

@@ -99,7 +99,8 @@ struct Model {
     Matrix hh, o1, o2, o3, o4;
     // Subscale only: sub-tensor s's context layer as an fp32 (D, (s + 1) * width) matrix
     // over the windows of sub-tensors 0..s (the masked weights of later ones are dropped),
-    // and the context columns of W_ih as an fp32 (3N, D) matrix with zero bias.
+    // and the context columns of W_ih as a (3N, D) matrix in the file's precision, with
+    // b_ih as its bias.
     std::vector<Matrix> ctx;
     Matrix w_ctx;
 };
