@@ -167,7 +167,7 @@ def test_bench_fold_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None:
 def test_bench_subscale_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     args = ["bench", "-n", "32", "-t", "1", "-t", "2", "--precision", "int8", "--seconds", "0.05"]
-    res = CliRunner().invoke(app, [*args, "--sparsity", "0.9", "--subscale", "--json", str(out)])
+    res = CliRunner().invoke(app, [*args, "--sparsity", "0.9", "--subscale", "--profile", "--json", str(out)])
     assert res.exit_code == 0, res.output
     rows = json.loads(out.read_text())["results"]
     assert all(set(r) >= FIELDS for r in rows)
@@ -179,3 +179,10 @@ def test_bench_subscale_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None
     assert "x seq" in res.output and "at this machine's multiply-add limit it could be at most" in res.output
     for r in rows:  # native: 0.05 s at 22050 Hz, torch: 2000 samples, in whole frames of 256
         assert r["samples_per_second"] > 0 and r["samples"] == (1280 if r["engine"] == "native" else 2048)
+    for r in rows:  # --profile: every native row's stage shares (the torch sampler has no timers)
+        if r["engine"] == "torch":
+            assert r["profile"] == {}
+            continue
+        assert sum(r["profile"].values()) == pytest.approx(1.0) and r["profile"]["W_hh"] > 0
+        assert (r["profile"]["context"] > 0) == (r["mode"] == "subscale")
+    assert res.output.count("profile subscale N=32") == 4 and res.output.count("profile sequential N=32") == 4

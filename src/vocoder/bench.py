@@ -40,6 +40,9 @@ bandwidth and BLAS limits are per step as well, times T divided by the schedule'
 T/B + (B-1)(F+1) steps. The compute limit also bounds its ratio to the sequential engine
 ("x seq"): subscale cannot beat sequential by more than its compute limit over the
 sequential row's samples/s.
+
+With ``profile`` each native row also records where its time goes: one more run with
+the engine's stage timers on (``NativeVocoder.profile``), as each stage's share.
 """
 
 from __future__ import annotations
@@ -49,7 +52,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -88,6 +91,7 @@ class Result:
     blas_samples_per_second: float
     share_of_blas: float
     repeats: int  # timed runs; samples_per_second is the fastest
+    profile: dict[str, float] = field(default_factory=dict)  # stage -> share of a run (--profile)
 
     @classmethod
     def of(
@@ -101,6 +105,7 @@ class Result:
         blas: float,
         mode: str = "sequential",
         repeats: int = 1,
+        profile: dict[str, float] | None = None,
     ) -> Result:
         wall, count, isa = timing
         sps = count / wall
@@ -129,6 +134,7 @@ class Result:
             blas,
             sps / blas,
             repeats,
+            profile or {},
         )
 
 
@@ -266,10 +272,17 @@ def fastest(run: Callable[[], int], repeats: int) -> tuple[float, int]:
 
 
 def time_native(
-    path: Path, cfg: Config, samples: int, threads: int, kernels: str = "auto", repeats: int = 1
-) -> tuple[tuple[float, int, str], str, int, dict[str, float]]:
-    """((wall, samples, ISA), precision, per-step weight bytes, multiply-adds per sample)
-    of the fastest of ``repeats`` native runs."""
+    path: Path,
+    cfg: Config,
+    samples: int,
+    threads: int,
+    kernels: str = "auto",
+    repeats: int = 1,
+    profile: bool = False,
+) -> tuple[tuple[float, int, str], str, int, dict[str, float], dict[str, float]]:
+    """((wall, samples, ISA), precision, per-step weight bytes, multiply-adds per sample,
+    stage shares) of the fastest of ``repeats`` native runs; with ``profile`` one more run
+    is timed stage by stage (else the shares are empty)."""
     from vocoder.native import NativeVocoder
 
     voc = NativeVocoder.load(path, threads, kernels)
@@ -279,7 +292,14 @@ def time_native(
     voc.generate(mel[:, :2], 0)  # warm-up: page in the weights
     wall, count = fastest(lambda: len(voc.generate(mel, 0)), repeats)
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
-    return (wall, count, voc.isa), voc.precision, nbytes, multiply_adds(cfg, voc.precision, voc.layout)
+    shares = voc.profile(lambda: voc.generate(mel, 0)) if profile else {}
+    return (
+        (wall, count, voc.isa),
+        voc.precision,
+        nbytes,
+        multiply_adds(cfg, voc.precision, voc.layout),
+        shares,
+    )
 
 
 def time_native_fold(
@@ -291,9 +311,11 @@ def time_native_fold(
     threads: int,
     kernels: str = "auto",
     repeats: int = 1,
-) -> tuple[tuple[float, int, str], str, float, int, dict[str, float]]:
+    profile: bool = False,
+) -> tuple[tuple[float, int, str], str, float, int, dict[str, float], dict[str, float]]:
     """((wall, samples, ISA), precision, kept samples per batched step, per-step weight
-    bytes, multiply-adds per kept sample) of the fastest of ``repeats`` fold-mode runs."""
+    bytes, multiply-adds per kept sample, stage shares as in ``time_native``) of the
+    fastest of ``repeats`` fold-mode runs."""
     from vocoder import fold
     from vocoder.native import NativeVocoder
 
@@ -301,11 +323,12 @@ def time_native_fold(
     mel = bench_mel(cfg, samples)
     voc.generate_fold(mel[:, :2], 0, target, overlap)  # warm-up: page in the weights
     wall, count = fastest(lambda: len(voc.generate_fold(mel, 0, target, overlap)), repeats)
+    shares = voc.profile(lambda: voc.generate_fold(mel, 0, target, overlap)) if profile else {}
     steps = fold.segment_length(target, overlap)
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
     generated = fold.num_segments(count, target, overlap) * steps
     macs = {p: m * generated / count for p, m in multiply_adds(cfg, voc.precision, voc.layout).items()}
-    return (wall, count, voc.isa), voc.precision, count / steps, nbytes, macs
+    return (wall, count, voc.isa), voc.precision, count / steps, nbytes, macs, shares
 
 
 def time_torch(
@@ -401,13 +424,15 @@ def run_bench(
     fold: tuple[int, int, float] | None = None,
     subscale: bool = False,
     repeats: int = 1,
+    profile: bool = False,
 ) -> list[Result]:
     """Measure every (N, dense or sparse variant, precision, threads) natively and
     (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
     timed next to the dense model of each N, with the ``kernels`` choice. ``fold``
     (target, overlap, seconds) adds fold-mode rows per native (variant, precision, threads);
     ``subscale`` subscale rows (per thread count) and a torch subscale row per N. Each
-    row is the fastest of ``repeats`` timed runs."""
+    row is the fastest of ``repeats`` timed runs; with ``profile`` each native row also
+    gets its stage shares from one more run."""
     from vocoder.export import write_model_file
 
     results: list[Result] = []
@@ -430,7 +455,9 @@ def run_bench(
         """One native row: sequential, or subscale for a subscale model (limits per step
         times the samples a step yields)."""
         samples = int(seconds * cfg.audio.sample_rate)
-        timing, precision, nbytes, macs = time_native(path, cfg, samples, threads, v.kernels, repeats)
+        timing, precision, nbytes, macs, shares = time_native(
+            path, cfg, samples, threads, v.kernels, repeats, profile
+        )
         per_step = samples_per_step(cfg, timing[1])
         lim = limits(bandwidth_limit(nbytes) * per_step, macs, threads)
         record(
@@ -444,6 +471,7 @@ def run_bench(
                 blas * per_step,
                 mode=cfg.model.kind,
                 repeats=repeats,
+                profile=shares,
             )
         )
 
@@ -475,13 +503,22 @@ def run_bench(
         target, overlap, fold_seconds = fold
         fold_samples = int(fold_seconds * cfg.audio.sample_rate)
         for t in threads:
-            timing, precision, per_step, nbytes, macs = time_native_fold(
-                path, cfg, fold_samples, target, overlap, t, v.kernels, repeats
+            timing, precision, per_step, nbytes, macs, shares = time_native_fold(
+                path, cfg, fold_samples, target, overlap, t, v.kernels, repeats, profile
             )
             lim = limits(bandwidth_limit(nbytes) * per_step, macs, t)
             record(
                 Result.of(
-                    "native", v, t, precision, timing, lim, blas * per_step, mode="fold", repeats=repeats
+                    "native",
+                    v,
+                    t,
+                    precision,
+                    timing,
+                    lim,
+                    blas * per_step,
+                    mode="fold",
+                    repeats=repeats,
+                    profile=shares,
                 )
             )
 

@@ -521,6 +521,12 @@ def bench(
     repeats: Annotated[
         int, typer.Option(min=1, help="Timed runs per row; the fastest counts (the least disturbed).")
     ] = 3,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            help="Also print where each native row's time goes (the engine's stage timers, one more run)."
+        ),
+    ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
 ) -> None:
     """Time the native engine and the torch reference sampler (samples/s, x real time).
@@ -574,6 +580,7 @@ def bench(
             fold=(target, overlap, fold_seconds) if fold else None,
             subscale=subscale,
             repeats=repeats,
+            profile=profile,
         )
     except VocoderError as e:
         fail(str(e))
@@ -663,6 +670,13 @@ def bench(
                 f"subscale N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
                 f"x seq {r.samples_per_second / seq:.1f}; at this machine's multiply-add limit it could be "
                 f"at most {r.compute_limit_samples_per_second / seq:.1f}"
+            )
+    for r in results:
+        if r.profile:
+            stages = sorted(r.profile.items(), key=lambda kv: -kv[1])
+            say(
+                f"profile {r.mode} N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
+                + ", ".join(f"{name} {100 * share:.0f}%" for name, share in stages if share >= 0.005)
             )
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report(results), indent=2) + "\n")

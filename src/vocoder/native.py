@@ -8,6 +8,7 @@ header, so a process that serves a ``.wrnn`` file never imports torch.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -100,6 +101,22 @@ class NativeVocoder:
     def layout(self) -> dict[str, dict[str, object]]:
         """Per matrix: kind (dense/sparse), block (e.g. 16x1) and density as loaded."""
         return self.engine.layout
+
+    def profile(self, run: Callable[[], object]) -> dict[str, float]:
+        """Each stage's share of the wall time of ``run`` (calls on this vocoder): the
+        engine times the stages of every step (conditioning, gate inputs, context, W_hh,
+        GRU, O1..O4, draws, wait, other) on its calling thread, so with two threads the
+        time that thread waits for the other shows as "wait". The shares sum to 1."""
+        self.engine.set_profiling(True)
+        try:
+            run()
+            seconds = dict(self.engine.profile)
+        finally:
+            self.engine.set_profiling(False)
+        total = seconds.pop("total")
+        if total <= 0:
+            raise VocoderError(f"{self.path}: nothing ran while profiling")
+        return {stage: t / total for stage, t in seconds.items()}
 
     def _call(self, name: str, *args: object) -> object:
         mod = _engine_module()

@@ -48,8 +48,19 @@ std::vector<const wrnn::Kernels*> all_kernels() {
     return out;
 }
 
-// Runs `frames` mel frames through every ISA on 1..max_threads threads; returns the
-// samples of the last run.
+// A run's stage ticks must add up to its total (every tick goes to one stage).
+void check_profile(const wrnn::Profile& p) {
+    uint64_t sum = 0;
+    for (uint64_t t : p.ticks) sum += t;
+    if (sum != p.total_ticks || p.total_ticks == 0 || !(p.seconds > 0.0)) {
+        std::fprintf(stderr, "FAIL: profile stages sum to %llu of %llu ticks\n", (unsigned long long)sum,
+                     (unsigned long long)p.total_ticks);
+        std::exit(1);
+    }
+}
+
+// Runs `frames` mel frames through every ISA on 1..max_threads threads (the second run of
+// each profiled); returns the samples of the last run.
 std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int frames, int max_threads,
                              int batch_steps) {
     std::vector<float> mel(size_t(m->dims.n_mels) * frames);
@@ -60,7 +71,11 @@ std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int fr
             wrnn::Engine e(m, *k, threads);
             out = e.run(mel.data(), frames, 1, nullptr, nullptr, nullptr);
             wrnn::Trace tr;
+            wrnn::Profile prof;
+            e.set_profile(&prof);
             e.run(mel.data(), frames, 0, nullptr, out.data(), &tr);
+            e.set_profile(nullptr);
+            check_profile(prof);
         }
     const int total = frames * int(m->dims.hop_length), nb = 11, steps = std::min(total, batch_steps);
     std::vector<int32_t> pos(size_t(nb) * steps);
@@ -86,7 +101,11 @@ std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int fr
             std::vector<int16_t> batch =
                 e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);
             wrnn::Trace tr;
+            wrnn::Profile prof;
+            e.set_profile(&prof);
             e.run_batch(mel.data(), frames, pos.data(), nb, steps, 0, nullptr, batch.data(), &tr);
+            e.set_profile(nullptr);
+            check_profile(prof);
             pos[5] = total;
             try {
                 e.run_batch(mel.data(), frames, pos.data(), nb, steps, 1, nullptr, nullptr, nullptr);

@@ -46,6 +46,22 @@ class PyEngine {
         return out;
     }
 
+    // Stage timing of the following runs (vocoder.bench --profile): on clears and starts it.
+    void set_profiling(bool on) {
+        profile_ = wrnn::Profile{};
+        engine_.set_profile(on ? &profile_ : nullptr);
+    }
+    // Seconds per stage (and "total") of the runs since profiling was switched on: each
+    // stage's share of the ticks times the runs' wall time.
+    py::dict profile() const {
+        py::dict out;
+        const double per_tick = profile_.total_ticks ? profile_.seconds / double(profile_.total_ticks) : 0.0;
+        for (int s = 0; s < int(wrnn::Stage::Count); ++s)
+            out[wrnn::stage_name(wrnn::Stage(s))] = double(profile_.ticks[s]) * per_tick;
+        out["total"] = profile_.seconds;
+        return out;
+    }
+
     std::string header_json() const { return model_->header_json; }
     std::string isa() const { return engine_.kernels().name; }
     int threads() const { return engine_.threads(); }
@@ -170,6 +186,7 @@ class PyEngine {
 
     std::shared_ptr<const wrnn::Model> model_;
     wrnn::Engine engine_;
+    wrnn::Profile profile_;
 };
 
 }  // namespace
@@ -227,6 +244,8 @@ PYBIND11_MODULE(_engine, m) {
         .def_property_readonly("isa", &PyEngine::isa)
         .def_property_readonly("precision", &PyEngine::precision)
         .def_property_readonly("dims", &PyEngine::dims)
+        .def_property_readonly("profile", &PyEngine::profile)
+        .def("set_profiling", &PyEngine::set_profiling, py::arg("on"))
         .def("generate", &PyEngine::generate, py::arg("mel"), py::arg("seed"))
         .def("generate_with_draws", &PyEngine::generate_with_draws, py::arg("mel"), py::arg("draws"))
         .def("teacher_forced", &PyEngine::teacher_forced, py::arg("mel"), py::arg("samples"))

@@ -2,9 +2,11 @@
 // coarse byte drawn before the fine one (the masked input matrix keeps the coarse half
 // of every gate independent of c_t). Mirrors vocoder.sampler.generate.
 #include <immintrin.h>
+#include <x86intrin.h>
 
 #include <algorithm>
 #include <atomic>
+#include <chrono>
 #include <cmath>
 #include <cstring>
 #include <thread>
@@ -36,6 +38,35 @@ class Rng {
         return r;
     }
     uint64_t s_[4];
+};
+
+// A Profile's clock on one thread: lap(s) gives stage s the ticks since the last lap; the
+// destructor gives the rest to Stage::Other and adds the run's ticks and wall time. An
+// empty one (no profile, or not the calling thread) does nothing: one predictable branch.
+class Laps {
+  public:
+    explicit Laps(Profile* p) : p_(p) {
+        if (p_) start_ = last_ = __rdtsc(), wall_ = std::chrono::steady_clock::now();
+    }
+    ~Laps() {
+        if (!p_) return;
+        lap(Stage::Other);
+        p_->total_ticks += last_ - start_;
+        p_->seconds += std::chrono::duration<double>(std::chrono::steady_clock::now() - wall_).count();
+    }
+    Laps(const Laps&) = delete;
+    Laps& operator=(const Laps&) = delete;
+    void lap(Stage s) {
+        if (!p_) return;
+        const uint64_t now = __rdtsc();
+        p_->ticks[int(s)] += now - last_;
+        last_ = now;
+    }
+
+  private:
+    Profile* p_;
+    uint64_t start_ = 0, last_ = 0;
+    std::chrono::steady_clock::time_point wall_;
 };
 
 // Valid 1-D convolution of x (in, len) -> (out, len - kernel + 1), optional relu.
@@ -102,6 +133,13 @@ void draw_columns(const Kernels& k, const float* logits, size_t stride, int n, c
         while (i < 255 && !(c[i] > thr)) ++i;
         out[b] = i;
     }
+}
+
+const char* stage_name(Stage s) {
+    static const char* const names[] = {"conditioning", "gate inputs", "context", "W_hh", "GRU", "O1",
+                                        "O2",           "O3",          "O4",      "draws", "wait", "other"};
+    static_assert(sizeof(names) / sizeof(names[0]) == size_t(Stage::Count), "one name per stage");
+    return names[int(s)];
 }
 
 void pack_bf16_pairs(const float* x, int n, uint32_t* out) {
@@ -241,7 +279,9 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
     const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
     if (frames < 1) throw Error("the mel has no frames");
     const size_t total = size_t(frames) * hop;
+    Laps laps(profile_);
     std::vector<float> proj = project_frames(mel, frames);
+    laps.lap(Stage::Conditioning);
     std::vector<float> wk;
     std::vector<int> side;
     blend_weights(hop, wk, side);
@@ -269,12 +309,15 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
     float* logits = lanes_[0].logits.data();
     auto thread = [&](int k) {
         Lane& lane = lanes_[k];
+        Laps idle(nullptr);
+        Laps& lp = k == 0 ? laps : idle;
         Rng own(seed);
         int64_t met = 0;
-        auto meet = [&] {
+        auto meet = [&] {  // (each meet follows a stage's lap, so its lap is the wait)
             if (!two) return;
             arrived[k].v.store(++met, std::memory_order_release);
             wait_for(arrived[1 - k].v, met);
+            lp.lap(Stage::Wait);
         };
         const int lo = k ? split : 0, hi = k ? half : split;
         auto half_of = [&](const Matrix& d) {  // this thread's row blocks of an output layer
@@ -293,6 +336,7 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             float* h_out = hbuf_[(i + 1) & 1].data();
             gate_rows(cx, i, c_prev, f_prev, lo, hi - lo);
             gate_rows(cx, i, c_prev, f_prev, half + lo, hi - lo);
+            lp.lap(Stage::GateInputs);
             const Packed packed = pack(lane, m.hh, h_in, n);
             if (two) {
                 for (int g = 0; g < 3; ++g)
@@ -302,24 +346,33 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             } else {  // every row at once: one thread's gates need not start on a 16-row block
                 rows(m.hh, h_in, packed, gh_.data(), false, 0, m.hh.rows_padded / 16);
             }
+            lp.lap(Stage::Recurrent);
             kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h_in, h_out, n, lo, hi);
+            lp.lap(Stage::Gru);
             meet();
             layer(m.o1, h_out, tmp, true);
+            lp.lap(Stage::O1);
             meet();
             layer(m.o2, tmp, logits, false);
+            lp.lap(Stage::O2);
             meet();
             if (k == 0 && trace) std::memcpy(&trace->coarse_logits[i * 256], logits, 256 * 4);
             const int c = force ? (int(force[i]) + 32768) >> 8 : draw_one(kernels_, logits, u0, lane.scratch.data());
+            lp.lap(Stage::Draws);
             kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), scale_byte(c), h_in, h_out, n, half + lo,
                               half + hi);
+            lp.lap(Stage::Gru);
             meet();
             if (k == 0 && trace) std::memcpy(&trace->states[i * n], h_out, size_t(n) * 4);
             layer(m.o3, h_out + half, tmp, true);
+            lp.lap(Stage::O3);
             meet();
             layer(m.o4, tmp, logits, false);
+            lp.lap(Stage::O4);
             meet();
             if (k == 0 && trace) std::memcpy(&trace->fine_logits[i * 256], logits, 256 * 4);
             const int f = force ? (int(force[i]) + 32768) & 0xff : draw_one(kernels_, logits, u1, lane.scratch.data());
+            lp.lap(Stage::Draws);
             if (k == 0) out[i] = int16_t(c * 256 + f - 32768);
             c_prev = c, f_prev = f;
         }
@@ -390,17 +443,22 @@ class BatchStep {
     // The step: coarse bytes (drawn at u[2b] unless forced[b] >= 0, an offset sample
     // 0..65535), then fine bytes (u[2b + 1]); sample b goes to out[b] and its logits and
     // state to trace row row[b] (none for kNoRow). Updates h, c_prev and f_prev.
-    void run(int b0, int nb, Trace* trace, int16_t* out) {
+    void run(int b0, int nb, Trace* trace, int16_t* out, Laps& laps) {
         const int n = n_, half = half_;
         product(m_.hh, h.data(), n, n, b0, nb, gh_.data(), gs_, false);
+        laps.lap(Stage::Recurrent);
         for (int b = b0; b < b0 + nb; ++b) {
             float* hb = &h[size_t(b) * n];
             K_.gru_rows(&gi[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), 0.0f, hb, hb, n, 0, half);
         }
+        laps.lap(Stage::Gru);
         product(m_.o1, h.data(), n, half, b0, nb, tmp_.data(), ts_, true);
+        laps.lap(Stage::O1);
         product(m_.o2, tmp_.data(), ts_, half, b0, nb, logits_.data(), ls_, false);
+        laps.lap(Stage::O2);
         draw_columns(K_, &logits_[size_t(b0) * ls_], ls_, nb, &u[2 * size_t(b0)], 2, &c_[b0],
                      &scratch_[size_t(b0) * 256]);
+        laps.lap(Stage::Draws);
         for (int b = b0; b < b0 + nb; ++b) {
             const float* lb = &logits_[size_t(b) * ls_];
             if (trace && row[b] != kNoRow) std::memcpy(&trace->coarse_logits[row[b] * 256], lb, 256 * 4);
@@ -408,10 +466,14 @@ class BatchStep {
             float* hb = &h[size_t(b) * n];
             K_.gru_rows(&gi[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), scale_byte(c_[b]), hb, hb, n, half, n);
         }
+        laps.lap(Stage::Gru);
         product(m_.o3, h.data() + half, n, half, b0, nb, tmp_.data(), ts_, true);
+        laps.lap(Stage::O3);
         product(m_.o4, tmp_.data(), ts_, half, b0, nb, logits_.data(), ls_, false);
+        laps.lap(Stage::O4);
         draw_columns(K_, &logits_[size_t(b0) * ls_], ls_, nb, &u[2 * size_t(b0) + 1], 2, &f_[b0],
                      &scratch_[size_t(b0) * 256]);
+        laps.lap(Stage::Draws);
         for (int b = b0; b < b0 + nb; ++b) {
             const float* lb = &logits_[size_t(b) * ls_];
             if (trace && row[b] != kNoRow) {
@@ -461,12 +523,12 @@ struct Blend {
 };
 
 // The batched paths' step loop: for t = 0..steps-1, prepare(t) on this thread, then
-// part(t, a, b) over the step's columns range(t) = [lo, hi]. With two threads a worker
-// runs the upper half of each step's columns (this thread the lower half, rounded up)
-// and the two meet once per step, so part must only touch its own columns and read
-// what earlier steps wrote.
+// part(t, a, b, laps) over the step's columns range(t) = [lo, hi]. With two threads a
+// worker runs the upper half of each step's columns (this thread the lower half, rounded
+// up) and the two meet once per step, so part must only touch its own columns and read
+// what earlier steps wrote. Only this thread's part gets `laps` (the worker's are empty).
 template <class Range, class Prepare, class Part>
-void batched_steps(int threads, size_t steps, Range range, Prepare prepare, Part part) {
+void batched_steps(int threads, size_t steps, Range range, Prepare prepare, Part part, Laps& laps) {
     auto half = [&](size_t t, bool upper) {
         const auto [lo, hi] = range(t);
         const int mid = threads == 2 ? lo + (hi - lo + 2) / 2 : hi + 1;
@@ -475,26 +537,30 @@ void batched_steps(int threads, size_t steps, Range range, Prepare prepare, Part
     if (threads == 1) {
         for (size_t t = 0; t < steps; ++t) {
             prepare(t);
+            laps.lap(Stage::Other);
             const auto [a, b] = half(t, false);
-            part(t, a, b);
+            part(t, a, b, laps);
         }
         return;
     }
     std::atomic<int64_t> go{-1}, done{-1};
     std::thread worker([&] {
+        Laps idle(nullptr);
         for (size_t t = 0; t < steps; ++t) {
             wait_for(go, int64_t(t));
             const auto [a, b] = half(t, true);
-            if (a <= b) part(t, a, b);
+            if (a <= b) part(t, a, b, idle);
             done.store(int64_t(t), std::memory_order_release);
         }
     });
     for (size_t t = 0; t < steps; ++t) {
         prepare(t);
         go.store(int64_t(t), std::memory_order_release);
+        laps.lap(Stage::Other);
         const auto [a, b] = half(t, false);
-        part(t, a, b);
+        part(t, a, b, laps);
         wait_for(done, int64_t(t));
+        laps.lap(Stage::Wait);
     }
     worker.join();
 }
@@ -513,7 +579,9 @@ std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32
         if (positions[i] < 0 || size_t(positions[i]) >= total)
             throw Error("position " + std::to_string(positions[i]) + " is outside the utterance's " +
                         std::to_string(total) + " samples");
+    Laps laps(profile_);
     std::vector<float> proj = project_frames(mel, frames);
+    laps.lap(Stage::Conditioning);
     Blend blend(proj, n, hop);
     trace_rows(trace, count, n);
     BatchStep st(m, kernels_, nb);
@@ -529,12 +597,15 @@ std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32
             st.row[b] = i;
         }
     };
-    auto part = [&](size_t s, int a, int b) {
+    auto part = [&](size_t s, int a, int b, Laps& lp) {
         for (int c = a; c <= b; ++c) blend.apply(st, c, size_t(positions[size_t(c) * steps + s]), m.b_ih.data());
-        st.run(a, b - a + 1, trace, step_out.data());
+        lp.lap(Stage::GateInputs);
+        st.run(a, b - a + 1, trace, step_out.data(), lp);
         for (int c = a; c <= b; ++c) out[size_t(c) * steps + s] = step_out[c];
+        lp.lap(Stage::Other);
     };
-    batched_steps(threads_, size_t(steps), [&](size_t) { return std::pair<int, int>(0, nb - 1); }, prepare, part);
+    batched_steps(threads_, size_t(steps), [&](size_t) { return std::pair<int, int>(0, nb - 1); }, prepare, part,
+                  laps);
     return out;
 }
 
@@ -547,7 +618,9 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     const int d = int(sub.context), w = int(sub.width()), stagger = int(sub.horizon) + 1;
     if (frames < 1) throw Error("the mel has no frames");
     const size_t total = size_t(frames) * hop, len = (total + nb - 1) / nb;
+    Laps laps(profile_);
     std::vector<float> proj = project_frames(mel, frames);
+    laps.lap(Stage::Conditioning);
     Blend blend(proj, n, hop);
     trace_rows(trace, total, n);
     // Uniforms in waveform order, so a seed means the same draws per position as the
@@ -571,7 +644,7 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     const size_t steps = len + size_t(nb - 1) * stagger;
     // Step t for the active sub-tensors [a, b]: everything a sub-tensor reads was written
     // in earlier steps, so two threads can run disjoint ranges of one step.
-    auto part = [&](size_t t, int a, int b) {
+    auto part = [&](size_t t, int a, int b, Laps& lp) {
         for (int s = a; s <= b; ++s) {
             const size_t i = t - size_t(s) * stagger, p = i * nb + s;
             const bool real = p < total;  // the rest is end padding: fixed at zero
@@ -590,22 +663,25 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
             kernels_.gemv(m.ctx[s], x, Packed{}, &ctx[size_t(s) * ds], true, 0, ds / 16);
         }
         st.product(m.w_ctx, ctx.data(), ds, d, a, b - a + 1, gctx.data(), m.w_ctx.rows_padded, false);
+        lp.lap(Stage::Context);
         for (int s = a; s <= b; ++s) {
             const size_t p = (t - size_t(s) * stagger) * nb + s;
             blend.apply(st, s, std::min(p, total - 1), &gctx[size_t(s) * m.w_ctx.rows_padded]);
         }
-        st.run(a, b - a + 1, trace, step_out.data());
+        lp.lap(Stage::GateInputs);
+        st.run(a, b - a + 1, trace, step_out.data(), lp);
         for (int s = a; s <= b; ++s) {
             const size_t i = t - size_t(s) * stagger, p = i * nb + s;
             if (p < total) out[p] = step_out[s];
             ubuf[size_t(s) * span + sub.past + i] = float(step_out[s]) / 32768.0f;
         }
+        lp.lap(Stage::Other);
     };
     // Active sub-tensors: 0 <= i = t - s (F + 1) < L, a contiguous range of s.
     auto active = [&](size_t t) {
         return std::pair<int, int>(t < len ? 0 : int((t - len) / stagger + 1), std::min(nb - 1, int(t / stagger)));
     };
-    batched_steps(threads_, steps, active, [](size_t) {}, part);
+    batched_steps(threads_, steps, active, [](size_t) {}, part, laps);
     return out;
 }
 

@@ -179,6 +179,18 @@ void draw_columns(const Kernels& k, const float* logits, size_t stride, int n, c
 void pack_bf16_pairs(const float* x, int n, uint32_t* out);
 
 
+// Where a run's time goes (`vocoder bench --profile`): time-stamp-counter ticks per stage
+// of the step, counted on the calling thread only, so with two threads its waits for the
+// other show as Stage::Wait. Each product's stage includes packing its input. While an
+// engine has one set, every run adds to it; the ticks always sum to total_ticks.
+enum class Stage : int { Conditioning, GateInputs, Context, Recurrent, Gru, O1, O2, O3, O4, Draws, Wait, Other, Count };
+const char* stage_name(Stage s);
+struct Profile {
+    uint64_t ticks[int(Stage::Count)] = {};
+    uint64_t total_ticks = 0;
+    double seconds = 0.0;  // wall time of the profiled runs, which total_ticks spans
+};
+
 // Per-step internals for parity tests.
 struct Trace {
     std::vector<float> coarse_logits, fine_logits, states;  // (L, 256), (L, 256), (L, N)
@@ -212,6 +224,8 @@ class Engine {
                                       const int16_t* force, Trace* trace);
     // Conditioning projected to gate space per padded frame: (frames + 2, 3N).
     std::vector<float> project_frames(const float* mel, int frames) const;
+    // Profile every following run into *p (null: stop); p must outlive those runs.
+    void set_profile(Profile* p) { profile_ = p; }
     const Model& model() const { return *model_; }
     const Kernels& kernels() const { return kernels_; }
     int threads() const { return threads_; }
@@ -232,6 +246,7 @@ class Engine {
     std::shared_ptr<const Model> model_;
     const Kernels& kernels_;
     int threads_ = 1;
+    Profile* profile_ = nullptr;
     std::vector<float> hbuf_[2], gi_, gh_;
     Lane lanes_[2];
 };
