@@ -108,12 +108,15 @@ def test_same_draws_give_the_same_samples(setup, torch_generation, isa: str) -> 
     assert got.dtype == np.int16 and got.shape == ref.shape
     near = np.minimum(margins(trace.coarse_logits, draws[:, 0]), margins(trace.fine_logits, draws[:, 1]))
     diff = np.flatnonzero(got != ref)
-    for i in diff:
-        assert near[i] < NEAR_TIE or (i - 1 in diff), f"sample {i} differs without a near-tie ({near[i]:.2e})"
-    # Measured with this model and seed: 6000 steps, 53 of them near-ties (margin < 1e-5),
-    # no differing sample. (An earlier initialisation gave one: the coarse byte off by one
-    # at a margin of 2.6e-8, the samples after it agreeing again.) Allow a handful, each
-    # at a near-tie or right after a differing sample.
+    if diff.size:
+        # a differing sample is the next step's input and nudges the state for a few steps
+        # more, so only the first difference must sit at a near-tie
+        first = diff[0]
+        assert near[first] < NEAR_TIE, f"sample {first} differs without a near-tie ({near[first]:.2e})"
+    # Measured with this model and seed: 6000 steps, 53 of them near-ties (margin < 1e-5).
+    # With the conditioning network as gemm calls, AVX2 differs at two samples: the fine
+    # byte off by one at a margin of 8e-8, then, three steps later, the coarse byte at a
+    # margin of 4.5e-5 (the samples between agree); scalar and AVX-512 at none.
     assert diff.size <= 3, f"{diff.size} differing samples (ISA {isa})"
     assert len(np.unique(got)) > 100  # a real, varied waveform was drawn
 

@@ -69,21 +69,15 @@ class Laps {
     std::chrono::steady_clock::time_point wall_;
 };
 
-// Valid 1-D convolution of x (in, len) -> (out, len - kernel + 1), optional relu.
-std::vector<float> conv_valid(const Conv1d& c, const std::vector<float>& x, int len, bool relu) {
-    int olen = len - c.kernel + 1;
-    std::vector<float> y(size_t(c.out) * olen);
-    for (int o = 0; o < c.out; ++o) {
-        float* yo = &y[size_t(o) * olen];
-        for (int i = 0; i < olen; ++i) yo[i] = c.b[o];
-        for (int ci = 0; ci < c.in; ++ci)
-            for (int k = 0; k < c.kernel; ++k) {
-                float w = c.w[(size_t(o) * c.in + ci) * c.kernel + k];
-                const float* xi = &x[size_t(ci) * len + k];
-                for (int i = 0; i < olen; ++i) yo[i] += w * xi[i];
-            }
-        if (relu)
-            for (int i = 0; i < olen; ++i) yo[i] = yo[i] < 0.0f ? 0.0f : yo[i];
+// Valid 1-D convolution of x (len, in), position-major, into (len - kernel + 1, out):
+// one gemm column per output position, whose window is contiguous in x.
+std::vector<float> conv_valid(const Kernels& K, const Conv1d& c, const std::vector<float>& x, int len, bool relu) {
+    const int olen = len - c.kernel + 1, out = c.w.rows, rp = c.w.rows_padded;
+    std::vector<float> y(size_t(olen) * rp);
+    K.gemm(c.w, Batch{olen, x.data(), c.in, nullptr, 0, nullptr}, y.data(), rp, relu);
+    if (rp != out) {  // drop the padding rows: the next layer's windows must be contiguous
+        for (int i = 1; i < olen; ++i) std::copy_n(&y[size_t(i) * rp], out, &y[size_t(i) * out]);
+        y.resize(size_t(olen) * out);
     }
     return y;
 }
@@ -175,33 +169,27 @@ std::vector<float> Engine::project_frames(const float* mel, int frames) const {
     const int mels = int(m.dims.n_mels), c = int(m.dims.cond_channels), n3 = 3 * int(m.dims.hidden);
     const int radius = 2 + int(m.dims.cond_blocks);
     int len = frames + 2 * radius;
-    std::vector<float> x(size_t(mels) * len, 0.0f);
+    std::vector<float> x(size_t(len) * mels, 0.0f);  // normalised frames, zero-padded, position-major
     for (int b = 0; b < mels; ++b)
         for (int t = 0; t < frames; ++t)
-            x[size_t(b) * len + radius + t] = (mel[size_t(b) * frames + t] - m.mel_mean[b]) / m.mel_std[b];
-    std::vector<float> a = conv_valid(m.inp, x, len, true);
+            x[size_t(radius + t) * mels + b] = (mel[size_t(b) * frames + t] - m.mel_mean[b]) / m.mel_std[b];
+    std::vector<float> a = conv_valid(kernels_, m.inp, x, len, true);
     len -= 4;
     for (size_t i = 0; i < m.conv1.size(); ++i) {
-        std::vector<float> t = conv_valid(m.conv2[i], conv_valid(m.conv1[i], a, len, true), len - 2, false);
-        for (int ch = 0; ch < c; ++ch)
-            for (int j = 0; j < len - 2; ++j) t[size_t(ch) * (len - 2) + j] += a[size_t(ch) * len + j + 1];
+        std::vector<float> t =
+            conv_valid(kernels_, m.conv2[i], conv_valid(kernels_, m.conv1[i], a, len, true), len - 2, false);
+        for (int j = 0; j < len - 2; ++j)
+            for (int ch = 0; ch < c; ++ch) t[size_t(j) * c + ch] += a[size_t(j + 1) * c + ch];
         a.swap(t);
         len -= 2;
     }
-    // a is (C, frames); edge frames repeated, then each frame projected by W_cond.
+    // a is (frames, C): each frame projected by W_cond, then the edge frames repeated.
+    const int rp = m.w_cond.rows_padded;
+    std::vector<float> p(size_t(frames) * rp);
+    kernels_.gemm(m.w_cond, Batch{frames, a.data(), c, nullptr, 0, nullptr}, p.data(), rp, false);
     std::vector<float> proj(size_t(frames + 2) * n3);
-    std::vector<float> col(c);
-    for (int f = 0; f < frames + 2; ++f) {
-        int src = std::min(std::max(f - 1, 0), frames - 1);
-        for (int ch = 0; ch < c; ++ch) col[ch] = a[size_t(ch) * frames + src];
-        float* p = &proj[size_t(f) * n3];
-        for (int r = 0; r < n3; ++r) {
-            const float* w = &m.w_cond[size_t(r) * c];
-            float acc = 0.0f;
-            for (int ch = 0; ch < c; ++ch) acc += w[ch] * col[ch];
-            p[r] = acc;
-        }
-    }
+    for (int f = 0; f < frames + 2; ++f)
+        std::copy_n(&p[size_t(std::min(std::max(f - 1, 0), frames - 1)) * rp], n3, &proj[size_t(f) * n3]);
     return proj;
 }
 

@@ -202,12 +202,19 @@ class Parser {
         return v;
     }
 
+    // torch's (out, in, k) weights reordered to Conv1d's (out, k * in) columns.
     Conv1d conv(const std::string& prefix, int out, int in, int k) {
-        Conv1d c;
-        c.out = out, c.in = in, c.kernel = k;
-        c.w = floats(prefix + ".weight", {uint64_t(out), uint64_t(in), uint64_t(k)});
-        c.b = floats(prefix + ".bias", {uint64_t(out)});
-        return c;
+        const std::vector<float> w = floats(prefix + ".weight", {uint64_t(out), uint64_t(in), uint64_t(k)});
+        const std::vector<float> b = floats(prefix + ".bias", {uint64_t(out)});
+        RowMajor taps = zeros(Precision::FP32, size_t(out) * in * k);
+        for (int o = 0; o < out; ++o)
+            for (int c = 0; c < in; ++c)
+                for (int t = 0; t < k; ++t)
+                    taps.f32[(size_t(o) * k + t) * in + c] = w[(size_t(o) * in + c) * k + t];
+        Conv1d conv;
+        conv.in = in, conv.kernel = k;
+        conv.w = dense_matrix(out, k * in, taps, b.data(), Precision::FP32);
+        return conv;
     }
 
     // A row-major (rows, cols) matrix in the file's precision: exactly one of f32, bf16
@@ -460,7 +467,7 @@ class Parser {
         const int ctx = int(dm.subscale.context), in = 3 + c + ctx;
         std::vector<float> wih = floats("gru.weight_ih_l0", {uint64_t(3 * n), uint64_t(in)});
         m.b_ih = floats("gru.bias_ih_l0", {uint64_t(3 * n)});
-        m.w_cond.resize(size_t(3 * n) * c);
+        RowMajor wcond = zeros(Precision::FP32, size_t(3 * n) * c);
         m.col_cprev.resize(3 * n), m.col_fprev.resize(3 * n), m.col_cur.resize(3 * n);
         RowMajor wctx = zeros(Precision::FP32, size_t(3 * n) * ctx);
         for (int r = 0; r < 3 * n; ++r) {
@@ -468,9 +475,10 @@ class Parser {
             m.col_cprev[r] = row[0], m.col_fprev[r] = row[1], m.col_cur[r] = row[2];
             if (r % n < h && row[2] != 0.0f)
                 fail("gru.weight_ih_l0 is not masked: column 2 (c_t) must be zero in the coarse rows");
-            std::copy(row + 3, row + 3 + c, &m.w_cond[size_t(r) * c]);
+            std::copy(row + 3, row + 3 + c, &wcond.f32[size_t(r) * c]);
             if (ctx) std::copy(row + 3 + c, row + in, &wctx.f32[size_t(r) * ctx]);
         }
+        m.w_cond = dense_matrix(3 * n, c, wcond, nullptr, Precision::FP32);
         if (ctx) subscale_context(m, wctx);
         m.hh = matrix("gru.weight_hh_l0", "gru.bias_hh_l0", 3 * n, n, dm.precision);
         m.o1 = matrix("O1.weight", "O1.bias", h, h, dm.precision);

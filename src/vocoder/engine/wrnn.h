@@ -81,10 +81,13 @@ struct Batch {
     const float* scales = nullptr;
 };
 
+// A convolution of the conditioning network as a dense fp32 matrix (out, kernel * in)
+// with its bias: column k * in + c holds tap k of input channel c. With the activations
+// stored position-major (T, in), output position i reads the kernel * in contiguous
+// values from position i, so a layer is one gemm with a column per position.
 struct Conv1d {
-    int out = 0, in = 0, kernel = 0;
-    std::vector<float> w;  // (out, in, kernel) as in torch
-    std::vector<float> b;
+    int in = 0, kernel = 0;
+    Matrix w;
 };
 
 struct Model {
@@ -94,7 +97,7 @@ struct Model {
     std::vector<float> mel_mean, mel_std;
     Conv1d inp;
     std::vector<Conv1d> conv1, conv2;  // residual blocks
-    std::vector<float> w_cond;          // (3N, C): the conditioning columns of the masked W_ih
+    Matrix w_cond;                      // (3N, C) fp32: the conditioning columns of the masked W_ih
     std::vector<float> col_cprev, col_fprev, col_cur, b_ih;  // (3N) each
     Matrix hh, o1, o2, o3, o4;
     // Subscale only: sub-tensor s's context layer as an fp32 (D, (s + 1) * width) matrix
