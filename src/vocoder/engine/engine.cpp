@@ -5,6 +5,7 @@
 #include <x86intrin.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <cmath>
@@ -106,26 +107,39 @@ void trace_rows(Trace* trace, size_t rows, int n) {
 
 }  // namespace
 
-// One column's running sum is a serial chain of 256 dependent adds; the columns' chains
-// are independent, so they run interleaved (16 at a time) to overlap their latencies.
-// Each column's sums are the same float additions in the same order as on its own.
+namespace {
+
+// Running sums of G columns of 256 (256 apart) in place. G is a template constant so each
+// column's sum stays in a register: the chains are independent, so G of them run
+// interleaved to overlap their latencies, and each is its column's float additions in
+// the same order as on its own.
+template <int G>
+void running_sums(float* col) {
+    float cum[G] = {};
+    for (int i = 0; i < 256; ++i)
+        for (int j = 0; j < G; ++j) col[j * 256 + i] = cum[j] += col[j * 256 + i];
+}
+
+template <int... G>
+constexpr std::array<void (*)(float*), sizeof...(G)> running_sums_table(std::integer_sequence<int, G...>) {
+    return {running_sums<G + 1>...};
+}
+
+constexpr int kSumGroup = 16;
+constexpr auto kRunningSums = running_sums_table(std::make_integer_sequence<int, kSumGroup>{});
+
+}  // namespace
+
+// The sums are non-decreasing (every exp is >= 0), so the first one above the threshold
+// is found by binary search, the same index as a linear scan.
 void draw_columns(const Kernels& k, const float* logits, size_t stride, int n, const double* u, int u_stride,
                   int* out, float* scratch) {
     for (int b = 0; b < n; ++b) k.exps(logits + size_t(b) * stride, scratch + size_t(b) * 256);
-    constexpr int kGroup = 16;
-    for (int b0 = 0; b0 < n; b0 += kGroup) {
-        const int g = std::min(kGroup, n - b0);
-        float* col = scratch + size_t(b0) * 256;
-        float cum[kGroup] = {};
-        for (int i = 0; i < 256; ++i)
-            for (int j = 0; j < g; ++j) col[j * 256 + i] = cum[j] += col[j * 256 + i];
-    }
+    for (int b0 = 0; b0 < n; b0 += kSumGroup) kRunningSums[std::min(kSumGroup, n - b0) - 1](scratch + size_t(b0) * 256);
     for (int b = 0; b < n; ++b) {
         const float* c = scratch + size_t(b) * 256;
         const float thr = float(u[size_t(b) * u_stride]) * c[255];
-        int i = 0;
-        while (i < 255 && !(c[i] > thr)) ++i;
-        out[b] = i;
+        out[b] = int(std::upper_bound(c, c + 255, thr) - c);
     }
 }
 
