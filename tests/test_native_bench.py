@@ -15,11 +15,11 @@ from vocoder.cli import app
 from vocoder.config import Config
 
 # Multiply-adds one instruction of each ISA's probe does, per precision: the scalar loop
-# one, AVX2 eight fp32 lanes or vpmaddwd's 8 lanes x 2 products, AVX-512 16 fp32 lanes,
-# vdpbf16ps's 16 x 2 and vpdpbusd's 16 x 4.
+# one, AVX2 eight fp32 lanes or vpmaddubsw + vpmaddwd's 8 lanes x 4 products, AVX-512 16
+# fp32 lanes, vdpbf16ps's 16 x 2 and vpdpbusd's 16 x 4.
 PER_INSTRUCTION = {
     "scalar": {"fp32": 1, "bf16": 1, "int8": 1},
-    "avx2": {"fp32": 8, "bf16": 8, "int8": 16},
+    "avx2": {"fp32": 8, "bf16": 8, "int8": 32},
     "avx512": {"fp32": 16, "bf16": 32, "int8": 64},
 }
 CHAINS = 12

@@ -8,6 +8,7 @@
 #include "../../src/vocoder/engine/kernels_avx2.cpp"
 #define tail tail512
 #define gemv gemv512
+#define gemv_int8 gemv_int8_512
 #define spmv spmv512
 #define gru_rows gru_rows512
 #define gate_inputs gate_inputs512

@@ -46,35 +46,73 @@ inline __m256i tail(int left) {
 
 inline float bf16f(uint32_t bits16) { return _mm_cvtss_f32(_mm_castsi128_ps(_mm_cvtsi32_si128(int(bits16 << 16)))); }
 
-// 16 int32 row sums of an int8 block: bytes widened to int16, multiplied by the input
-// quad with vpmaddwd (exact: |q| <= 127), pairs summed at the end.
-void int8_block(const int8_t* w, const uint32_t* xp, int quads, __m256i& r0_7, __m256i& r8_15) {
-    __m256i a0 = _mm256_setzero_si256(), a1 = a0, a2 = a0, a3 = a0;
-    for (int q = 0; q < quads; ++q) {
-        __m256i xv = _mm256_cvtepi8_epi16(_mm_set1_epi32(int(xp[q])));
-        const int8_t* wq = w + size_t(q) * 64;
-        auto ld = [&](int i) { return _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + 16 * i))); };
-        a0 = _mm256_add_epi32(a0, _mm256_madd_epi16(ld(0), xv));
-        a1 = _mm256_add_epi32(a1, _mm256_madd_epi16(ld(1), xv));
-        a2 = _mm256_add_epi32(a2, _mm256_madd_epi16(ld(2), xv));
-        a3 = _mm256_add_epi32(a3, _mm256_madd_epi16(ld(3), xv));
+// An int8 input quad broadcast to every 32-bit lane, and its bytes' magnitudes.
+struct Quad {
+    __m256i x, mag;
+    explicit Quad(uint32_t word) : x(_mm256_set1_epi32(int(word))), mag(_mm256_abs_epi8(x)) {}
+};
+
+// Eight rows' dot products with one input quad, as int32 lanes in row order (32 weight
+// bytes: 8 rows x 4 columns). vpsignb moves the input's signs onto the weights, so
+// vpmaddubsw can multiply the input's magnitudes (unsigned) by them and add byte pairs
+// into int16 exactly (|x|, |w| <= 127: a pair is at most 32258), and vpmaddwd by ones
+// adds the pairs into each row's quad. No widening: 4 instructions per 32 weight bytes.
+inline __m256i dot_quads(__m256i w, const Quad& q) {
+    return _mm256_madd_epi16(_mm256_maddubs_epi16(q.mag, _mm256_sign_epi8(w, q.x)), _mm256_set1_epi16(1));
+}
+
+inline __m256i load256(const int8_t* p) { return _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)); }
+
+// int8 rows [16 rb, 16 (rb + R)): R row blocks per pass, so each input quad is prepared
+// once for R blocks, with two chains (even and odd quads) per 8 rows; the sums are exact
+// integers, so R does not change a row's result.
+template <int R>
+void gemv_int8(const Matrix& d, Packed packed, float* y, bool relu, int rb) {
+    const uint32_t* xp = packed.words;
+    const size_t stride = size_t(d.col_quads) * 64;
+    const int8_t* w = d.w8.data() + size_t(rb) * stride;
+    __m256i a[R][2][2];  // [block][rows 0-7, 8-15][even, odd quad]
+    for (int r = 0; r < R; ++r)
+        for (int h = 0; h < 2; ++h) a[r][h][0] = a[r][h][1] = _mm256_setzero_si256();
+    int q = 0;
+    for (; q + 2 <= d.col_quads; q += 2) {
+        const Quad x0(xp[q]), x1(xp[q + 1]);
+        for (int r = 0; r < R; ++r)
+            for (int h = 0; h < 2; ++h) {
+                const int8_t* wq = w + r * stride + size_t(q) * 64 + 32 * h;
+                a[r][h][0] = _mm256_add_epi32(a[r][h][0], dot_quads(load256(wq), x0));
+                a[r][h][1] = _mm256_add_epi32(a[r][h][1], dot_quads(load256(wq + 64), x1));
+            }
     }
-    const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
-    r0_7 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a0, a1), order);
-    r8_15 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a2, a3), order);
+    if (q < d.col_quads) {
+        const Quad x0(xp[q]);
+        for (int r = 0; r < R; ++r)
+            for (int h = 0; h < 2; ++h)
+                a[r][h][0] = _mm256_add_epi32(a[r][h][0], dot_quads(load256(w + r * stride + size_t(q) * 64 + 32 * h), x0));
+    }
+    const __m256 xs = _mm256_set1_ps(packed.scale);
+    for (int r = 0; r < R; ++r)
+        for (int h = 0; h < 2; ++h) {
+            const int o = (rb + r) * 16 + 8 * h;
+            __m256i sum = _mm256_add_epi32(a[r][h][0], a[r][h][1]);
+            __m256 v = _mm256_mul_ps(_mm256_cvtepi32_ps(sum), _mm256_mul_ps(_mm256_loadu_ps(d.scale.data() + o), xs));
+            v = _mm256_add_ps(v, _mm256_loadu_ps(d.bias.data() + o));
+            if (relu) v = _mm256_max_ps(v, _mm256_setzero_ps());
+            _mm256_storeu_ps(y + o, v);
+        }
 }
 
 void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
+    if (d.precision == Precision::INT8) {
+        int rb = rb_begin;
+        for (; rb + 2 <= rb_end; rb += 2) gemv_int8<2>(d, packed, y, relu, rb);
+        for (; rb < rb_end; ++rb) gemv_int8<1>(d, packed, y, relu, rb);
+        return;
+    }
     const uint32_t* xp = packed.words;
     for (int rb = rb_begin; rb < rb_end; ++rb) {
         __m256 lo0 = _mm256_setzero_ps(), hi0 = lo0, lo1 = lo0, hi1 = lo0;
-        if (d.precision == Precision::INT8) {
-            __m256i s0, s1;
-            int8_block(d.w8.data() + size_t(rb) * d.col_quads * 64, xp, d.col_quads, s0, s1);
-            __m256 xs = _mm256_set1_ps(packed.scale);
-            lo0 = _mm256_mul_ps(_mm256_cvtepi32_ps(s0), _mm256_mul_ps(_mm256_loadu_ps(d.scale.data() + rb * 16), xs));
-            hi0 = _mm256_mul_ps(_mm256_cvtepi32_ps(s1), _mm256_mul_ps(_mm256_loadu_ps(d.scale.data() + rb * 16 + 8), xs));
-        } else if (d.precision == Precision::FP32) {
+        if (d.precision == Precision::FP32) {
             const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
             int k = 0;
             for (; k + 2 <= d.cols; k += 2) {
@@ -155,8 +193,8 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
 }
 
 // Batched products: G columns per pass over a row block, so each weight vector is
-// loaded (and, for bf16/int8, widened) once and used G times. 16 ymm registers hold
-// two accumulators per column for 4 columns (fp32, bf16, sparse) or four for 2 (int8).
+// loaded (and, for bf16, widened) once and used G times. 16 ymm registers hold two
+// accumulators per column for 4 columns.
 template <int G>
 void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
     const float* xc[G];
@@ -169,27 +207,21 @@ void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
         __m256 lo[G], hi[G];
         if (d.precision == Precision::INT8) {
             const int8_t* w = d.w8.data() + size_t(rb) * d.col_quads * 64;
-            __m256i a[G][4];
-            for (int j = 0; j < G; ++j)
-                for (int i = 0; i < 4; ++i) a[j][i] = _mm256_setzero_si256();
+            __m256i a0[G], a1[G];  // rows 0-7 and 8-15
+            for (int j = 0; j < G; ++j) a0[j] = a1[j] = _mm256_setzero_si256();
             for (int q = 0; q < d.col_quads; ++q) {
-                const int8_t* wq = w + size_t(q) * 64;
-                __m256i wv[4];
-                for (int i = 0; i < 4; ++i)
-                    wv[i] = _mm256_cvtepi8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(wq + 16 * i)));
+                const __m256i w0 = load256(w + size_t(q) * 64), w1 = load256(w + size_t(q) * 64 + 32);
                 for (int j = 0; j < G; ++j) {
-                    __m256i xv = _mm256_cvtepi8_epi16(_mm_set1_epi32(int(wc[j][q])));
-                    for (int i = 0; i < 4; ++i) a[j][i] = _mm256_add_epi32(a[j][i], _mm256_madd_epi16(wv[i], xv));
+                    const Quad xq(wc[j][q]);
+                    a0[j] = _mm256_add_epi32(a0[j], dot_quads(w0, xq));
+                    a1[j] = _mm256_add_epi32(a1[j], dot_quads(w1, xq));
                 }
             }
-            const __m256i order = _mm256_setr_epi32(0, 1, 4, 5, 2, 3, 6, 7);
             __m256 sc0 = _mm256_loadu_ps(d.scale.data() + rb * 16), sc1 = _mm256_loadu_ps(d.scale.data() + rb * 16 + 8);
             for (int j = 0; j < G; ++j) {
                 __m256 xs = _mm256_set1_ps(x.scales[b0 + j]);
-                __m256i r0 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a[j][0], a[j][1]), order);
-                __m256i r1 = _mm256_permutevar8x32_epi32(_mm256_hadd_epi32(a[j][2], a[j][3]), order);
-                lo[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(r0), _mm256_mul_ps(sc0, xs));
-                hi[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(r1), _mm256_mul_ps(sc1, xs));
+                lo[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(a0[j]), _mm256_mul_ps(sc0, xs));
+                hi[j] = _mm256_mul_ps(_mm256_cvtepi32_ps(a1[j]), _mm256_mul_ps(sc1, xs));
             }
         } else if (d.precision == Precision::FP32) {
             const float* w = d.w32.data() + size_t(rb) * d.cols * 16;
@@ -307,7 +339,7 @@ const Group kGemm[4] = {gemm_group<1>, gemm_group<2>, gemm_group<3>, gemm_group<
 const Group kSpmm[4] = {spmm_group<1>, spmm_group<2>, spmm_group<3>, spmm_group<4>};
 
 void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
-    by_groups(kGemm, d.precision == Precision::INT8 ? 2 : 4, d.rows_padded / 16, 1, d, x, y, y_stride, relu);
+    by_groups(kGemm, 4, d.rows_padded / 16, 1, d, x, y, y_stride, relu);
 }
 void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
     by_groups(kSpmm, 4, d.rows / d.block_rows, 64 / d.block_rows, d, x, y, y_stride, relu);
@@ -387,13 +419,17 @@ uint64_t lane_sum(__m256i v) {
     return uint64_t(uint32_t(_mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1)))));
 }
 
-// int8: vpmaddwd on the widened bytes (two multiply-adds per lane) plus its add, as in
-// gemv; fp32 and bf16 (widened to fp32 by gemv): one FMA per lane.
+// int8: dot_quads plus its add, as in gemv and gemm (four multiply-adds per lane); fp32
+// and bf16 (widened to fp32 by gemv): one FMA per lane.
 uint64_t madd(Precision p, uint64_t rounds) {
     if (p == Precision::INT8)
         return run_chains(
-            rounds, _mm256_setzero_si256(), _mm256_set1_epi16(1),
-            [](__m256i v, __m256i one) { return _mm256_add_epi32(v, _mm256_madd_epi16(one, one)); }, lane_sum);
+            rounds, _mm256_setzero_si256(), _mm256_set1_epi8(1),
+            [](__m256i v, __m256i one) {
+                return _mm256_add_epi32(
+                    v, _mm256_madd_epi16(_mm256_maddubs_epi16(one, _mm256_sign_epi8(one, one)), _mm256_set1_epi16(1)));
+            },
+            lane_sum);
     return run_chains(
         rounds, _mm256_setzero_ps(), _mm256_set1_ps(1.0f),
         [](__m256 v, __m256 one) { return _mm256_fmadd_ps(one, one, v); },
