@@ -419,13 +419,16 @@ uint64_t lane_sum(__m256i v) {
     return uint64_t(uint32_t(_mm_cvtsi128_si32(_mm_add_epi32(s, _mm_shuffle_epi32(s, 0xb1)))));
 }
 
-// int8: dot_quads plus its add, as in gemv and gemm (four multiply-adds per lane); fp32
-// and bf16 (widened to fp32 by gemv): one FMA per lane.
+// int8: dot_quads plus its add, as in gemv and gemm (four multiply-adds per lane); its
+// product does not depend on the accumulator, so `one` is pinned at every use, or the
+// compiler would compute it once for the whole loop. fp32 and bf16 (widened to fp32 by
+// gemv): one FMA per lane.
 uint64_t madd(Precision p, uint64_t rounds) {
     if (p == Precision::INT8)
         return run_chains(
             rounds, _mm256_setzero_si256(), _mm256_set1_epi8(1),
             [](__m256i v, __m256i one) {
+                keep(one);
                 return _mm256_add_epi32(
                     v, _mm256_madd_epi16(_mm256_maddubs_epi16(one, _mm256_sign_epi8(one, one)), _mm256_set1_epi16(1)));
             },
