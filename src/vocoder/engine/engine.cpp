@@ -332,12 +332,13 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
         };
         // This thread's W_hh row blocks: with two, the three gates' rows of its state
         // elements; alone, every row (its gates need not start on a 16-row block), in
-        // chunks. Odd steps take the spans in reverse order: at N=512 int8 a step's
-        // weights slightly exceed a 1 MB L2, and reading them in the same order every step
-        // has a least-recently-used cache evict each line just before it is read again;
-        // reversed, a step starts with what the previous one read last (N=512 int8: +4 %
-        // on one thread; N=896: +5 % on two; N=384, whose weights fit, unchanged). A
-        // row's result does not depend on the order.
+        // chunks. With dense int8 weights odd steps take the spans in reverse order: at
+        // N=512 a step's weights slightly exceed a 1 MB L2, and reading them in the same
+        // order every step has a least-recently-used cache evict each line just before it
+        // is read again; reversed, a step starts with what the previous one read last
+        // (N=512: +4 % on one thread; N=896: +5 % on two; N=384, whose weights fit,
+        // unchanged). fp32 lost 2-3 % (N=384, 512) and bf16 gained 1 %, so they keep one
+        // order. A row's result does not depend on the order.
         std::vector<std::pair<int, int>> spans;
         if (two) {
             for (int g = 0; g < 3; ++g)
@@ -346,6 +347,7 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             const int blocks = m.hh.rows_padded / 16, chunk = 24;
             for (int b = 0; b < blocks; b += chunk) spans.emplace_back(b, std::min(b + chunk, blocks));
         }
+        const bool reverse = m.hh.precision == Precision::INT8 && !m.hh.sparse;
         int c_prev = 128, f_prev = 0;
         for (size_t i = 0; i < total; ++i) {
             const double u0 = draws ? draws[2 * i] : own.uniform();
@@ -357,7 +359,7 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             lp.lap(Stage::GateInputs);
             const Packed packed = pack(lane, m.hh, h_in, n);
             for (size_t j = 0; j < spans.size(); ++j) {
-                const auto [rb0, rb1] = spans[i & 1 ? spans.size() - 1 - j : j];
+                const auto [rb0, rb1] = spans[reverse && (i & 1) ? spans.size() - 1 - j : j];
                 rows(m.hh, h_in, packed, gh_.data(), false, rb0, rb1);
             }
             lp.lap(Stage::Recurrent);
