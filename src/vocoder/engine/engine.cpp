@@ -326,9 +326,10 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             const int blocks = d.rows_padded / 16, mid = two ? blocks / 2 : blocks;
             return std::pair<int, int>(k ? mid : 0, k ? blocks : mid);
         };
-        auto layer = [&](const Matrix& d, const float* x, float* y, bool relu) {
+        auto layer = [&](const Matrix& d, const float* x, float* y, bool relu, Stage stage) {
             const auto [rb0, rb1] = half_of(d);
             gemv(lane, d, x, half, y, relu, rb0, rb1);
+            lp.lap(stage);
         };
         // This thread's W_hh row blocks: with two, the three gates' rows of its state
         // elements; alone, every row (its gates need not start on a 16-row block), in
@@ -366,11 +367,9 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h_in, h_out, n, lo, hi);
             lp.lap(Stage::Gru);
             meet();
-            layer(m.o1, h_out, tmp, true);
-            lp.lap(Stage::O1);
+            layer(m.o1, h_out, tmp, true, Stage::O1);
             meet();
-            layer(m.o2, tmp, logits, false);
-            lp.lap(Stage::O2);
+            layer(m.o2, tmp, logits, false, Stage::O2);
             meet();
             if (k == 0 && trace) std::memcpy(&trace->coarse_logits[i * 256], logits, 256 * 4);
             const int c = force ? (int(force[i]) + 32768) >> 8 : draw_one(kernels_, logits, u0, lane.scratch.data());
@@ -380,11 +379,9 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             lp.lap(Stage::Gru);
             meet();
             if (k == 0 && trace) std::memcpy(&trace->states[i * n], h_out, size_t(n) * 4);
-            layer(m.o3, h_out + half, tmp, true);
-            lp.lap(Stage::O3);
+            layer(m.o3, h_out + half, tmp, true, Stage::O3);
             meet();
-            layer(m.o4, tmp, logits, false);
-            lp.lap(Stage::O4);
+            layer(m.o4, tmp, logits, false, Stage::O4);
             meet();
             if (k == 0 && trace) std::memcpy(&trace->fine_logits[i * 256], logits, 256 * 4);
             const int f = force ? (int(force[i]) + 32768) & 0xff : draw_one(kernels_, logits, u1, lane.scratch.data());
