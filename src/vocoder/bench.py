@@ -178,6 +178,17 @@ def per_sample_shapes(hidden: int) -> dict[str, tuple[int, int]]:
     }
 
 
+def stored_weights(hidden: int, layout: dict[str, dict[str, object]] | None) -> list[tuple[float, bool]]:
+    """(weights the engine holds, whether it holds them as sparse blocks) per per-sample
+    matrix: rows x columns when dense, times the density of the kept blocks when sparse."""
+    out = []
+    for name, (rows, cols) in per_sample_shapes(hidden).items():
+        lay = (layout or {}).get(name, {"kind": "dense"})
+        sparse = lay["kind"] == "sparse"
+        out.append((rows * cols * (float(lay["density"]) if sparse else 1.0), sparse))
+    return out
+
+
 def matvec_limit(hidden: int, repeats: int = 200) -> float:
     """Steps/s if a step were only its fp32 matrix-vector products (numpy BLAS) with the
     per-sample matrices."""
@@ -203,12 +214,8 @@ def weight_bytes(hidden: int, precision: str, layout: dict[str, dict[str, object
     in the file's precision or, where the engine holds it sparse, fp32 blocks of 16
     values plus one 4-byte column index per block."""
     total = 0.0
-    for name, (rows, cols) in per_sample_shapes(hidden).items():
-        lay = (layout or {}).get(name, {"kind": "dense"})
-        if lay["kind"] == "sparse":
-            total += rows * cols * float(lay["density"]) * (4 + 4 / 16)
-        else:
-            total += rows * cols * BYTES[precision]
+    for count, sparse in stored_weights(hidden, layout):
+        total += count * ((4 + 4 / 16) if sparse else BYTES[precision])
     return int(total)
 
 
@@ -222,12 +229,8 @@ def multiply_adds(
     W_ih (3N x D, in the file's precision)."""
     n = cfg.model.hidden_size
     out = {precision: 0.0, "fp32": 0.0}
-    for name, (rows, cols) in per_sample_shapes(n).items():
-        lay = (layout or {}).get(name, {"kind": "dense"})
-        if lay["kind"] == "sparse":
-            out["fp32"] += rows * cols * float(lay["density"])
-        else:
-            out[precision] += rows * cols
+    for count, sparse in stored_weights(n, layout):
+        out["fp32" if sparse else precision] += count
     if cfg.model.kind == "subscale":
         sub = cfg.subscale
         width = sub.past + sub.horizon + 1
