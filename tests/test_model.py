@@ -10,7 +10,7 @@ from conftest import CORPUS
 from vocoder.audio import features, load_audio, split_16bit
 from vocoder.config import ModelConfig, load_config
 from vocoder.data import Utterance, WindowCutter
-from vocoder.model import WaveRNN, upsample
+from vocoder.model import COARSE_INPUT_INIT, WaveRNN, upsample
 from vocoder.sampler import draw, generate, make_draws
 from vocoder.train import batch_loss
 
@@ -155,3 +155,19 @@ def test_tiny_model_overfits_one_real_utterance() -> None:
     assert first > 15.0
     print(f"overfit: {first:.2f} -> {last:.2f} bits/sample")
     assert last < first - 4.0, (first, last)
+
+
+def test_coarse_byte_inputs_start_large_and_the_fine_byte_input_small() -> None:
+    """c_{t-1} and c_t start at U(+-COARSE_INPUT_INIT) so the previous sample reaches the
+    gates from step one; f_{t-1}, nearly uniform noise over [-1, 1], keeps PyTorch's
+    U(+-1/sqrt(N)) so it cannot saturate the gates and wipe the state (docs/training.md)."""
+    n = 64
+    torch.manual_seed(0)
+    w = WaveRNN(ModelConfig(hidden_size=n, cond_channels=8, cond_blocks=1), 80, HOP).gru.weight_ih_l0
+    bound = 1.0 / np.sqrt(n)
+    for column in (0, 2):
+        assert w[:, column].abs().max() <= COARSE_INPUT_INIT
+        assert w[:, column].abs().max() > 0.9 * COARSE_INPUT_INIT
+        assert w[:, column].std() > 0.5 * COARSE_INPUT_INIT / np.sqrt(3)
+    assert w[:, 1].abs().max() <= bound
+    assert w[:, 3:].abs().max() <= bound

@@ -30,14 +30,14 @@ from torch.nn import functional as F  # noqa: N812
 from vocoder.config import ModelConfig
 
 N_CLASSES = 256
-# Initial scale of the input weights of the three byte inputs. Adjacent 8-bit levels
-# differ by 1/127.5 after scaling and speech mostly sits near zero, so the default
-# U(+-1/sqrt(N)) weights make the previous sample nearly invisible to the gates; Adam
-# grows a weight by about the learning rate per step, which would take tens of
-# thousands of steps. Starting at U(+-10) lets the autoregressive signal through from
-# step one: on the bundled corpus (N=128) validation NLL after 200 steps is 11.5
-# bits/sample instead of 13.9 (no better than the marginals).
-BYTE_INPUT_INIT = 10.0
+# Initial scale of the input weights of the two coarse-byte inputs, c_{t-1} and c_t.
+# Adjacent 8-bit levels differ by 1/127.5 after scaling and speech mostly sits near zero,
+# so the default U(+-1/sqrt(N)) weights make the previous sample nearly invisible to the
+# gates, and Adam would take tens of thousands of steps to grow them. The fine byte
+# f_{t-1} keeps the default: it is close to uniform over [-1, 1], so at this scale it
+# would kick every gate, the update gate included, by up to +-10 at random each step and
+# wipe the state's memory of the last pitch period. docs/training.md has the runs.
+COARSE_INPUT_INIT = 10.0
 
 
 def scale_byte(v: torch.Tensor) -> torch.Tensor:
@@ -112,7 +112,8 @@ class WaveRNN(nn.Module):
         inputs = 3 + cfg.cond_channels + extra_inputs
         self.gru = nn.GRU(inputs, n, batch_first=True)
         with torch.no_grad():
-            self.gru.weight_ih_l0[:, :3].uniform_(-BYTE_INPUT_INIT, BYTE_INPUT_INIT)
+            for column in (0, 2):  # c_{t-1} and c_t; f_{t-1} (column 1) keeps the default
+                self.gru.weight_ih_l0[:, column].uniform_(-COARSE_INPUT_INIT, COARSE_INPUT_INIT)
         mask = torch.ones(3 * n, inputs)
         for gate in range(3):  # c_t (input column 2) is cut from the coarse half of each gate
             mask[gate * n : gate * n + self.half, 2] = 0.0
