@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import zipfile
 from pathlib import Path
 
+import pytest
 import torch
 
 from conftest import TINY, run_cli
 from vocoder import checkpoint as ckpt_mod
+from vocoder.errors import VocoderError
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -63,3 +66,53 @@ def test_audio_settings_must_match_the_features(tmp_path: Path, features_dir: Pa
     assert r.exit_code == 1
     assert "features were made with audio.sample_rate=16000" in r.output
     assert not (tmp_path / "x").exists()
+
+
+def test_divergence_stops_before_any_checkpoint_is_written_or_rotated(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    run = tmp_path / "run"
+    assert run_cli("train", features_dir, run, "--steps", "2", *TINY).exit_code == 0
+    good = (run / "checkpoint_00000002.pt").read_bytes()
+    r = run_cli(
+        "train", features_dir, run, "--steps", "8", "--resume", *TINY,
+        "--set", "train.learning_rate=1e30", "--set", "train.keep_checkpoints=1",
+    )  # fmt: skip
+    assert r.exit_code == 1
+    assert "training diverged at step" in r.output and "checkpoint_00000002.pt" in r.output
+    assert [p.name for p in ckpt_mod.list_checkpoints(run)] == ["checkpoint_00000002.pt"]
+    assert (run / "checkpoint_00000002.pt").read_bytes() == good
+
+
+def test_a_checkpoint_with_a_flipped_byte_is_refused(tmp_path: Path, tiny_ckpt: Path) -> None:
+    source = ckpt_mod.list_checkpoints(tiny_ckpt)[-1]
+    data = bytearray(source.read_bytes())
+    with zipfile.ZipFile(source) as archive:  # flip a byte inside the largest tensor's data
+        entry = max(archive.infolist(), key=lambda i: i.compress_size)
+        offset = entry.header_offset + 30 + len(entry.filename.encode()) + len(entry.extra)
+    data[offset + entry.compress_size // 2] ^= 0x40
+    damaged = tmp_path / "run" / source.name
+    damaged.parent.mkdir()
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(VocoderError, match="damaged checkpoint"):
+        ckpt_mod.load(damaged)
+    r = run_cli("export", damaged, tmp_path / "m.wrnn")
+    assert r.exit_code == 1 and "damaged checkpoint" in r.output
+    assert not (tmp_path / "m.wrnn").exists()
+
+
+@pytest.mark.parametrize("key", ["model", "optimizer"])
+def test_non_finite_weights_are_refused_on_load(tmp_path: Path, tiny_ckpt: Path, key: str) -> None:
+    data = ckpt_mod.load(ckpt_mod.list_checkpoints(tiny_ckpt)[-1])
+    if key == "model":
+        data["model"]["gru.weight_hh_l0"][3, 5] = float("nan")
+    else:
+        next(iter(data["optimizer"]["state"].values()))["exp_avg"].view(-1)[0] = float("inf")
+    bad = tmp_path / "checkpoint_00000004.pt"
+    ckpt_mod.save(bad, {k: v for k, v in data.items() if k not in ("kind", "version")})
+    with pytest.raises(VocoderError, match=f"{key}.* holds NaN or infinite values"):
+        ckpt_mod.load(bad)
+    for args in (["export", bad, tmp_path / "m.wrnn"], ["info", bad]):
+        r = run_cli(*args)
+        assert r.exit_code == 1 and "NaN or infinite" in r.output, args
+    assert not (tmp_path / "m.wrnn").exists()

@@ -3,11 +3,16 @@
 A checkpoint is a dict saved with ``torch.save`` and read back with
 ``weights_only=True`` (no pickled code runs on load). It carries a ``kind`` tag and a
 format version so a wrong file is rejected with a clear message instead of a traceback.
+``torch.load`` does not verify the CRCs of the zip entries it reads, so a flipped byte in
+the tensor data would load as a wrong number: ``load`` checks the CRCs first, then that
+every tensor is finite, since resuming from NaN weights trains on NaN and rotation would
+then delete the good checkpoints.
 """
 
 from __future__ import annotations
 
 import re
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -54,8 +59,36 @@ def save(path: Path, payload: dict[str, Any]) -> None:
         torch.save({"kind": KIND, "version": VERSION, **payload}, tmp)
 
 
+def non_finite(tree: Any, name: str = "") -> str | None:
+    """The dotted name of the first tensor in a nested dict/list holding NaN or inf."""
+    if isinstance(tree, torch.Tensor):
+        return name if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
+    items = (
+        tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else ()
+    )
+    for key, value in items:
+        found = non_finite(value, f"{name}.{key}" if name else str(key))
+        if found is not None:
+            return found
+    return None
+
+
+def _check_crcs(path: Path) -> None:
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError):
+        return  # not a zip (or unreadable): torch.load gives the precise message
+    except Exception as e:  # zlib.error and friends from a damaged entry
+        raise VocoderError(f"{path}: damaged checkpoint ({type(e).__name__})") from None
+    if bad is not None:
+        raise VocoderError(f"{path}: damaged checkpoint (checksum mismatch in {bad})")
+
+
 def load(path: Path) -> dict[str, Any]:
     """Read and check a checkpoint; any problem is one readable line naming the file."""
+    if path.is_file():
+        _check_crcs(path)
     try:
         data = torch.load(path, map_location="cpu", weights_only=True)
     except FileNotFoundError:
@@ -73,6 +106,10 @@ def load(path: Path) -> dict[str, Any]:
     for key in ("model", "config", "step"):
         if key not in data:
             raise VocoderError(f"{path}: checkpoint lacks {key!r}")
+    for key in ("model", "optimizer"):
+        bad = non_finite(data.get(key, {}), key)
+        if bad is not None:
+            raise VocoderError(f"{path}: {bad} holds NaN or infinite values (a diverged or damaged run)")
     return data
 
 

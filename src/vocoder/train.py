@@ -258,7 +258,17 @@ def train(
     metrics = ckpt_dir / "metrics.jsonl"
     _truncate_metrics(metrics, step)
 
+    def diverged(at: int, what: str) -> VocoderError:
+        saved = ckpt_mod.list_checkpoints(ckpt_dir)
+        kept = f"the latest checkpoint is {saved[-1].name}" if saved else "no checkpoint was written"
+        return VocoderError(
+            f"{ckpt_dir}: training diverged at step {at} ({what}); nothing was saved from it and "
+            f"{kept}; resume with a lower train.learning_rate"
+        )
+
     def save_checkpoint() -> None:
+        if ckpt_mod.non_finite(model.state_dict()) is not None:
+            raise diverged(step, "non-finite weights")
         payload = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -311,6 +321,8 @@ def train(
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
+                if not (math.isfinite(loss.item()) and math.isfinite(float(grad_norm))):
+                    raise diverged(step + 1, f"loss {loss.item():.4g}, gradient norm {float(grad_norm):.4g}")
                 opt.step()
                 step += 1
                 if pruner is not None:
@@ -338,6 +350,8 @@ def train(
                 if step % tc.valid_every == 0 or step == tc.steps or out_of_time:
                     record = validate(model, cutter, windows, tc.batch_size, device)
                     last_bits = record["valid_bits"]
+                    if not math.isfinite(last_bits):
+                        raise diverged(step, f"validation NLL {last_bits}")
                     _append_metrics(metrics, {"step": step, **record})
                     progress.update(task, valid=f"{last_bits:.3f}")
                 if step % tc.checkpoint_every == 0 or step == tc.steps or out_of_time:
