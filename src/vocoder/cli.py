@@ -251,8 +251,8 @@ def synthesize(
         int, typer.Option(help="Fold mode: samples neighbouring segments share (warm-up, then cross-fade).")
     ] = 550,
 ) -> None:
-    """Vocode mels (or wavs) into 16-bit wavs: sequential sampler (native or torch, optionally
-    in fold mode) or the Griffin-Lim baseline.
+    """Vocode mels (or wavs) into 16-bit wavs: the model's own sampler, sequential or subscale
+    (native or torch, optionally in fold mode), or the Griffin-Lim baseline.
 
     Existing outputs are skipped unless --overwrite, so rerunning a killed job resumes it.
     Failed inputs are reported by name after the others finish; the exit status is then 1.
@@ -413,7 +413,7 @@ def plot(
 ) -> None:
     """Draw reference vs generated waveforms and log-mel spectrograms, one PNG per utterance.
 
-    Needs matplotlib (pip install 'wavernn-vocoder[plot]').
+    Needs matplotlib (pip install 'wavernn-vocoder\\[plot]').
     """
     from vocoder.plot import plot as run
 
@@ -441,7 +441,7 @@ def export(
     """Export a checkpoint as a self-contained model file for the native engine.
 
     The file carries the model and feature config, so `synthesize` needs nothing else.
-    bf16 halves the per-sample weight traffic (logit error ~3e-2); int8 (per-row scales,
+    bf16 halves the per-sample weight traffic (logit error ~4e-2); int8 (per-row scales,
     inputs quantised per step) quarters it (logit error ~0.1).
     """
     from vocoder.export import export_checkpoint
