@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import soundfile as sf
 
 from conftest import run_cli
 from vocoder.errors import VocoderError
@@ -107,3 +108,23 @@ def test_input_list_errors_are_one_line(tmp_path: Path, tiny_ckpt: Path) -> None
     assert r.exit_code == 1 and f"error: {tmp_path / 'missing.txt'}: cannot read input list" in r.output
     r = _synthesize(tiny_ckpt, "-o", tmp_path / "out")
     assert r.exit_code == 1 and "error: no inputs" in r.output
+
+
+@pytest.mark.parametrize("how", ["directory", "file"])
+def test_an_output_that_is_an_input_is_refused_before_any_work(
+    tmp_path: Path, tiny_ckpt: Path, how: str
+) -> None:
+    wavs = tmp_path / "wavs"
+    wavs.mkdir()
+    sr = 16000
+    for name in ("a", "b"):
+        t = np.arange(sr // 2) / sr
+        sf.write(wavs / f"{name}.wav", 0.3 * np.sin(2 * np.pi * 220 * t), sr, subtype="PCM_16")
+    before = {p.name: p.read_bytes() for p in wavs.iterdir()}
+    given = wavs if how == "directory" else wavs / "b.wav"
+    r = _synthesize(
+        tiny_ckpt, given, tmp_path / "other.npy", "--out-dir", wavs, "--overwrite", "--shard", "1/2"
+    )
+    assert r.exit_code == 1
+    assert "is an input" in r.output and "choose another --out-dir" in r.output
+    assert {p.name: p.read_bytes() for p in wavs.iterdir()} == before

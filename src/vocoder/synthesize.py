@@ -113,13 +113,18 @@ def remove_stale_temps(outputs: list[Path]) -> None:
             tmp.unlink(missing_ok=True)
 
 
-def output_paths(files: list[Path], out_dir: Path) -> list[Path]:
-    """``<out_dir>/<stem>.wav`` for each input; two inputs may not claim one output."""
+def output_paths(files: list[Path], out_dir: Path, every_input: list[Path]) -> list[Path]:
+    """``<out_dir>/<stem>.wav`` for each of ``files``; two inputs may not claim one output,
+    and no output may be any of the job's inputs (``--out-dir`` equal to a directory of
+    wavs, with ``--overwrite``, would otherwise replace recordings with vocoded copies)."""
+    inputs = {f.resolve(): f for f in every_input}
     outs: dict[Path, Path] = {}
     for f in files:
         out = out_dir / f"{f.stem}.wav"
         if out in outs:
             raise VocoderError(f"{f} and {outs[out]} would both be written to {out}")
+        if out.resolve() in inputs:
+            raise VocoderError(f"{out}: is an input ({inputs[out.resolve()]}); choose another --out-dir")
         outs[out] = f
     return list(outs)
 
@@ -246,10 +251,10 @@ def synthesize(
     default, and one thread in each worker so that jobs do not oversubscribe the cores).
     ``fold`` (target, overlap) generates each input in fold mode (``vocoder.fold``).
     """
-    vocoder = load_vocoder(model_path, engine, threads, fold)
     found, results = gather_inputs(inputs)
     selected = select_shard(found, shard)
-    all_outputs = output_paths(selected, out_dir)
+    all_outputs = output_paths(selected, out_dir, found)
+    vocoder = load_vocoder(model_path, engine, threads, fold)
     out_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_temps(all_outputs)
     files: list[Path] = []
