@@ -116,3 +116,34 @@ def test_non_finite_weights_are_refused_on_load(tmp_path: Path, tiny_ckpt: Path,
         r = run_cli(*args)
         assert r.exit_code == 1 and "NaN or infinite" in r.output, args
     assert not (tmp_path / "m.wrnn").exists()
+
+
+def test_resume_survives_a_damaged_metrics_log_and_removes_stale_temps(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    run = tmp_path / "run"
+    assert run_cli("train", features_dir, run, "--steps", "2", *TINY).exit_code == 0
+    log = run / "metrics.jsonl"
+    good = log.read_text().splitlines()
+    log.write_text("\n".join([*good[:2], "garbage {", "7", *good[2:]]) + '\n{"step": 2, "train_bi')
+    stale = [run / ".checkpoint_00000004.pt.x1y2.tmp", run / ".metrics.jsonl.abcd.tmp"]
+    for path in stale:
+        path.write_bytes(b"half a file")
+    r = run_cli("train", features_dir, run, "--steps", "4", "--resume", *TINY)
+    assert r.exit_code == 0, r.output
+    assert "dropped 3 unreadable line(s)" in r.output
+    lines = log.read_text().splitlines()
+    assert lines[: len(good)] == good
+    assert [json.loads(x)["step"] for x in lines if "train_bits" in x] == [1, 2, 3, 4]
+    assert not any(p.exists() for p in stale)
+
+
+def test_a_metrics_log_that_is_a_directory_is_one_error_line(tmp_path: Path, features_dir: Path) -> None:
+    run = tmp_path / "run"
+    assert run_cli("train", features_dir, run, "--steps", "2", *TINY).exit_code == 0
+    (run / "metrics.jsonl").unlink()
+    (run / "metrics.jsonl").mkdir()
+    r = run_cli("train", features_dir, run, "--steps", "4", "--resume", *TINY)
+    assert r.exit_code == 1
+    assert "metrics.jsonl: cannot read the metrics log" in r.output
+    assert [p.name for p in ckpt_mod.list_checkpoints(run)][-1] == "checkpoint_00000002.pt"

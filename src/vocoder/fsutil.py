@@ -32,6 +32,15 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
         raise
 
 
+def remove_stale_temps(directory: Path, name_pattern: str) -> None:
+    """Delete the temp files a killed writer left for outputs named like ``name_pattern``
+    (a glob of the final file name) in ``directory``: ``atomic_path`` cleans up on any
+    exception, but not after a kill -9."""
+    for tmp in directory.glob(f".{name_pattern}.*.tmp"):
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+
+
 def write_text_atomic(path: str | Path, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")

@@ -26,6 +26,7 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from vocoder.audio import load_audio, load_mel, log_mel, write_wav
 from vocoder.config import Config
 from vocoder.errors import VocoderError
+from vocoder.fsutil import remove_stale_temps
 
 MEL_EXT = ".npy"
 AUDIO_EXT = (".wav", ".flac")
@@ -102,15 +103,14 @@ def select_shard(files: list[Path], shard: tuple[int, int] | None) -> list[Path]
     return [f for i, f in enumerate(ordered) if i % n == k - 1]
 
 
-def remove_stale_temps(outputs: list[Path]) -> None:
+def remove_stale_output_temps(outputs: list[Path]) -> None:
     """Delete temp files a killed run left for these outputs (see ``atomic_path``).
 
     Only this job's outputs are touched, so other shards writing into the same directory
     keep their in-progress files.
     """
     for out in outputs:
-        for tmp in out.parent.glob(f".{glob.escape(out.name)}.*.tmp"):
-            tmp.unlink(missing_ok=True)
+        remove_stale_temps(out.parent, glob.escape(out.name))
 
 
 def output_paths(files: list[Path], out_dir: Path, every_input: list[Path]) -> list[Path]:
@@ -256,7 +256,7 @@ def synthesize(
     all_outputs = output_paths(selected, out_dir, found)
     vocoder = load_vocoder(model_path, engine, threads, fold)
     out_dir.mkdir(parents=True, exist_ok=True)
-    remove_stale_temps(all_outputs)
+    remove_stale_output_temps(all_outputs)
     files: list[Path] = []
     outputs: list[Path] = []
     for f, o in zip(selected, all_outputs, strict=True):

@@ -35,7 +35,7 @@ from vocoder.data import (
     read_features_config,
 )
 from vocoder.errors import VocoderError
-from vocoder.fsutil import write_text_atomic
+from vocoder.fsutil import remove_stale_temps, write_text_atomic
 from vocoder.model import WaveRNN
 from vocoder.pruning import Pruner
 from vocoder.subscale import SubscaleWaveRNN, fold_losses
@@ -137,16 +137,32 @@ def _append_metrics(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _truncate_metrics(path: Path, step: int) -> None:
-    """On resume, drop records logged after the checkpoint we restart from."""
+def _truncate_metrics(path: Path, step: int) -> int:
+    """On resume, drop records logged after the checkpoint we restart from.
+
+    A kill can leave a partial last line, and a log may be damaged otherwise: unreadable
+    lines are dropped too (the readable ones are kept) and their count is returned.
+    """
     if not path.exists():
-        return
-    keep = [
-        line
-        for line in path.read_text(encoding="utf-8").splitlines()
-        if line.strip() and json.loads(line).get("step", 0) <= step
-    ]
+        return 0
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise VocoderError(f"{path}: cannot read the metrics log ({e.strerror or e})") from None
+    keep, unreadable = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            logged = int(record["step"])
+        except (ValueError, TypeError, KeyError):
+            unreadable += 1
+            continue
+        if logged <= step:
+            keep.append(line)
     write_text_atomic(path, "".join(line + "\n" for line in keep))
+    return unreadable
 
 
 @torch.no_grad()
@@ -254,9 +270,13 @@ def train(
     )
     windows = cutter.fixed_windows(valid_utts, tc.valid_max_windows)
     ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("checkpoint_*.pt", "config.yaml", "metrics.jsonl"):
+        remove_stale_temps(ckpt_dir, name)
     write_text_atomic(ckpt_dir / "config.yaml", cfg.to_yaml())
     metrics = ckpt_dir / "metrics.jsonl"
-    _truncate_metrics(metrics, step)
+    unreadable = _truncate_metrics(metrics, step)
+    if unreadable:
+        console.print(f"{metrics}: dropped {unreadable} unreadable line(s), kept the others")
 
     def diverged(at: int, what: str) -> VocoderError:
         saved = ckpt_mod.list_checkpoints(ckpt_dir)
