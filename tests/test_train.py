@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
@@ -147,3 +151,30 @@ def test_a_metrics_log_that_is_a_directory_is_one_error_line(tmp_path: Path, fea
     assert r.exit_code == 1
     assert "metrics.jsonl: cannot read the metrics log" in r.output
     assert [p.name for p in ckpt_mod.list_checkpoints(run)][-1] == "checkpoint_00000002.pt"
+
+
+def test_sigterm_saves_the_step_reached_and_the_run_resumes(tmp_path: Path, features_dir: Path) -> None:
+    """A scheduler's SIGTERM (and `kill`) saves a checkpoint like Ctrl-C does."""
+    run = tmp_path / "run"
+    args = [*TINY, "--set", "train.checkpoint_every=1000", "--set", "train.valid_every=1000"]
+    cli = Path(sys.executable).parent / "vocoder"
+    proc = subprocess.Popen(
+        [str(cli), "train", str(features_dir), str(run), "--steps", "100000", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    log = run / "metrics.jsonl"
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline and not (log.exists() and log.read_text().count("train_bits") >= 3):
+        time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    output, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 130, output
+    saved = ckpt_mod.list_checkpoints(run)
+    assert len(saved) == 1, output
+    step = ckpt_mod.load(saved[0])["step"]
+    assert step >= 3 and f"interrupted: saved step {step}" in output
+    r = run_cli("train", features_dir, run, "--steps", str(step + 2), "--resume", *args)
+    assert r.exit_code == 0, r.output
+    assert ckpt_mod.list_checkpoints(run)[-1].name == ckpt_mod.checkpoint_name(step + 2)

@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 import math
 import random
+import signal
+import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -130,6 +134,26 @@ def _continued_config(stored: Config, user: Config, explicit: set[str], ckpt_dir
                 setattr(getattr(stored, section), key, getattr(getattr(user, section), key))
     config_mod.from_dict(stored.to_dict(), "continued config")  # re-validate the mix
     return stored
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Treat SIGTERM (a scheduler's stop, ``kill``) like Ctrl-C, so the run saves a
+    checkpoint of the step it reached instead of losing the steps since the last one.
+    Background jobs of a non-interactive shell ignore SIGINT, so SIGTERM is their only
+    polite stop."""
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGTERM, interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def _append_metrics(path: Path, record: dict[str, Any]) -> None:
@@ -323,7 +347,7 @@ def train(
         TextColumn("sparsity {task.fields[sparsity]:.1%}"),
         TimeElapsedColumn(),
     )
-    with Progress(*columns, console=console, transient=False) as progress:
+    with _sigterm_as_interrupt(), Progress(*columns, console=console, transient=False) as progress:
         task = progress.add_task(
             "train",
             total=tc.steps,
