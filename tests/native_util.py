@@ -16,7 +16,7 @@ from vocoder import checkpoint as ckpt_mod
 from vocoder.audio import features, load_audio
 from vocoder.config import Config, load_config
 from vocoder.errors import VocoderError
-from vocoder.model import WaveRNN
+from vocoder.model import COARSE_INPUT_INIT, WaveRNN
 from vocoder.native import NativeVocoder
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -43,11 +43,20 @@ def speech(cfg: Config) -> tuple[np.ndarray, np.ndarray]:
     return features(load_audio(WAV, cfg.audio.sample_rate), cfg.audio)
 
 
+def loud_fine_input(model: WaveRNN) -> None:
+    """Scale the f_{t-1} input column up to the coarse columns' size. Training starts it
+    small (model.py), but a parity or leakage test wants every input path to move the
+    logits by far more than its tolerance."""
+    with torch.no_grad():
+        model.gru.weight_ih_l0[:, 1] *= model.hidden_size**0.5 * COARSE_INPUT_INIT
+
+
 def random_model(cfg: Config, mel: np.ndarray, seed: int = 0) -> WaveRNN:
     """A model with peaked output distributions and the utterance's own mel statistics,
     so logits, states and draws exercise the whole range a trained model would."""
     torch.manual_seed(seed)
     model = ckpt_mod.build_model(cfg)
+    loud_fine_input(model)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)

@@ -13,7 +13,7 @@ import soundfile as sf
 import torch
 
 from conftest import TINY, run_cli
-from native_util import small_config, speech
+from native_util import loud_fine_input, small_config, speech
 from vocoder import checkpoint as ckpt_mod
 from vocoder.config import Config
 from vocoder.subscale import SubscaleWaveRNN, allowed, context_mask, fold, generate, steps, unfold
@@ -84,6 +84,7 @@ def model_and_speech() -> tuple[SubscaleWaveRNN, np.ndarray, np.ndarray]:
     samples = samples[20 * 200 : 23 * 200]
     torch.manual_seed(0)
     model = ckpt_mod.build_model(cfg)
+    loud_fine_input(model)
     with torch.no_grad():
         for p in model.parameters():
             p.mul_(3.0)

@@ -112,8 +112,9 @@ class WaveRNN(nn.Module):
         inputs = 3 + cfg.cond_channels + extra_inputs
         self.gru = nn.GRU(inputs, n, batch_first=True)
         with torch.no_grad():
-            for column in (0, 2):  # c_{t-1} and c_t; f_{t-1} (column 1) keeps the default
-                self.gru.weight_ih_l0[:, column].uniform_(-COARSE_INPUT_INIT, COARSE_INPUT_INIT)
+            # all three drawn at once, then f_{t-1} (column 1) scaled to the default bound
+            self.gru.weight_ih_l0[:, :3].uniform_(-COARSE_INPUT_INIT, COARSE_INPUT_INIT)
+            self.gru.weight_ih_l0[:, 1] *= 1.0 / (n**0.5 * COARSE_INPUT_INIT)
         mask = torch.ones(3 * n, inputs)
         for gate in range(3):  # c_t (input column 2) is cut from the coarse half of each gate
             mask[gate * n : gate * n + self.half, 2] = 0.0
