@@ -22,6 +22,13 @@ def _weights(path: Path) -> dict[str, torch.Tensor]:
     return ckpt_mod.load(path)["model"]
 
 
+def _two_steps(tmp_path: Path, features_dir: Path) -> Path:
+    """A run trained for 2 steps (one checkpoint) for a test to resume."""
+    run = tmp_path / "run"
+    assert run_cli("train", features_dir, run, "--steps", "2", *TINY).exit_code == 0
+    return run
+
+
 def test_resume_continues_exactly(tmp_path: Path, features_dir: Path) -> None:
     straight = tmp_path / "straight"
     assert run_cli("train", features_dir, straight, "--steps", "4", *TINY).exit_code == 0
@@ -75,8 +82,7 @@ def test_audio_settings_must_match_the_features(tmp_path: Path, features_dir: Pa
 def test_divergence_stops_before_any_checkpoint_is_written_or_rotated(
     tmp_path: Path, features_dir: Path
 ) -> None:
-    run = tmp_path / "run"
-    assert run_cli("train", features_dir, run, "--steps", "2", *TINY).exit_code == 0
+    run = _two_steps(tmp_path, features_dir)
     good = (run / "checkpoint_00000002.pt").read_bytes()
     r = run_cli(
         "train", features_dir, run, "--steps", "8", "--resume", *TINY,
@@ -125,8 +131,7 @@ def test_non_finite_weights_are_refused_on_load(tmp_path: Path, tiny_ckpt: Path,
 def test_resume_survives_a_damaged_metrics_log_and_removes_stale_temps(
     tmp_path: Path, features_dir: Path
 ) -> None:
-    run = tmp_path / "run"
-    assert run_cli("train", features_dir, run, "--steps", "2", *TINY).exit_code == 0
+    run = _two_steps(tmp_path, features_dir)
     log = run / "metrics.jsonl"
     good = log.read_text().splitlines()
     log.write_text("\n".join([*good[:2], "garbage {", "7", *good[2:]]) + '\n{"step": 2, "train_bi')
@@ -143,8 +148,7 @@ def test_resume_survives_a_damaged_metrics_log_and_removes_stale_temps(
 
 
 def test_a_metrics_log_that_is_a_directory_is_one_error_line(tmp_path: Path, features_dir: Path) -> None:
-    run = tmp_path / "run"
-    assert run_cli("train", features_dir, run, "--steps", "2", *TINY).exit_code == 0
+    run = _two_steps(tmp_path, features_dir)
     (run / "metrics.jsonl").unlink()
     (run / "metrics.jsonl").mkdir()
     r = run_cli("train", features_dir, run, "--steps", "4", "--resume", *TINY)

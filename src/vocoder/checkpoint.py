@@ -63,9 +63,12 @@ def non_finite(tree: Any, name: str = "") -> str | None:
     """The dotted name of the first tensor in a nested dict/list holding NaN or inf."""
     if isinstance(tree, torch.Tensor):
         return name if tree.is_floating_point() and not bool(torch.isfinite(tree).all()) else None
-    items = (
-        tree.items() if isinstance(tree, dict) else enumerate(tree) if isinstance(tree, list | tuple) else ()
-    )
+    if isinstance(tree, dict):
+        items = tree.items()
+    elif isinstance(tree, list | tuple):
+        items = enumerate(tree)
+    else:
+        return None
     for key, value in items:
         found = non_finite(value, f"{name}.{key}" if name else str(key))
         if found is not None:

@@ -364,15 +364,16 @@ def train(
                 loss = batch_loss(model, batch, device)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
-                if not (math.isfinite(loss.item()) and math.isfinite(float(grad_norm))):
-                    raise diverged(step + 1, f"loss {loss.item():.4g}, gradient norm {float(grad_norm):.4g}")
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
+                loss_nats = loss.item()
+                if not (math.isfinite(loss_nats) and math.isfinite(grad_norm)):
+                    raise diverged(step + 1, f"loss {loss_nats:.4g}, gradient norm {grad_norm:.4g}")
                 opt.step()
                 step += 1
                 if pruner is not None:
                     pruner.step(step)
                 window_steps += 1
-                window_loss += loss.item() / LN2
+                window_loss += loss_nats / LN2
                 if step % tc.log_every == 0 or step == tc.steps:
                     rate = window_steps / max(time.monotonic() - window_start, 1e-9)
                     bits = window_loss / window_steps
@@ -383,7 +384,7 @@ def train(
                             "step": step,
                             "sparsity": sparsity,
                             "train_bits": bits,
-                            "grad_norm": float(grad_norm),
+                            "grad_norm": grad_norm,
                             "steps_per_s": rate,
                             "samples_per_s": rate * samples_per_step,
                         },
