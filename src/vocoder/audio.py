@@ -34,12 +34,21 @@ def float_to_int16(y: np.ndarray) -> np.ndarray:
     return np.clip(np.round(y * 32768.0), -32768, 32767).astype(np.int16)
 
 
-def load_audio(path: Path, sample_rate: int) -> np.ndarray:
+def load_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """Read any soundfile-readable file as float32 mono at ``sample_rate``.
 
     Multi-channel audio is averaged; other rates are resampled (soxr, high quality).
+    ``max_seconds`` is checked against the header before any sample is read, so a file
+    too long to hold in memory fails with its name instead of an allocation error.
     """
     try:
+        if max_seconds is not None:
+            info = sf.info(str(path))
+            if info.frames > max_seconds * info.samplerate:
+                raise VocoderError(
+                    f"{path}: {info.frames / info.samplerate:.0f} s of audio, over the limit of "
+                    f"{max_seconds:g} s (--max-seconds)"
+                )
         y, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise VocoderError(f"{path}: cannot read audio ({e})") from None
@@ -104,8 +113,12 @@ def features(y: np.ndarray, cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
     return mel, samples
 
 
-def check_mel(mel: np.ndarray, n_mels: int, origin: str) -> np.ndarray:
-    """Validate a user-supplied mel: (n_mels, T), finite, float; return it as float32."""
+def check_mel(mel: np.ndarray, n_mels: int, origin: str, max_frames: int | None = None) -> np.ndarray:
+    """Validate a user-supplied mel: (n_mels, T), at most ``max_frames`` frames, float,
+    finite as float32 (a float64 1e300 is finite until the cast); return it as float32.
+
+    The shape is checked before the data is touched, so ``mel`` may be a memory map of a
+    file far larger than memory."""
     if mel.ndim != 2:
         raise VocoderError(f"{origin}: mel must be 2-D ({n_mels}, T), got shape {mel.shape}")
     if mel.shape[0] != n_mels:
@@ -113,16 +126,24 @@ def check_mel(mel: np.ndarray, n_mels: int, origin: str) -> np.ndarray:
         raise VocoderError(f"{origin}: mel has shape {mel.shape}, expected ({n_mels}, T){hint}")
     if mel.shape[1] < 1:
         raise VocoderError(f"{origin}: mel has no frames")
+    if max_frames is not None and mel.shape[1] > max_frames:
+        raise VocoderError(f"{origin}: mel has {mel.shape[1]} frames, over the limit of {max_frames}")
     if not np.issubdtype(mel.dtype, np.floating):
         raise VocoderError(f"{origin}: mel must be floating point, got {mel.dtype}")
-    if not np.all(np.isfinite(mel)):
-        raise VocoderError(f"{origin}: mel contains NaN or infinite values")
-    return mel.astype(np.float32)
+    with np.errstate(over="ignore"):  # overflow becomes inf, reported just below
+        out = np.asarray(mel, dtype=np.float32)
+    if not np.all(np.isfinite(out)):
+        raise VocoderError(f"{origin}: mel contains NaN or infinite values (as float32)")
+    return out
 
 
-def load_mel(path: Path, n_mels: int) -> np.ndarray:
+def load_mel(path: Path, n_mels: int, max_frames: int | None = None) -> np.ndarray:
+    """A mel ``.npy`` file, checked by ``check_mel``. It is memory-mapped first, so the
+    header's shape is checked against the file's size and ``max_frames`` before anything
+    is read: a small file that claims a huge array fails with its name, not an
+    allocation error."""
     try:
-        mel = np.load(path, allow_pickle=False)
+        mel = np.load(path, mmap_mode="r", allow_pickle=False)
     except (OSError, ValueError, EOFError) as e:
         raise VocoderError(f"{path}: cannot read mel .npy ({e})") from None
-    return check_mel(mel, n_mels, str(path))
+    return check_mel(mel, n_mels, str(path), max_frames)

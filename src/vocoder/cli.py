@@ -250,6 +250,14 @@ def synthesize(
     overlap: Annotated[
         int, typer.Option(help="Fold mode: samples neighbouring segments share (warm-up, then cross-fade).")
     ] = 550,
+    max_seconds: Annotated[
+        float,
+        typer.Option(
+            min=0.0,
+            help="Longest input to vocode, checked from its header before it is read; "
+            "longer ones fail by name and the others go on.",
+        ),
+    ] = 3600.0,
 ) -> None:
     """Vocode mels (or wavs) into 16-bit wavs: the model's own sampler, sequential or subscale
     (native or torch, optionally in fold mode), or the Griffin-Lim baseline.
@@ -282,6 +290,7 @@ def synthesize(
             shard_kn,
             overwrite,
             (target, overlap) if fold else None,
+            max_seconds,
         )
     except VocoderError as e:
         fail(str(e))

@@ -12,7 +12,8 @@ Layout, for an utterance of L samples, target T and overlap O::
     segment i covers positions [i (T + O), i (T + O) + T + 2 O)
     B = the fewest segments with B (T + O) + O >= L  (at least 1)
 
-so neighbours share O positions. Positions at or past L (only in the last segment) are
+so neighbours share O positions (``fit`` first shrinks T and O to the input, so a
+setting larger than a short input costs nothing). Positions at or past L (only in the last segment) are
 padding: they repeat the conditioning of position L - 1, and their samples are dropped
 (generation is causal, so padding never affects a kept sample).
 
@@ -32,18 +33,31 @@ import numpy as np
 
 from vocoder.errors import VocoderError
 
+# Fold mode is for speed, with segments of about a second; a setting in the millions is
+# a typo, and would size the batch's buffers by it.
+MAX_FOLD_SAMPLES = 1_000_000
+
 
 def check_fold(target: int, overlap: int) -> None:
     """One-line errors for fold settings no layout can use."""
-    if target < 1:
-        raise VocoderError(f"--target {target}: the segment length must be at least 1 sample")
-    if overlap < 0:
-        raise VocoderError(f"--overlap {overlap}: the overlap cannot be negative")
+    if not 1 <= target <= MAX_FOLD_SAMPLES:
+        raise VocoderError(f"--target {target}: the segment length must be 1 to {MAX_FOLD_SAMPLES} samples")
+    if not 0 <= overlap <= MAX_FOLD_SAMPLES:
+        raise VocoderError(f"--overlap {overlap}: the overlap must be 0 to {MAX_FOLD_SAMPLES} samples")
+
+
+def fit(length: int, target: int, overlap: int) -> tuple[int, int]:
+    """(target, overlap) shrunk so one segment is never longer than the input plus the
+    overlap. Only a single-segment layout changes, and generation is causal, so the kept
+    samples are the same as with the settings given; only the wasted padding goes."""
+    overlap = min(overlap, length)
+    return min(target, max(1, length - overlap)), overlap
 
 
 def num_segments(length: int, target: int, overlap: int) -> int:
     """B: the fewest segments whose layout covers ``length`` samples."""
     check_fold(target, overlap)
+    target, overlap = fit(length, target, overlap)
     return max(1, -(-(length - overlap) // (target + overlap)))
 
 
@@ -58,6 +72,7 @@ def positions(length: int, target: int, overlap: int) -> np.ndarray:
     if length < 1:
         raise VocoderError("the utterance has no samples")
     b = num_segments(length, target, overlap)
+    target, overlap = fit(length, target, overlap)
     starts = np.arange(b, dtype=np.int64)[:, None] * (target + overlap)
     pos = starts + np.arange(segment_length(target, overlap), dtype=np.int64)[None]
     return np.minimum(pos, length - 1).astype(np.int32)
@@ -84,6 +99,7 @@ def unfold(segments: np.ndarray, length: int, target: int, overlap: int) -> np.n
     """
     segments = np.asarray(segments)
     b = num_segments(length, target, overlap)
+    target, overlap = fit(length, target, overlap)
     seg = segment_length(target, overlap)
     if segments.shape != (b, seg):
         raise ValueError(f"segments must have shape ({b}, {seg}), got {segments.shape}")

@@ -53,9 +53,13 @@ class GriffinLimVocoder:
     def magnitude(self, mel: np.ndarray) -> np.ndarray:
         """Linear STFT magnitude (n_fft // 2 + 1, T) whose mel is closest to ``exp(mel)``."""
         a = self.cfg.audio
+        with np.errstate(over="ignore"):
+            linear = np.exp(mel.astype(np.float64))
+        if not np.all(np.isfinite(linear)):
+            raise VocoderError(f"mel values up to {mel.max():.3g} overflow exp(): not a natural-log mel?")
         try:
             return librosa.feature.inverse.mel_to_stft(
-                np.exp(mel.astype(np.float64)),
+                linear,
                 sr=a.sample_rate,
                 n_fft=a.n_fft,
                 power=1.0,

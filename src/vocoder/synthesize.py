@@ -12,8 +12,10 @@ input set deterministically between N machines or processes.
 from __future__ import annotations
 
 import glob
+import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
@@ -29,6 +31,9 @@ from vocoder.errors import VocoderError
 from vocoder.fsutil import remove_stale_temps
 
 MEL_EXT = ".npy"
+# The longest input vocoded by default: an hour, far beyond any TTS utterance, yet a
+# bound, so a header that claims 10^8 frames is refused instead of allocated.
+MAX_SECONDS = 3600.0
 AUDIO_EXT = (".wav", ".flac")
 
 
@@ -45,7 +50,11 @@ class Result:
 
 
 def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
-    """Expand directories (their .npy/.wav/.flac files, sorted); flag unusable paths."""
+    """Expand directories (their .npy/.wav/.flac files, sorted); flag unusable paths.
+
+    A file reached twice (named twice, or named and inside a named directory) is kept
+    once, by resolved path: the same input twice is a harmless slip, not a clash.
+    """
     files: list[Path] = []
     bad: list[Result] = []
     for p in inputs:
@@ -60,7 +69,8 @@ def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
             bad.append(Result(p, None, error=f"{p}: not a mel (.npy) or audio (.wav/.flac) file"))
         else:
             files.append(p)
-    return files, bad
+    unique = {f.resolve(): f for f in reversed(files)}
+    return [f for f in files if unique[f.resolve()] is f], bad
 
 
 def read_input_list(list_file: Path) -> list[Path]:
@@ -129,11 +139,24 @@ def output_paths(files: list[Path], out_dir: Path, every_input: list[Path]) -> l
     return list(outs)
 
 
-def input_mel(path: Path, cfg: Config) -> np.ndarray:
-    """A mel file as is (checked against the model), or the mel of an audio file."""
+def check_out_dir(out_dir: Path) -> None:
+    """Create ``out_dir`` if needed and prove it writable, before any audio is generated."""
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=out_dir):
+            pass
+    except OSError as e:
+        raise VocoderError(f"{out_dir}: cannot write outputs there ({e.strerror or e})") from None
+
+
+def input_mel(path: Path, cfg: Config, max_seconds: float = MAX_SECONDS) -> np.ndarray:
+    """A mel file as is (checked against the model), or the mel of an audio file; either
+    longer than ``max_seconds`` is refused from its header, before it is read."""
     if path.suffix == MEL_EXT:
-        return load_mel(path, cfg.audio.n_mels)
-    y = load_audio(path, cfg.audio.sample_rate)
+        return load_mel(
+            path, cfg.audio.n_mels, int(max_seconds * cfg.audio.sample_rate / cfg.audio.hop_length)
+        )
+    y = load_audio(path, cfg.audio.sample_rate, max_seconds)
     if len(y) < 2 * cfg.audio.hop_length:
         raise VocoderError(f"{path}: audio too short to vocode ({len(y)} samples)")
     try:
@@ -203,16 +226,24 @@ def load_vocoder(
     raise VocoderError(f"unknown engine {engine!r}")
 
 
-def synthesize_file(vocoder: Vocoder, source: Path, output: Path, seed: int) -> Result:
-    """Vocode one input into ``output``; errors come back in the result, not raised."""
+def synthesize_file(
+    vocoder: Vocoder, source: Path, output: Path, seed: int, max_seconds: float = MAX_SECONDS
+) -> Result:
+    """Vocode one input into ``output``; errors come back in the result, not raised.
+
+    Any exception counts as this input's failure (an engine's allocation error, a
+    library's parameter error): one bad input must not stop the batch. Only an
+    interrupt (not an ``Exception``) stops it.
+    """
     cfg = vocoder.cfg
     try:
-        mel = input_mel(source, cfg)
+        mel = input_mel(source, cfg, max_seconds)
         samples = vocoder.generate(mel, seed)
         write_wav(output, samples, cfg.audio.sample_rate)
     except VocoderError as e:
-        return Result(source, None, error=str(e))
-    except (OSError, ValueError, RuntimeError) as e:
+        message = str(e) if str(e).startswith(str(source)) else f"{source}: {e}"
+        return Result(source, None, error=message)
+    except Exception as e:
         return Result(source, None, error=f"{source}: {type(e).__name__}: {e}")
     return Result(source, output, len(samples), len(samples) / cfg.audio.sample_rate)
 
@@ -225,9 +256,17 @@ def _init_worker(model_path: Path, engine: str | None, threads: int, fold: tuple
     _worker = load_vocoder(model_path, engine, threads=threads, fold=fold)
 
 
-def _work(source: Path, output: Path, seed: int) -> Result:
+def _work(source: Path, output: Path, seed: int, max_seconds: float) -> Result:
     assert _worker is not None
-    return synthesize_file(_worker, source, output, seed)
+    return synthesize_file(_worker, source, output, seed, max_seconds)
+
+
+def _collect(future: Future[Result], source: Path) -> Result:
+    """A worker's result; a worker that died (killed, out of memory) fails its input."""
+    try:
+        return future.result()
+    except BrokenProcessPool:
+        return Result(source, None, error=f"{source}: the worker process died while vocoding it")
 
 
 def synthesize(
@@ -242,6 +281,7 @@ def synthesize(
     shard: tuple[int, int] | None = None,
     overwrite: bool = False,
     fold: tuple[int, int] | None = None,
+    max_seconds: float = MAX_SECONDS,
 ) -> tuple[list[Result], float]:
     """Vocode every input (of this shard); returns per-input results and the wall time.
 
@@ -250,12 +290,13 @@ def synthesize(
     and takes inputs as they come. ``threads`` is per engine instance (0: the engine's
     default, and one thread in each worker so that jobs do not oversubscribe the cores).
     ``fold`` (target, overlap) generates each input in fold mode (``vocoder.fold``).
+    Inputs longer than ``max_seconds`` fail from their headers, before they are read.
     """
     found, results = gather_inputs(inputs)
     selected = select_shard(found, shard)
     all_outputs = output_paths(selected, out_dir, found)
     vocoder = load_vocoder(model_path, engine, threads, fold)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    check_out_dir(out_dir)
     remove_stale_output_temps(all_outputs)
     files: list[Path] = []
     outputs: list[Path] = []
@@ -289,7 +330,7 @@ def synthesize(
 
         if jobs <= 1:
             for f, o in zip(files, outputs, strict=True):
-                finished(synthesize_file(vocoder, f, o, seed))
+                finished(synthesize_file(vocoder, f, o, seed, max_seconds))
         else:
             ctx = get_context("spawn")
             with ProcessPoolExecutor(
@@ -298,7 +339,10 @@ def synthesize(
                 initializer=_init_worker,
                 initargs=(model_path, engine, threads or 1, fold),
             ) as pool:
-                futures = [pool.submit(_work, f, o, seed) for f, o in zip(files, outputs, strict=True)]
+                futures = {
+                    pool.submit(_work, f, o, seed, max_seconds): f
+                    for f, o in zip(files, outputs, strict=True)
+                }
                 for fut in as_completed(futures):
-                    finished(fut.result())
+                    finished(_collect(fut, futures[fut]))
     return results, time.monotonic() - start
