@@ -15,7 +15,9 @@ import torch
 
 from conftest import TINY, run_cli
 from vocoder import checkpoint as ckpt_mod
+from vocoder.config import TrainConfig
 from vocoder.errors import VocoderError
+from vocoder.train import learning_rate
 
 
 def _weights(path: Path) -> dict[str, torch.Tensor]:
@@ -182,3 +184,37 @@ def test_sigterm_saves_the_step_reached_and_the_run_resumes(tmp_path: Path, feat
     r = run_cli("train", features_dir, run, "--steps", str(step + 2), "--resume", *args)
     assert r.exit_code == 0, r.output
     assert ckpt_mod.list_checkpoints(run)[-1].name == ckpt_mod.checkpoint_name(step + 2)
+
+
+def test_the_learning_rate_glides_geometrically_over_the_last_steps() -> None:
+    tc = TrainConfig(learning_rate=1e-2, steps=10, lr_decay_steps=4, lr_decay_to=0.01)
+    # steps 1..6 at the full rate, then 1e-2 * 0.01 ** (k / 4) for k = 1..4, then held
+    expected = [1e-2] * 6 + [1e-2 * 10 ** (-k / 2) for k in range(1, 5)] + [1e-4, 1e-4]
+    assert [learning_rate(tc, s) for s in range(1, 13)] == pytest.approx(expected, rel=1e-12)
+    assert {learning_rate(TrainConfig(learning_rate=3e-3, steps=10), s) for s in range(1, 20)} == {3e-3}
+
+
+def test_a_training_run_applies_and_logs_the_schedule(tmp_path: Path, features_dir: Path) -> None:
+    run = tmp_path / "run"
+    r = run_cli(
+        "train",
+        features_dir,
+        run,
+        "--steps",
+        "4",
+        *TINY,
+        "--set",
+        "train.log_every=1",
+        "--set",
+        "train.learning_rate=1e-2",
+        "--set",
+        "train.lr_decay_steps=2",
+        "--set",
+        "train.lr_decay_to=0.25",
+    )
+    assert r.exit_code == 0, r.output
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lrs = [rec["lr"] for rec in logged if "lr" in rec]
+    assert lrs == pytest.approx([1e-2, 1e-2, 5e-3, 2.5e-3], rel=1e-12)
+    state = torch.load(run / "checkpoint_00000004.pt", weights_only=True)
+    assert state["optimizer"]["param_groups"][0]["lr"] == pytest.approx(2.5e-3, rel=1e-12)

@@ -76,6 +76,11 @@ class TrainConfig:
     batch_size: int = 32
     seq_frames: int = 4
     learning_rate: float = 1e-3
+    # The last lr_decay_steps of `steps` lower the rate geometrically to lr_decay_to times
+    # learning_rate: a high rate keeps shaking the weights that hold the pitch, which costs
+    # generation far more than NLL (docs/training.md has the runs).
+    lr_decay_steps: int = 0
+    lr_decay_to: float = 0.1
     grad_clip: float = 4.0
     steps: int = 100000
     max_minutes: float = 0.0
@@ -218,6 +223,8 @@ def _check(cfg: Config, origin: str) -> None:
     need(t.batch_size >= 1, "train.batch_size must be >= 1")
     need(t.seq_frames >= 1, "train.seq_frames must be >= 1")
     need(t.learning_rate > 0, "train.learning_rate must be > 0")
+    need(t.lr_decay_steps >= 0, "train.lr_decay_steps must be >= 0")
+    need(0 < t.lr_decay_to <= 1, "train.lr_decay_to must be in (0, 1]")
     need(t.grad_clip > 0, "train.grad_clip must be > 0")
     need(t.steps >= 1, "train.steps must be >= 1")
     need(t.max_minutes >= 0, "train.max_minutes must be >= 0 (0 = no time limit)")

@@ -29,7 +29,7 @@ from torch.nn import functional as F  # noqa: N812
 from vocoder import checkpoint as ckpt_mod
 from vocoder import config as config_mod
 from vocoder.audio import join_16bit
-from vocoder.config import Config
+from vocoder.config import Config, TrainConfig
 from vocoder.data import (
     Batch,
     Utterance,
@@ -62,6 +62,19 @@ def pick_device(name: str) -> torch.device:
     if name == "cuda" and not torch.cuda.is_available():
         raise VocoderError("train.device=cuda but no CUDA device is available")
     return torch.device(name)
+
+
+def learning_rate(tc: TrainConfig, step: int) -> float:
+    """The rate of step ``step`` (1-based): ``learning_rate``, then over the last
+    ``lr_decay_steps`` of ``steps`` a geometric glide to ``lr_decay_to`` times it.
+
+    A function of the step alone, so a resumed run follows the same schedule, and a run
+    continued past its planned ``steps`` stays at the final rate.
+    """
+    begin = tc.steps - tc.lr_decay_steps
+    if tc.lr_decay_steps == 0 or step <= begin:
+        return tc.learning_rate
+    return tc.learning_rate * tc.lr_decay_to ** min(1.0, (step - begin) / tc.lr_decay_steps)
 
 
 def batch_losses(model: WaveRNN, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
@@ -368,6 +381,8 @@ def train(
                 loss_nats = loss.item()
                 if not (math.isfinite(loss_nats) and math.isfinite(grad_norm)):
                     raise diverged(step + 1, f"loss {loss_nats:.4g}, gradient norm {grad_norm:.4g}")
+                for group in opt.param_groups:
+                    group["lr"] = learning_rate(tc, step + 1)
                 opt.step()
                 step += 1
                 if pruner is not None:
@@ -385,6 +400,7 @@ def train(
                             "sparsity": sparsity,
                             "train_bits": bits,
                             "grad_norm": grad_norm,
+                            "lr": learning_rate(tc, step),
                             "steps_per_s": rate,
                             "samples_per_s": rate * samples_per_step,
                         },
