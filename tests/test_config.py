@@ -46,6 +46,15 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         (["train.device=tpu"], "train.device must be cpu, cuda or auto"),
         (["hidden_size=8"], "expected section.key=value"),
         (["model.hidden_size"], "expected section.key=value"),
+        # sizes that would only fail later, as an allocation traceback
+        (["model.hidden_size=100000000000000000000000"], "model.hidden_size must be even, 4..8192"),
+        (["model.cond_channels=100000000"], "model.cond_channels must be in 1..4096"),
+        (["audio.n_fft=1000000000000000000"], "audio.n_fft must be in 16..65536"),
+        (["train.batch_size=10000000"], "train.batch_size must be in 1..65536"),
+        (["train.learning_rate=inf"], "train.learning_rate must be a finite number, got 'inf'"),
+        (["train.grad_clip=.nan"], "train.grad_clip must be a finite number"),
+        (["train.lr_decay_to=0"], "train.lr_decay_to must be in (0, 1]"),
+        (["train.lr_decay_steps=-1"], "train.lr_decay_steps must be >= 0"),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(sets: list[str], message: str) -> None:
@@ -64,6 +73,16 @@ def test_bad_yaml_and_missing_file(tmp_path: Path) -> None:
         load_config(str(wrong))
     with pytest.raises(VocoderError, match="no such config file"):
         load_config(str(tmp_path / "absent.yaml"))
+    twice = tmp_path / "twice.yaml"
+    twice.write_text("model:\n  hidden_size: 64\n  cond_blocks: 1\n  hidden_size: 128\n")
+    with pytest.raises(
+        VocoderError, match=r"twice\.yaml: invalid YAML at line 4 \(duplicate key 'hidden_size'\)"
+    ):
+        load_config(str(twice))
+    latin = tmp_path / "latin.yaml"
+    latin.write_bytes("# réglages\nmodel:\n  hidden_size: 64\n".encode("latin-1"))
+    with pytest.raises(VocoderError, match=r"latin\.yaml: config is not UTF-8 text \(byte 3\)"):
+        load_config(str(latin))
 
 
 def test_set_values_are_yaml_scalars() -> None:

@@ -7,7 +7,9 @@ typo or an impossible value stops a job at second zero rather than an hour in.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import math
 import re
 from dataclasses import dataclass, field
 from importlib import resources
@@ -151,14 +153,15 @@ def _coerce(section: str, key: str, typ: type, value: Any, origin: str) -> Any:
     if typ is float:
         if isinstance(value, bool):
             raise VocoderError(f"{where} must be a number, got {value!r}")
+        number: float | None = None
         if isinstance(value, (int, float)):
-            return float(value)
-        if isinstance(value, str):
-            try:
-                return float(value)
-            except ValueError:
-                pass
-        raise VocoderError(f"{where} must be a number, got {value!r}")
+            number = float(value)
+        elif isinstance(value, str):
+            with contextlib.suppress(ValueError):
+                number = float(value)
+        if number is None or not math.isfinite(number):
+            raise VocoderError(f"{where} must be a finite number, got {value!r}")
+        return number
     if typ is str:
         if isinstance(value, (str, int, float)) and not isinstance(value, bool):
             return str(value)
@@ -199,11 +202,11 @@ def _check(cfg: Config, origin: str) -> None:
         if not ok:
             raise VocoderError(f"{origin}: {msg}")
 
-    need(a.sample_rate >= 1000, f"audio.sample_rate must be >= 1000, got {a.sample_rate}")
-    need(a.n_fft >= 16, f"audio.n_fft must be >= 16, got {a.n_fft}")
+    need(1000 <= a.sample_rate <= 384000, f"audio.sample_rate must be in 1000..384000, got {a.sample_rate}")
+    need(16 <= a.n_fft <= 65536, f"audio.n_fft must be in 16..65536, got {a.n_fft}")
     need(0 < a.hop_length <= a.win_length, "audio.hop_length must be in 1..audio.win_length")
     need(a.win_length <= a.n_fft, "audio.win_length must be <= audio.n_fft")
-    need(a.n_mels >= 1, "audio.n_mels must be >= 1")
+    need(1 <= a.n_mels <= 1024, "audio.n_mels must be in 1..1024")
     need(0 <= a.fmin < a.fmax, "audio.fmin must be >= 0 and below audio.fmax")
     need(a.fmax <= a.sample_rate / 2, f"audio.fmax must be <= sample_rate/2 = {a.sample_rate / 2}")
     need(a.log_floor > 0, "audio.log_floor must be > 0")
@@ -211,17 +214,17 @@ def _check(cfg: Config, origin: str) -> None:
     need(0 <= d.silence_peak < 1, "data.silence_peak must be in [0, 1)")
     need(d.valid_count >= 1, "data.valid_count must be >= 1")
     need(d.test_count >= 0, "data.test_count must be >= 0")
-    need(m.hidden_size >= 4 and m.hidden_size % 2 == 0, "model.hidden_size must be even and >= 4")
-    need(m.cond_channels >= 1, "model.cond_channels must be >= 1")
-    need(m.cond_blocks >= 0, "model.cond_blocks must be >= 0")
+    need(4 <= m.hidden_size <= 8192 and m.hidden_size % 2 == 0, "model.hidden_size must be even, 4..8192")
+    need(1 <= m.cond_channels <= 4096, "model.cond_channels must be in 1..4096")
+    need(0 <= m.cond_blocks <= 64, "model.cond_blocks must be in 0..64")
     need(m.kind in ("sequential", "subscale"), "model.kind must be sequential or subscale")
     sub = cfg.subscale
     need(2 <= sub.batch <= 64, "subscale.batch must be in 2..64")
     need(0 <= sub.horizon <= 64, "subscale.horizon must be in 0..64")
     need(0 <= sub.past <= 64, "subscale.past must be in 0..64")
     need(1 <= sub.context <= 1024, "subscale.context must be in 1..1024")
-    need(t.batch_size >= 1, "train.batch_size must be >= 1")
-    need(t.seq_frames >= 1, "train.seq_frames must be >= 1")
+    need(1 <= t.batch_size <= 65536, "train.batch_size must be in 1..65536")
+    need(1 <= t.seq_frames <= 10000, "train.seq_frames must be in 1..10000")
     need(t.learning_rate > 0, "train.learning_rate must be > 0")
     need(t.lr_decay_steps >= 0, "train.lr_decay_steps must be >= 0")
     need(0 < t.lr_decay_to <= 1, "train.lr_decay_to must be in (0, 1]")
@@ -275,17 +278,36 @@ def resolve_config_path(name: str) -> Path:
     raise VocoderError(f"{name}: no such config file (shipped configs: {', '.join(SHIPPED)})")
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, except that a key given twice in one mapping is an error
+    (PyYAML keeps the last silently, so a stale line above an edit would win unseen)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: set[Any] = set()
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r}", key_node.start_mark
+                )
+            seen.add(key)
+        return super().construct_mapping(node, deep=deep)
+
+
 def read_yaml(path: Path) -> Any:
     try:
         text = path.read_text(encoding="utf-8")
     except OSError as e:
         raise VocoderError(f"{path}: cannot read config ({e.strerror})") from None
+    except UnicodeDecodeError as e:
+        raise VocoderError(f"{path}: config is not UTF-8 text (byte {e.start})") from None
     try:
-        return yaml.safe_load(text)
+        return yaml.load(text, Loader=_UniqueKeyLoader)  # a SafeLoader subclass: no arbitrary objects
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
-        raise VocoderError(f"{path}: invalid YAML{where}") from None
+        problem = getattr(e, "problem", None)
+        raise VocoderError(f"{path}: invalid YAML{where}{f' ({problem})' if problem else ''}") from None
 
 
 def from_dict(data: Any, origin: str) -> Config:
