@@ -88,6 +88,7 @@ def test_generated_is_resampled_and_trimmed(tmp_path: Path) -> None:
     up = np.concatenate([up, np.zeros(2205, np.float32)])
     s = ev.score_pair("up", _write(tmp_path / "up.wav", up, 22050), CLIP)
     assert s.seconds == pytest.approx(len(y) / rate, abs=1e-3)
+    assert s.length_diff == pytest.approx(0.1, abs=1e-3)
     assert s.pesq > 4.3 and s.stoi > 0.99 and s.mcd < 0.5 and s.f0_rmse < 5 and s.vde < 0.05
 
 
@@ -134,7 +135,7 @@ def test_cli_reports_bad_files_scores_the_rest_and_writes_files(tmp_path: Path) 
     assert data["mean"]["stoi"] == pytest.approx(np.mean([u["stoi"] for u in by_id.values()]))
     assert len(data["errors"]) == 2
     rows = out_csv.read_text().splitlines()
-    assert rows[0].startswith("id,seconds,pesq,stoi,mcd,lsd,f0_rmse,vde")
+    assert rows[0].startswith("id,seconds,length_diff,pesq,stoi,mcd,lsd,f0_rmse,vde")
     assert len(rows) == 4 and rows[-1].startswith("mean,")
     assert not list(tmp_path.glob(".*.tmp"))
 
@@ -145,6 +146,56 @@ def test_cli_bad_arguments_give_one_line(tmp_path: Path) -> None:
     assert [line for line in r.output.splitlines() if line.startswith("error:")] == [
         f"error: {tmp_path / 'nowhere'}: no such generated file or directory"
     ]
+
+
+@pytest.mark.parametrize("factor", [3.0, 0.3])
+def test_a_length_mismatch_is_reported_and_can_fail(tmp_path: Path, factor: float) -> None:
+    """Generated audio 3x the reference (two thirds noise) or cut to 30 %: scored on the
+    overlap, but never silently."""
+    y, rate = _speech()
+    refs, gen = tmp_path / "refs", tmp_path / "gen"
+    refs.mkdir()
+    gen.mkdir()
+    _write(refs / f"{CLIP.stem}.wav", y, rate)
+    n = int(len(y) * factor)
+    extra = _with_noise(np.zeros(max(0, n - len(y)), np.float32) + 1e-3, 0)
+    _write(gen / f"{CLIP.stem}.wav", np.concatenate([y, extra])[:n], rate)
+    out_json = tmp_path / "scores.json"
+    r = run_cli("evaluate", gen, refs, "--json", out_json)
+    assert r.exit_code == 0, r.output
+    word = "longer" if factor > 1 else "shorter"
+    lines = [line for line in r.output.splitlines() if line.startswith("length:")]
+    assert len(lines) == 1 and f"s {word} than" in lines[0] and CLIP.stem in lines[0], r.output
+    data = json.loads(out_json.read_text())
+    assert data["utterances"][0]["length_diff"] == pytest.approx((n - len(y)) / rate, abs=1e-3)
+    assert len(data["length_mismatches"]) == 1
+    r = run_cli("evaluate", gen, refs, "--fail-on-length")
+    assert r.exit_code == 1 and "evaluated 0 of 1 pairs, 1 problems" in r.output
+    assert any(line.startswith("failed:") and word in line for line in r.output.splitlines())
+    # within the tolerance: nothing to report
+    r = run_cli("evaluate", gen, refs, "--length-tolerance", str(abs(n - len(y)) / rate + 0.01))
+    assert r.exit_code == 0 and "length:" not in r.output
+
+
+def test_a_silent_generated_file_is_named_not_a_nan_error(tmp_path: Path) -> None:
+    y, rate = _speech()
+    silent = _write(tmp_path / f"{CLIP.stem}.wav", np.zeros_like(y), rate)
+    r = run_cli("evaluate", silent, CLIP)
+    assert r.exit_code == 1
+    assert f"failed: {silent}: silent (every sample is zero); nothing to score" in r.output
+
+
+def test_outputs_that_cannot_be_written_are_refused_before_scoring(tmp_path: Path) -> None:
+    for bad, why in [
+        (tmp_path, "is a directory"),
+        (tmp_path / "no" / "such" / "x.json", f"{tmp_path / 'no'} does not exist"),
+    ]:
+        r = run_cli("evaluate", CLIP, CLIP, "--json", bad)
+        assert r.exit_code == 1 and f"error: {bad}: {why}" in r.output, r.output
+        assert "scored" not in r.output
+    assert not (tmp_path / "no").exists()
+    r = run_cli("evaluate", CLIP, CLIP, "--csv", tmp_path / "new" / "x.csv")
+    assert r.exit_code == 0 and (tmp_path / "new" / "x.csv").exists()
 
 
 def _png_size(path: Path) -> tuple[int, int]:

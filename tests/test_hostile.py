@@ -143,3 +143,14 @@ def test_a_fold_segment_is_never_longer_than_the_input_plus_the_overlap() -> Non
     assert fold.positions(16000, 1_000_000, 550).shape == (1, 16550)
     # a layout that already has several segments is unchanged
     assert fold.positions(5000, 1000, 100).shape == (5, 1200)
+
+
+def test_export_onto_a_directory_or_under_a_missing_one_is_one_line(tmp_path: Path, tiny_ckpt: Path) -> None:
+    before = sorted(p.name for p in tiny_ckpt.iterdir())
+    r = run_cli("export", tiny_ckpt, tiny_ckpt)
+    assert r.exit_code == 1 and f"error: {tiny_ckpt}: is a directory" in r.output, r.output
+    assert sorted(p.name for p in tiny_ckpt.iterdir()) == before
+    deep = tmp_path / "a" / "b" / "m.wrnn"
+    r = run_cli("export", tiny_ckpt, deep)
+    assert r.exit_code == 1 and f"error: {deep}: {tmp_path / 'a'} does not exist" in r.output, r.output
+    assert not (tmp_path / "a").exists()

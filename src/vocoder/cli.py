@@ -327,20 +327,36 @@ def evaluate(
     ],
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON here.")] = None,
     csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the scores as CSV here.")] = None,
+    length_tolerance: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds the lengths of a pair may differ before it is reported."),
+    ] = 0.02,
+    fail_on_length: Annotated[
+        bool, typer.Option(help="A pair whose lengths differ beyond the tolerance is an error, not scored.")
+    ] = False,
 ) -> None:
     """Score generated speech against references: PESQ (wideband), STOI, MCD, LSD, F0 RMSE, VDE.
 
     Files are paired by name; the generated audio is resampled to the reference's rate
-    and both are trimmed to the shorter. Unpaired or unreadable files are reported by
-    name, the rest are scored, and the exit status is then 1. Definitions: README.
+    and both are trimmed to the shorter; a length difference beyond the tolerance is
+    reported. Unpaired or unreadable files are reported by name, the rest are scored,
+    and the exit status is then 1. Definitions: README.
     """
     from rich.table import Table
 
     from vocoder.evaluate import METRICS, write_outputs
     from vocoder.evaluate import evaluate as run
+    from vocoder.fsutil import check_output_file
 
     try:
-        report, n_pairs = run(generated, reference, on_pair=lambda uid: say(f"  scored {uid}", to=console))
+        check_output_file(json_out, csv_out)
+        report, n_pairs = run(
+            generated,
+            reference,
+            lambda uid: say(f"  scored {uid}", to=console),
+            length_tolerance,
+            fail_on_length,
+        )
         write_outputs(report, json_out, csv_out)
     except VocoderError as e:
         fail(str(e))
@@ -359,6 +375,8 @@ def evaluate(
     mean = report.mean()
     table.add_row("mean", "", *(fmt(mean[n]) for n, _, _ in METRICS), style="bold", end_section=True)
     (out if out.width >= 120 else Console(width=120)).print(table)
+    for mismatch in report.length_mismatches:
+        say(mismatch, "length:", "yellow", console)
     for error in report.errors:
         say(error, "failed:", "red", console)
     written = [str(p) for p in (json_out, csv_out) if p is not None]
@@ -389,12 +407,13 @@ def nll(
     from rich.table import Table
 
     from vocoder.data import SPLITS
-    from vocoder.fsutil import write_text_atomic
+    from vocoder.fsutil import check_output_file, write_text_atomic
     from vocoder.nll import score
 
     if split not in SPLITS:
         fail(f"--split {split}: use train, valid or test")
     try:
+        check_output_file(json_out)
         report = score(
             model, features, split, precision.value, lambda uid: say(f"  scored {uid}", to=console)
         )
@@ -552,7 +571,7 @@ def bench(
     from rich.table import Table
 
     from vocoder.bench import report, run_bench
-    from vocoder.fsutil import write_text_atomic
+    from vocoder.fsutil import check_output_file, write_text_atomic
 
     sizes = hidden_size or [384, 512, 896]
     thread_counts = threads or [1, 2]
@@ -567,6 +586,7 @@ def bench(
         fail(f"--sparse-kernels {sparse_kernels}: use auto, always or never")
     variants = [(s, b, prune_layers) for s in sparsity or [] for b in blocks]
     try:
+        check_output_file(json_out)
         if fold:
             from vocoder.fold import check_fold
 
@@ -742,9 +762,10 @@ def compare(
 
     from vocoder.bench import cpu_model
     from vocoder.compare import HEADER, cells, compare_runs, markdown
-    from vocoder.fsutil import write_text_atomic
+    from vocoder.fsutil import check_output_file, write_text_atomic
 
     try:
+        check_output_file(json_out, markdown_out)
         rows = compare_runs(runs, precision.value, seconds)
     except VocoderError as e:
         fail(str(e))

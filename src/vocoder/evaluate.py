@@ -2,7 +2,10 @@
 
 A vocoder's output is time-aligned with its reference by construction (it is rendered
 from the reference's own mel), so every metric compares frame t with frame t: there is
-no DTW, and the only alignment is trimming both signals to the shorter length. The
+no DTW, and the only alignment is trimming both signals to the shorter length. A
+length difference beyond ``length_tolerance`` (default 20 ms, more than one hop of the
+usual frame settings) means the pair is not what it seems (a cut render, a wrong file):
+it is recorded per utterance and listed, and ``fail_on_length`` makes it an error. The
 generated audio is resampled to the reference's rate; metrics that need a fixed rate
 (PESQ, F0) resample both.
 
@@ -74,6 +77,7 @@ class Scores:
     generated: str
     reference: str
     seconds: float
+    length_diff: float  # generated minus reference, seconds, before trimming
     pesq: float
     stoi: float
     mcd: float
@@ -88,6 +92,7 @@ class Report:
 
     utterances: list[Scores] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    length_mismatches: list[str] = field(default_factory=list)
 
     def mean(self) -> dict[str, float]:
         means: dict[str, float] = {}
@@ -131,9 +136,13 @@ def pair_files(generated: Path, reference: Path) -> tuple[list[tuple[str, Path, 
     return pairs, missing
 
 
-def load_pair(generated: Path, reference: Path) -> tuple[np.ndarray, np.ndarray, int]:
-    """(generated, reference, rate): both float32 mono at the reference's rate, trimmed to
-    the shorter of the two."""
+LENGTH_TOLERANCE = 0.02
+
+
+def load_pair(generated: Path, reference: Path) -> tuple[np.ndarray, np.ndarray, int, float]:
+    """(generated, reference, rate, length difference): both float32 mono at the
+    reference's rate, trimmed to the shorter of the two; the difference (generated minus
+    reference, seconds) is measured before trimming."""
     try:
         rate = sf.info(str(reference)).samplerate
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
@@ -141,7 +150,7 @@ def load_pair(generated: Path, reference: Path) -> tuple[np.ndarray, np.ndarray,
     ref = load_audio(reference, rate)
     gen = load_audio(generated, rate)
     n = min(len(gen), len(ref))
-    return gen[:n], ref[:n], rate
+    return gen[:n], ref[:n], rate, (len(gen) - len(ref)) / rate
 
 
 def pesq_wb(reference: np.ndarray, generated: np.ndarray, rate: int) -> float:
@@ -226,8 +235,28 @@ def f0_errors(reference: np.ndarray, generated: np.ndarray, rate: int) -> tuple[
     return float(np.sqrt(np.mean(cents**2))), vde
 
 
-def score_pair(uid: str, generated: Path, reference: Path) -> Scores:
-    gen, ref, rate = load_pair(generated, reference)
+def length_mismatch(generated: Path, reference: Path, diff: float) -> str:
+    """The line that reports a length difference beyond the tolerance."""
+    return (
+        f"{generated}: {abs(diff):.3f} s {'longer' if diff > 0 else 'shorter'} than {reference}; "
+        "scored on the overlap only"
+    )
+
+
+def score_pair(
+    uid: str,
+    generated: Path,
+    reference: Path,
+    length_tolerance: float = LENGTH_TOLERANCE,
+    fail_on_length: bool = False,
+) -> Scores:
+    gen, ref, rate, diff = load_pair(generated, reference)
+    if not np.any(gen):
+        raise VocoderError(f"{generated}: silent (every sample is zero); nothing to score")
+    if fail_on_length and abs(diff) > length_tolerance:
+        raise VocoderError(
+            length_mismatch(generated, reference, diff).replace("; scored on the overlap only", "")
+        )
     if len(ref) < round(0.25 * rate):
         raise VocoderError(f"{generated}: fewer than 0.25 s to compare with {reference} ({len(ref)} samples)")
     f0_rmse, vde = f0_errors(ref, gen, rate)
@@ -236,6 +265,7 @@ def score_pair(uid: str, generated: Path, reference: Path) -> Scores:
         generated=str(generated),
         reference=str(reference),
         seconds=len(ref) / rate,
+        length_diff=diff,
         pesq=pesq_wb(ref, gen, rate),
         stoi=stoi_score(ref, gen, rate),
         mcd=mel_cepstral_distortion(ref, gen, rate),
@@ -246,18 +276,27 @@ def score_pair(uid: str, generated: Path, reference: Path) -> Scores:
 
 
 def evaluate(
-    generated: Path, reference: Path, on_pair: Callable[[str], None] | None = None
+    generated: Path,
+    reference: Path,
+    on_pair: Callable[[str], None] | None = None,
+    length_tolerance: float = LENGTH_TOLERANCE,
+    fail_on_length: bool = False,
 ) -> tuple[Report, int]:
     """Score every pair; returns the report and the number of pairs found.
 
     A file that cannot be read or scored is recorded in ``report.errors`` by name and
-    the others are still scored; only unusable arguments raise.
+    the others are still scored; only unusable arguments raise. A pair whose lengths
+    differ by more than ``length_tolerance`` seconds is listed in
+    ``report.length_mismatches`` (``fail_on_length``: in ``report.errors``, unscored).
     """
     pairs, missing = pair_files(generated, reference)
     report = Report(errors=missing)
     for uid, gen, ref in pairs:
         try:
-            report.utterances.append(score_pair(uid, gen, ref))
+            scores = score_pair(uid, gen, ref, length_tolerance, fail_on_length)
+            report.utterances.append(scores)
+            if abs(scores.length_diff) > length_tolerance:
+                report.length_mismatches.append(length_mismatch(gen, ref, scores.length_diff))
         except VocoderError as e:
             report.errors.append(str(e))
         except (OSError, ValueError, RuntimeError) as e:  # a metric's own complaint about odd audio
@@ -278,6 +317,7 @@ def to_json(report: Report) -> str:
         "mean": clean(dict(report.mean())),
         "utterances": [clean(asdict(s)) for s in report.utterances],
         "errors": report.errors,
+        "length_mismatches": report.length_mismatches,
     }
     return json.dumps(data, indent=2) + "\n"
 
@@ -287,17 +327,24 @@ def to_csv(report: Report) -> str:
     names = [name for name, _, _ in METRICS]
     buf = io.StringIO()
     writer = csv.writer(buf, lineterminator="\n")
-    writer.writerow(["id", "seconds", *names, "generated", "reference"])
+    writer.writerow(["id", "seconds", "length_diff", *names, "generated", "reference"])
 
     def cell(v: float) -> str:
         return f"{v:.4f}" if math.isfinite(v) else ""
 
     for s in report.utterances:
         writer.writerow(
-            [s.id, f"{s.seconds:.3f}", *(cell(getattr(s, n)) for n in names), s.generated, s.reference]
+            [
+                s.id,
+                f"{s.seconds:.3f}",
+                f"{s.length_diff:.4f}",
+                *(cell(getattr(s, n)) for n in names),
+                s.generated,
+                s.reference,
+            ]
         )
     mean = report.mean()
-    writer.writerow(["mean", "", *(cell(mean[n]) for n in names), "", ""])
+    writer.writerow(["mean", "", "", *(cell(mean[n]) for n in names), "", ""])
     return buf.getvalue()
 
 

@@ -18,7 +18,7 @@ import numpy as np
 
 from vocoder.config import Config
 from vocoder.errors import VocoderError
-from vocoder.fsutil import atomic_path
+from vocoder.fsutil import atomic_path, check_output_file
 
 if TYPE_CHECKING:  # torch is not needed to write a file from arrays
     from vocoder.model import WaveRNN
@@ -208,6 +208,7 @@ def export_checkpoint(ckpt_path: Path, out_path: Path, precision: str = "fp32") 
     """Checkpoint file (or directory: its latest) -> model file; returns the config."""
     from vocoder import checkpoint as ckpt_mod
 
+    check_output_file(out_path)
     path = ckpt_mod.resolve(ckpt_path)
     model, cfg, _ = ckpt_mod.load_model(path)
     export_model(model, cfg, out_path, precision, path)

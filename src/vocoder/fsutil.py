@@ -8,6 +8,28 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+from vocoder.errors import VocoderError
+
+
+def check_output_file(*paths: str | Path | None) -> None:
+    """Refuse, before any work is done, output files (None: not asked for) that could not be written: an
+    existing directory, or one whose parent's parent is missing. ``atomic_path`` makes
+    the output's own parent and nothing above it, so a typo in a path is an error rather
+    than a tree of new directories."""
+    for path in paths:
+        if path is not None:
+            _check_one(Path(path))
+
+
+def _check_one(path: Path) -> None:
+    if path.is_dir():
+        raise VocoderError(f"{path}: is a directory; give a file name")
+    parent = path.parent
+    if parent.exists() and not parent.is_dir():
+        raise VocoderError(f"{path}: {parent} is not a directory")
+    if not parent.exists() and not parent.parent.is_dir():
+        raise VocoderError(f"{path}: {parent.parent} does not exist")
+
 
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
@@ -17,7 +39,8 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     POSIX; on any exception it is removed and ``path`` is left untouched.
     """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    check_output_file(path)
+    path.parent.mkdir(exist_ok=True)
     umask = os.umask(0)
     os.umask(umask)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)

@@ -52,7 +52,7 @@ def log_mel_db(y: np.ndarray, rate: int) -> np.ndarray:
 def plot_pair(uid: str, generated: Path, reference: Path, out_file: Path) -> None:
     """Write ``out_file`` (PNG): waveforms and log-mels of reference and generated."""
     plt = _pyplot()
-    gen, ref, rate = load_pair(generated, reference)
+    gen, ref, rate, _ = load_pair(generated, reference)
     mels = [log_mel_db(ref, rate), log_mel_db(gen, rate)]
     top = float(max(m.max() for m in mels))
     fig, axes = plt.subplots(2, 2, figsize=(12, 6), sharex="col", constrained_layout=True)
