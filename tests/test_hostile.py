@@ -16,8 +16,10 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from conftest import run_cli
+from conftest import IDS, PREPROCESS_16K, TINY, make_dataset, run_cli
 from vocoder import fold
+from vocoder.audio import features
+from vocoder.config import load_config
 
 
 def _good_mels(features_dir: Path, dest: Path, frames: int = 20) -> list[Path]:
@@ -154,3 +156,82 @@ def test_export_onto_a_directory_or_under_a_missing_one_is_one_line(tmp_path: Pa
     r = run_cli("export", tiny_ckpt, deep)
     assert r.exit_code == 1 and f"error: {deep}: {tmp_path / 'a'} does not exist" in r.output, r.output
     assert not (tmp_path / "a").exists()
+
+
+def test_metadata_lines_are_read_tolerantly_and_bad_ones_skipped(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    meta = data / "metadata.csv"
+    lines = meta.read_bytes().splitlines()
+    bad = [b"../escape|text", lines[1], b"AL-\xff\xfe|bad bytes in the id"]
+    # a BOM before the first id and a latin-1 byte in an unused text column
+    meta.write_bytes(b"\xef\xbb\xbf" + lines[0] + b" caf\xe9\n" + b"\n".join(lines[1:] + bad) + b"\n")
+    feats = tmp_path / "features"
+    r = run_cli("preprocess", data, feats, *PREPROCESS_16K)
+    assert r.exit_code == 0, r.output
+    ids = {p.stem for p in (feats / "mels").glob("*.npy")}
+    assert ids == set(IDS)  # the BOM did not change the first id
+    skipped = (feats / "skipped.tsv").read_text().splitlines()
+    assert len(skipped) == 3, skipped
+    assert any("invalid utterance id '../escape'" in s for s in skipped)
+    assert any(f"duplicate utterance id '{IDS[1]}'" in s for s in skipped)
+    assert any("line 8: invalid utterance id" in s for s in skipped)
+
+
+def _float_wav(path: Path, peak: float, seconds: int = 1) -> np.ndarray:
+    t = np.arange(seconds * 16000) / 16000
+    y = (peak * np.sin(2 * np.pi * 220 * t) * np.hanning(len(t))).astype(np.float32)
+    sf.write(path, y, 16000, subtype="FLOAT")
+    return y
+
+
+def test_audio_above_full_scale_is_scaled_for_mel_and_target_alike(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", IDS[:3])
+    y = _float_wav(data / "wavs" / "loud.wav", 2.5)
+    with (data / "metadata.csv").open("a") as f:
+        f.write("loud|a sine at 2.5 times full scale\n")
+    feats = tmp_path / "features"
+    r = run_cli("preprocess", data, feats, *PREPROCESS_16K)
+    assert r.exit_code == 0, r.output
+    assert any(line.startswith("note loud:") and "peak 2.5" in line for line in r.output.splitlines()), (
+        r.output
+    )
+    cfg = load_config("allison-16k")
+    target = np.load(feats / "audio" / "loud.npy")
+    scaled = y * (32767 / 32768 / float(np.max(np.abs(y))))
+    mel, expected = features(scaled, cfg.audio)
+    np.testing.assert_array_equal(target, expected)
+    np.testing.assert_allclose(np.load(feats / "mels" / "loud.npy"), mel, atol=1e-5)
+    # the sine's peak reaches full scale once, where clipping would leave a plateau
+    assert np.count_nonzero(np.abs(target.astype(np.int32)) >= 32767) <= 2
+
+
+def test_a_truncated_wav_is_skipped_by_name(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data", IDS[:3])
+    _float_wav(data / "wavs" / "cut.wav", 0.5, seconds=3)  # 2 s remain: long enough to train on
+    raw = (data / "wavs" / "cut.wav").read_bytes()
+    (data / "wavs" / "cut.wav").write_bytes(raw[: len(raw) * 2 // 3])
+    with (data / "metadata.csv").open("a") as f:
+        f.write("cut|a wav cut short by a failed copy\n")
+    r = run_cli("preprocess", data, tmp_path / "features", *PREPROCESS_16K)
+    assert r.exit_code == 0, r.output
+    skipped = [line for line in r.output.splitlines() if line.startswith("skipped cut:")]
+    assert len(skipped) == 1 and "cut.wav: truncated" in skipped[0], r.output
+    assert not (tmp_path / "features" / "mels" / "cut.npy").exists()
+
+
+def test_damaged_features_are_redone_on_rerun_and_named_by_train(tmp_path: Path) -> None:
+    data = make_dataset(tmp_path / "data")
+    feats = tmp_path / "features"
+    assert run_cli("preprocess", data, feats, *PREPROCESS_16K).exit_code == 0
+    whole = {p.name: p.read_bytes() for p in (feats / "audio").iterdir()}
+    audio = feats / "audio" / f"{IDS[0]}.npy"
+    audio.write_bytes(audio.read_bytes()[:200])  # cut by a kill or a full disk
+    (feats / "mels" / f"{IDS[1]}.npy").write_bytes(b"")
+    train_split = (feats / "train.txt").read_text().split()
+    damaged = feats / "mels" / f"{train_split[0]}.npy"
+    r = run_cli("preprocess", data, feats, *PREPROCESS_16K)
+    assert r.exit_code == 0 and "preprocessed 2 new, reused 3" in r.output, r.output
+    assert {p.name: p.read_bytes() for p in (feats / "audio").iterdir()} == whole
+    damaged.write_bytes(b"")
+    r = run_cli("train", feats, tmp_path / "run", "--steps", "1", *TINY)
+    assert r.exit_code == 1 and f"error: {damaged}: cannot read features" in r.output, r.output

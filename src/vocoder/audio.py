@@ -7,6 +7,7 @@ compute mels in a process that cannot import torch.
 from __future__ import annotations
 
 import functools
+import os
 from pathlib import Path
 
 import librosa
@@ -34,6 +35,32 @@ def float_to_int16(y: np.ndarray) -> np.ndarray:
     return np.clip(np.round(y * 32768.0), -32768, 32767).astype(np.int16)
 
 
+def wav_shortfall(path: Path) -> int:
+    """Bytes a RIFF/WAVE file's data chunk declares beyond the end of the file (0 when
+    it is whole, not a WAV, or declares an unknown length as streams do). libsndfile
+    quietly reads the part that exists, so a cut download would otherwise pass as a
+    shorter recording."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return 0
+            size = os.fstat(f.fileno()).st_size
+            pos = 12
+            while pos + 8 <= size:
+                f.seek(pos)
+                chunk = f.read(8)
+                declared = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"data":
+                    if declared in (0, 0xFFFFFFFF):
+                        return 0
+                    return max(0, pos + 8 + declared - size)
+                pos += 8 + declared + (declared & 1)
+    except OSError:
+        return 0
+    return 0
+
+
 def load_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -> np.ndarray:
     """Read any soundfile-readable file as float32 mono at ``sample_rate``.
 
@@ -49,6 +76,11 @@ def load_audio(path: Path, sample_rate: int, max_seconds: float | None = None) -
                     f"{path}: {info.frames / info.samplerate:.0f} s of audio, over the limit of "
                     f"{max_seconds:g} s (--max-seconds)"
                 )
+        short = wav_shortfall(Path(path))
+        if short:
+            raise VocoderError(
+                f"{path}: truncated (the data chunk runs {short} bytes past the end of the file)"
+            )
         y, sr = sf.read(str(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, OSError) as e:
         raise VocoderError(f"{path}: cannot read audio ({e})") from None

@@ -44,17 +44,23 @@ class Utterance:
     audio: np.ndarray
 
 
+def _load_array(path: Path) -> np.ndarray:
+    """A features file, memory-mapped; a missing, empty or damaged one is named."""
+    try:
+        return np.load(path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError) as e:
+        raise VocoderError(
+            f"{path}: cannot read features ({e or type(e).__name__}); rerun preprocess"
+        ) from None
+
+
 def load_utterances(features_dir: Path, split: str, hop: int, n_mels: int) -> list[Utterance]:
     """Memory-map one split, checking the shapes `preprocess` promises."""
     out = []
     for uid in read_split(features_dir, split):
         mel_path = features_dir / "mels" / f"{uid}.npy"
         audio_path = features_dir / "audio" / f"{uid}.npy"
-        try:
-            mel = np.load(mel_path, mmap_mode="r", allow_pickle=False)
-            audio = np.load(audio_path, mmap_mode="r", allow_pickle=False)
-        except (OSError, ValueError) as e:
-            raise VocoderError(f"{features_dir}: cannot read features of {uid!r} ({e})") from None
+        mel, audio = _load_array(mel_path), _load_array(audio_path)
         if mel.ndim != 2 or mel.shape[0] != n_mels or audio.shape != (mel.shape[1] * hop,):
             raise VocoderError(
                 f"{mel_path}: shape {mel.shape} does not match audio {audio.shape} and hop {hop}"

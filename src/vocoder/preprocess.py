@@ -24,6 +24,8 @@ from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path, write_text_atomic
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
+# The largest amplitude a 16-bit target holds: 32767 / 32768.
+FULL_SCALE = 32767 / 32768
 
 
 @dataclass
@@ -41,27 +43,36 @@ class Outcome:
     skipped: bool = False
 
 
-def read_metadata(data_dir: Path) -> list[Item]:
-    """Parse ``metadata.csv`` (``id|text|normalized_text``) and locate each audio file."""
+def read_metadata(data_dir: Path) -> tuple[list[Item], list[Outcome]]:
+    """Parse ``metadata.csv`` (``id|text|normalized_text``) and locate each audio file.
+
+    Only the ids matter to a vocoder, so the text is read tolerantly (a UTF-8 BOM is
+    dropped, undecodable bytes replaced) and a bad line (an unusable or repeated id) is
+    returned as a skipped outcome, not an abort.
+    """
     meta = data_dir / "metadata.csv"
     if not data_dir.is_dir():
         raise VocoderError(f"{data_dir}: no such dataset directory")
     if not meta.is_file():
         raise VocoderError(f"{meta}: missing (expected LJSpeech layout: metadata.csv + wavs/)")
     try:
-        lines = meta.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as e:
-        raise VocoderError(f"{meta}: cannot read ({e})") from None
+        lines = meta.read_bytes().decode("utf-8-sig", errors="replace").splitlines()
+    except OSError as e:
+        raise VocoderError(f"{meta}: cannot read ({e.strerror})") from None
     items: list[Item] = []
+    bad: list[Outcome] = []
     seen: set[str] = set()
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         uid = line.split("|", 1)[0].strip()
-        if not uid or "/" in uid or uid.startswith("."):
-            raise VocoderError(f"{meta}:{number}: invalid utterance id {uid!r}")
+        where = f"metadata.csv line {number}"
+        if not uid or "/" in uid or uid.startswith(".") or "\ufffd" in uid:
+            bad.append(Outcome(f"line-{number}", False, f"{where}: invalid utterance id {uid!r}"))
+            continue
         if uid in seen:
-            raise VocoderError(f"{meta}:{number}: duplicate utterance id {uid!r}")
+            bad.append(Outcome(uid, False, f"{where}: duplicate utterance id {uid!r} (the first is kept)"))
+            continue
         seen.add(uid)
         path = next(
             (p for ext in AUDIO_EXTENSIONS if (p := data_dir / "wavs" / f"{uid}{ext}").is_file()),
@@ -69,25 +80,48 @@ def read_metadata(data_dir: Path) -> list[Item]:
         )
         items.append(Item(uid, path))
     if not items:
-        raise VocoderError(f"{meta}: lists no utterances")
-    return items
+        raise VocoderError(f"{meta}: lists no usable utterance ({len(bad)} bad lines)")
+    return items, bad
 
 
 def _outputs(features_dir: Path, uid: str) -> tuple[Path, Path]:
     return features_dir / "mels" / f"{uid}.npy", features_dir / "audio" / f"{uid}.npy"
 
 
+def finished_frames(features_dir: Path, uid: str, audio_cfg: AudioConfig) -> int | None:
+    """Frames of an utterance a previous run finished, or None when its outputs are
+    missing or damaged (unreadable, wrong dtype or shape, mel and target disagreeing):
+    then it is computed again instead of being trusted."""
+    mel_path, audio_path = _outputs(features_dir, uid)
+    if not (mel_path.exists() and audio_path.exists()):
+        return None
+    try:
+        mel = np.load(mel_path, mmap_mode="r", allow_pickle=False)
+        samples = np.load(audio_path, mmap_mode="r", allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if mel.dtype != np.float32 or samples.dtype != np.int16 or mel.ndim != 2 or samples.ndim != 1:
+        return None
+    frames = mel.shape[1]
+    if mel.shape[0] != audio_cfg.n_mels or frames < 1 or samples.shape[0] != frames * audio_cfg.hop_length:
+        return None
+    return frames
+
+
 def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cfg: DataConfig) -> Outcome:
-    """Compute and write one utterance's features; never raises for a bad input file."""
+    """Compute and write one utterance's features; never raises for a bad input file.
+
+    Audio whose peak exceeds full scale (float files can hold it) is scaled down to
+    full scale, with a note: clipping only the 16-bit target would pair it with a mel of
+    the unclipped signal.
+    """
     mel_path, audio_path = _outputs(features_dir, item.uid)
     if item.path is None:
         return Outcome(item.uid, False, f"wavs/{item.uid}.wav (or .flac): file not found")
-    if mel_path.exists() and audio_path.exists():
+    done = finished_frames(features_dir, item.uid, audio_cfg)
+    if done is not None:
         return Outcome(
-            item.uid,
-            True,
-            skipped=True,
-            seconds=np.load(audio_path, mmap_mode="r").shape[0] / audio_cfg.sample_rate,
+            item.uid, True, skipped=True, seconds=done * audio_cfg.hop_length / audio_cfg.sample_rate
         )
     try:
         y = load_audio(item.path, audio_cfg.sample_rate)
@@ -104,6 +138,11 @@ def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cf
         return Outcome(
             item.uid, False, f"{item.path}: silent (peak <= data.silence_peak {data_cfg.silence_peak})"
         )
+    note = ""
+    peak = float(np.max(np.abs(y)))
+    if peak > 1.0:
+        y = y * (FULL_SCALE / peak)
+        note = f"{item.path}: peak {peak:.3g} above full scale; scaled by {FULL_SCALE / peak:.4g}"
     try:
         mel, samples = features(y, audio_cfg)
     except VocoderError as e:
@@ -113,7 +152,7 @@ def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cf
         np.save(f, samples)
     with atomic_path(mel_path) as tmp, tmp.open("wb") as f:
         np.save(f, mel)
-    return Outcome(item.uid, True, seconds=len(samples) / audio_cfg.sample_rate)
+    return Outcome(item.uid, True, note, seconds=len(samples) / audio_cfg.sample_rate)
 
 
 def split_ids(ids: list[str], data_cfg: DataConfig) -> dict[str, list[str]]:
@@ -151,7 +190,7 @@ def _check_existing(features_dir: Path, cfg: Config) -> None:
 
 def preprocess(data_dir: Path, features_dir: Path, cfg: Config, jobs: int, console: Console) -> dict:
     """Run the whole stage; returns counts. Raises if no usable utterance remains."""
-    items = read_metadata(data_dir)
+    items, bad_lines = read_metadata(data_dir)
     _check_existing(features_dir, cfg)
     (features_dir / "mels").mkdir(parents=True, exist_ok=True)
     (features_dir / "audio").mkdir(parents=True, exist_ok=True)
@@ -172,10 +211,14 @@ def preprocess(data_dir: Path, features_dir: Path, cfg: Config, jobs: int, conso
                     outcomes.append(fut.result())
                     progress.advance(task)
 
-    bad = sorted((o for o in outcomes if not o.ok), key=lambda o: o.uid)
+    bad = bad_lines + sorted((o for o in outcomes if not o.ok), key=lambda o: o.uid)
     for o in bad:
         console.print(
             Text.assemble(("skipped ", "yellow"), f"{o.uid}: {o.message}"), highlight=False, soft_wrap=True
+        )
+    for o in sorted((o for o in outcomes if o.ok and o.message), key=lambda o: o.uid):
+        console.print(
+            Text.assemble(("note ", "cyan"), f"{o.uid}: {o.message}"), highlight=False, soft_wrap=True
         )
     good = sorted(o.uid for o in outcomes if o.ok)
     if not good:
