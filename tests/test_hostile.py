@@ -9,6 +9,7 @@ is one hostile input planted among good ones.
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -65,12 +66,19 @@ def _huge_finite_mel(path: Path) -> list[str]:
     return []
 
 
+def _fifo(path: Path) -> list[str]:
+    """A named pipe with a mel's name: opening it would wait for a writer forever."""
+    os.mkfifo(path)
+    return []
+
+
 HOSTILE_SYNTHESIS: dict[str, tuple[str, Callable[[Path], list[str]], str]] = {
     "header claims 30 GiB": ("huge.npy", _huge_header, "cannot read mel"),
     "mel over --max-seconds": ("long.npy", _long_mel, "over the limit of 4800"),
     "float64 overflows float32": ("big64.npy", _float64_overflow, "NaN or infinite values (as float32)"),
     "wav over --max-seconds": ("long.wav", _long_wav, "over the limit of 2 s"),
     "finite mel that overflows": ("overflow.npy", _huge_finite_mel, "overflow exp()"),
+    "a FIFO named .npy": ("pipe.npy", _fifo, "not a regular file"),
 }
 
 

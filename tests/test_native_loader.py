@@ -4,7 +4,10 @@ error naming the file, raised as VocoderError (never a crash)."""
 from __future__ import annotations
 
 import math
+import os
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -159,3 +162,42 @@ def test_missing_file_and_directory(tmp_path: Path) -> None:
         NativeVocoder.load(tmp_path / "nope.wrnn")
     with pytest.raises(VocoderError, match="is a directory"):
         NativeVocoder.load(tmp_path)
+
+
+@pytest.mark.parametrize("name", ["model.wrnn", "checkpoint_00000001.pt"])
+def test_a_fifo_is_refused_not_waited_on(tmp_path: Path, name: str) -> None:
+    """A FIFO would block a reader forever: the CLI must refuse it (in a subprocess with a
+    deadline, so a regression fails instead of hanging the suite)."""
+    fifo = tmp_path / name
+    os.mkfifo(fifo)
+    r = subprocess.run(
+        [sys.executable, "-c", "from vocoder.cli import app; app()", "info", str(fifo)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert r.returncode == 1 and "Traceback" not in r.stderr
+    assert f"{fifo}: not a regular file" in r.stdout + r.stderr
+
+
+def test_a_huge_file_is_refused_from_its_first_bytes(good: bytes, tmp_path: Path) -> None:
+    """3 GB (sparse on disk) behind a valid header whose size field says otherwise: the
+    loader reads the header and stops, instead of reading 3 GB into memory first."""
+    path = tmp_path / "huge.wrnn"
+    with path.open("wb") as f:
+        f.write(good[:96])
+        f.truncate(3 << 30)
+    code = (
+        "import resource, sys\n"
+        "from vocoder.native import NativeVocoder\n"
+        "from vocoder.errors import VocoderError\n"
+        "try:\n"
+        "    NativeVocoder.load(sys.argv[1])\n"
+        "except VocoderError as e:\n"
+        "    print(e)\n"
+        "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)\n"
+    )
+    r = subprocess.run([sys.executable, "-c", code, str(path)], capture_output=True, text=True, timeout=120)
+    message, peak_kib = r.stdout.strip().splitlines()
+    assert f"{path}: trailing bytes after the model ({3 << 30} bytes, header says {len(good)})" == message
+    assert int(peak_kib) < 1 << 20  # under 1 GiB: the 3 GB were never read

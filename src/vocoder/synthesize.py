@@ -65,6 +65,8 @@ def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
             files.extend(found)
         elif not p.exists():
             bad.append(Result(p, None, error=f"{p}: no such file or directory"))
+        elif not p.is_file():  # a FIFO or device would block the reader forever
+            bad.append(Result(p, None, error=f"{p}: not a regular file"))
         elif p.suffix not in (MEL_EXT, *AUDIO_EXT):
             bad.append(Result(p, None, error=f"{p}: not a mel (.npy) or audio (.wav/.flac) file"))
         else:

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstring>
+#include <filesystem>
 #include <fstream>
 #include <limits>
 #include <map>
@@ -45,6 +46,21 @@ float bf16_to_f32(uint16_t v) {
     return f;
 }
 
+// The magic and the declared file size, from the first ``have`` bytes of a file of
+// ``size`` bytes: enough to refuse a foreign, truncated or padded file before the rest
+// of it is read.
+void check_prefix(const uint8_t* d, size_t have, uint64_t size, const std::string& name) {
+    if (have < 8 || std::memcmp(d, kMagic, 8) != 0) throw Error(name + ": not a WaveRNN model file (bad magic)");
+    if (have < 24 || size < kHeaderSize + kChecksumSize)
+        throw Error(name + ": file truncated (" + std::to_string(size) + " bytes)");
+    uint64_t declared = rd64(d + 16);
+    if (declared > size)
+        throw Error(name + ": file truncated (" + std::to_string(size) + " of " + std::to_string(declared) + " bytes)");
+    if (declared < size)
+        throw Error(name + ": trailing bytes after the model (" + std::to_string(size) + " bytes, header says " +
+                    std::to_string(declared) + ")");
+}
+
 struct Tensor {
     std::string name;
     uint32_t dtype = 0;
@@ -61,19 +77,12 @@ class Parser {
     [[noreturn]] void fail(const std::string& msg) const { throw Error(name_ + ": " + msg); }
 
     std::unique_ptr<Model> parse() {
-        if (n_ < 8 || std::memcmp(d_, kMagic, 8) != 0) fail("not a WaveRNN model file (bad magic)");
-        if (n_ < kHeaderSize + kChecksumSize) fail("file truncated (" + std::to_string(n_) + " bytes)");
+        check_prefix(d_, n_, n_, name_);
         uint32_t version = rd32(d_ + 8);
         if (version < kMinVersion || version > kVersion)
             fail("model format version " + std::to_string(version) + " is not supported (this engine reads versions " +
                  std::to_string(kMinVersion) + " to " + std::to_string(kVersion) + ")");
         if (rd32(d_ + 12) != kHeaderSize) fail("bad header size " + std::to_string(rd32(d_ + 12)));
-        uint64_t file_size = rd64(d_ + 16);
-        if (file_size != n_)
-            fail(file_size > n_ ? "file truncated (" + std::to_string(n_) + " of " + std::to_string(file_size) +
-                                      " bytes)"
-                                : "trailing bytes after the model (" + std::to_string(n_) + " bytes, header says " +
-                                      std::to_string(file_size) + ")");
         uint32_t stored = rd32(d_ + n_ - kChecksumSize);
         if (crc32(d_, n_ - kChecksumSize) != stored) fail("checksum mismatch (file corrupted)");
 
@@ -539,14 +548,24 @@ std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const 
 }
 
 std::unique_ptr<Model> load_model_file(const std::string& path, SparseUse use) {
+    // A FIFO or device would block or never end: only a regular file is opened.
+    std::error_code ec;
+    const auto status = std::filesystem::status(path, ec);
+    if (ec || !std::filesystem::exists(status)) throw Error(path + ": cannot open model file");
+    if (!std::filesystem::is_regular_file(status)) throw Error(path + ": not a regular file");
     std::ifstream f(path, std::ios::binary | std::ios::ate);
     if (!f) throw Error(path + ": cannot open model file");
     std::streamoff size = f.tellg();
     if (size < 0) throw Error(path + ": cannot read model file");
     if (size > (std::streamoff(1) << 34)) throw Error(path + ": file too large for a model");
-    std::vector<uint8_t> buf(static_cast<size_t>(size));
+    std::vector<uint8_t> buf(std::min<size_t>(static_cast<size_t>(size), kHeaderSize));
     f.seekg(0);
-    if (size > 0 && !f.read(reinterpret_cast<char*>(buf.data()), size)) throw Error(path + ": cannot read model file");
+    if (!buf.empty() && !f.read(reinterpret_cast<char*>(buf.data()), std::streamsize(buf.size())))
+        throw Error(path + ": cannot read model file");
+    check_prefix(buf.data(), buf.size(), uint64_t(size), path);
+    buf.resize(static_cast<size_t>(size));
+    const std::streamsize rest = std::streamsize(size) - std::streamsize(kHeaderSize);
+    if (!f.read(reinterpret_cast<char*>(buf.data()) + kHeaderSize, rest)) throw Error(path + ": cannot read model file");
     return load_model_bytes(buf.data(), buf.size(), path, use);
 }
 
