@@ -77,6 +77,25 @@ def learning_rate(tc: TrainConfig, step: int) -> float:
     return tc.learning_rate * tc.lr_decay_to ** min(1.0, (step - begin) / tc.lr_decay_steps)
 
 
+def log_line(
+    step: int,
+    steps: int,
+    bits: float,
+    lr: float,
+    rate: float,
+    samples_per_step: int,
+    valid: float | None,
+    wall: float,
+) -> str:
+    """The progress of a run whose output is not a terminal, one plain line per record."""
+    valid_text = "-" if valid is None else f"{valid:.3f}"
+    minutes, seconds = divmod(int(wall), 60)
+    return (
+        f"step {step}/{steps} loss {bits:.3f} b/s valid {valid_text} lr {lr:.3g} "
+        f"{rate:.2f} steps/s {rate * samples_per_step / 1000:.1f}k samples/s {minutes}:{seconds:02d}"
+    )
+
+
 def batch_losses(model: WaveRNN, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy in nats of the coarse byte and of the fine byte (given coarse)."""
 
@@ -406,6 +425,21 @@ def train(
                         },
                     )
                     progress.update(task, loss=bits, rate=rate, sparsity=sparsity)
+                    if not console.is_terminal:  # nohup, SLURM: a log line, not a bar
+                        console.print(
+                            log_line(
+                                step,
+                                tc.steps,
+                                bits,
+                                learning_rate(tc, step),
+                                rate,
+                                samples_per_step,
+                                last_bits,
+                                time.monotonic() - start,
+                            ),
+                            highlight=False,
+                            soft_wrap=True,
+                        )
                     window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
                 out_of_time = tc.max_minutes > 0 and time.monotonic() - start > tc.max_minutes * 60
                 if step % tc.valid_every == 0 or step == tc.steps or out_of_time:
