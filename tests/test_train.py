@@ -230,3 +230,39 @@ def test_a_run_without_a_terminal_logs_plain_lines(tmp_path: Path, features_dir:
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     valid2 = next(rec["valid_bits"] for rec in records if rec["step"] == 2 and "valid_bits" in rec)
     assert f" valid {valid2:.3f} " in lines[-1]  # the step-3 line shows step 2's validation
+
+
+def test_the_weight_average_follows_its_definition_resumes_and_is_exported(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    """ema_1 = w_1, ema_t = d ema_{t-1} + (1 - d) w_t, checked against every step's weights;
+    a resumed run carries the same average; export and the samplers load the average."""
+    ema = [
+        "--set",
+        "train.ema=0.75",
+        "--set",
+        "train.checkpoint_every=1",
+        "--set",
+        "train.keep_checkpoints=9",
+    ]
+    run = tmp_path / "run"
+    assert run_cli("train", features_dir, run, "--steps", "4", *TINY, *ema).exit_code == 0
+    states = [torch.load(run / f"checkpoint_0000000{t}.pt", weights_only=True) for t in range(1, 5)]
+    expected = {k: v.clone() for k, v in states[0]["model"].items()}
+    for t in range(1, 4):
+        for k in expected:
+            expected[k] = 0.75 * expected[k] + 0.25 * states[t]["model"][k]
+        for k in expected:
+            torch.testing.assert_close(states[t]["ema"][k], expected[k], rtol=1e-6, atol=1e-7)
+    assert not torch.equal(states[3]["ema"]["gru.weight_hh_l0"], states[3]["model"]["gru.weight_hh_l0"])
+    split = tmp_path / "split"
+    assert run_cli("train", features_dir, split, "--steps", "2", *TINY, *ema).exit_code == 0
+    assert run_cli("train", features_dir, split, "--steps", "4", "--resume", *TINY, *ema).exit_code == 0
+    resumed = torch.load(split / "checkpoint_00000004.pt", weights_only=True)
+    for k in expected:
+        assert torch.equal(resumed["ema"][k], states[3]["ema"][k]), k
+    model, _, _ = ckpt_mod.load_model(run / "checkpoint_00000004.pt")
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, states[3]["ema"][k]), k
+    r = run_cli("export", run, tmp_path / "m.wrnn")
+    assert r.exit_code == 0 and "the weight average of train.ema 0.75" in r.output, r.output

@@ -113,7 +113,7 @@ def load(path: Path) -> dict[str, Any]:
     for key in ("model", "config", "step"):
         if key not in data:
             raise VocoderError(f"{path}: checkpoint lacks {key!r}")
-    for key in ("model", "optimizer"):
+    for key in ("model", "optimizer", "ema"):
         bad = non_finite(data.get(key, {}), key)
         if bad is not None:
             raise VocoderError(f"{path}: {bad} holds NaN or infinite values (a diverged or damaged run)")
@@ -129,13 +129,20 @@ def build_model(cfg: Config) -> WaveRNN:
     return WaveRNN(cfg.model, cfg.audio.n_mels, cfg.audio.hop_length)
 
 
+def uses_average(data: dict[str, Any]) -> bool:
+    """Whether a loaded checkpoint holds a weight average (``train.ema``), which is then
+    the model that export and sampling use."""
+    return bool(data.get("ema"))
+
+
 def load_model(path: Path) -> tuple[WaveRNN, Config, dict[str, Any]]:
-    """Rebuild the model a checkpoint describes, in eval mode, on the CPU."""
+    """Rebuild the model a checkpoint describes, in eval mode, on the CPU: its weight
+    average when it holds one, else its trained weights."""
     data = load(path)
     cfg = config_mod.from_dict(data["config"], f"{path} (stored config)")
     model = build_model(cfg)
     try:
-        model.load_state_dict(data["model"])
+        model.load_state_dict(data["ema"] if uses_average(data) else data["model"])
     except (RuntimeError, KeyError, TypeError) as e:
         first = str(e).strip().splitlines()[0]
         raise VocoderError(f"{path}: weights do not match the stored config ({first[:120]})") from None

@@ -475,11 +475,12 @@ def export(
     from vocoder.export import export_checkpoint
 
     try:
-        cfg = export_checkpoint(checkpoint, out_file, precision.value)
+        cfg, averaged = export_checkpoint(checkpoint, out_file, precision.value)
     except VocoderError as e:
         fail(str(e))
+    weights = f", the weight average of train.ema {cfg.train.ema}" if averaged else ""
     say(
-        f"exported N={cfg.model.hidden_size} ({precision.value}) -> {out_file} "
+        f"exported N={cfg.model.hidden_size} ({precision.value}{weights}) -> {out_file} "
         f"({out_file.stat().st_size / 1e6:.1f} MB)"
     )
 
@@ -736,9 +737,10 @@ def info(
             path = ckpt_mod.resolve(model)
             net, cfg, data = ckpt_mod.load_model(path)
             params = sum(p.numel() for p in net.parameters())
+            weights = f", weight average (train.ema {cfg.train.ema})" if ckpt_mod.uses_average(data) else ""
             say(
                 f"{path}: step {data['step']}, {params:,} parameters, "
-                f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz"
+                f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz{weights}"
             )
     except VocoderError as e:
         fail(str(e))

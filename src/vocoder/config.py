@@ -84,6 +84,10 @@ class TrainConfig:
     lr_decay_steps: int = 0
     lr_decay_to: float = 0.1
     grad_clip: float = 4.0
+    # Decay of an exponential moving average of the weights (0 = none; 0.999 averages
+    # about the last thousand steps). export and the torch sampler use the average when a
+    # checkpoint holds one: it smooths out the step-to-step noise of Adam at a high rate.
+    ema: float = 0.0
     steps: int = 100000
     max_minutes: float = 0.0
     valid_every: int = 500
@@ -229,6 +233,7 @@ def _check(cfg: Config, origin: str) -> None:
     need(t.lr_decay_steps >= 0, "train.lr_decay_steps must be >= 0")
     need(0 < t.lr_decay_to <= 1, "train.lr_decay_to must be in (0, 1]")
     need(t.grad_clip > 0, "train.grad_clip must be > 0")
+    need(0 <= t.ema < 1, "train.ema must be in [0, 1) (0 = no weight average)")
     need(t.steps >= 1, "train.steps must be >= 1")
     need(t.max_minutes >= 0, "train.max_minutes must be >= 0 (0 = no time limit)")
     need(t.valid_every >= 1, "train.valid_every must be >= 1")

@@ -204,12 +204,13 @@ def export_model(model: WaveRNN, cfg: Config, out_path: Path, precision: str, or
     write_model_file(out_path, cfg, state, precision, origin=origin.name)
 
 
-def export_checkpoint(ckpt_path: Path, out_path: Path, precision: str = "fp32") -> Config:
-    """Checkpoint file (or directory: its latest) -> model file; returns the config."""
+def export_checkpoint(ckpt_path: Path, out_path: Path, precision: str = "fp32") -> tuple[Config, bool]:
+    """Checkpoint file (or directory: its latest) -> model file; returns the config and
+    whether the weights exported were the checkpoint's weight average (``train.ema``)."""
     from vocoder import checkpoint as ckpt_mod
 
     check_output_file(out_path)
     path = ckpt_mod.resolve(ckpt_path)
-    model, cfg, _ = ckpt_mod.load_model(path)
+    model, cfg, data = ckpt_mod.load_model(path)
     export_model(model, cfg, out_path, precision, path)
-    return cfg
+    return cfg, ckpt_mod.uses_average(data)

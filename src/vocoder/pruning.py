@@ -109,6 +109,11 @@ class Pruner:
         for t in self.targets:
             t.weight().mul_(self.masks[t.name])
 
+    def apply(self, model: WaveRNN) -> None:
+        """Zero the pruned weights of another copy of the model (a weight average)."""
+        for t in pruned_matrices(model, self.cfg.layers):
+            t.weight().mul_(self.masks[t.name])
+
     def state_dict(self) -> dict[str, torch.Tensor]:
         return {name: m.clone() for name, m in self.masks.items()}
 

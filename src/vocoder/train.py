@@ -25,6 +25,7 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn import functional as F  # noqa: N812
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vocoder import checkpoint as ckpt_mod
 from vocoder import config as config_mod
@@ -308,7 +309,13 @@ def train(
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     pruner = Pruner(model, cfg.prune) if cfg.prune.sparsity > 0 else None
+    ema = (
+        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
+    )
     if state is not None:
+        if ema is not None and state.get("ema"):  # else the average starts from these weights
+            ema.module.load_state_dict(state["ema"])
+            ema.n_averaged.fill_(1)
         opt.load_state_dict(state["optimizer"])
         for group in opt.param_groups:
             group["lr"] = tc.learning_rate
@@ -345,6 +352,8 @@ def train(
     def save_checkpoint() -> None:
         if ckpt_mod.non_finite(model.state_dict()) is not None:
             raise diverged(step, "non-finite weights")
+        if ema is not None and ckpt_mod.non_finite(ema.module.state_dict()) is not None:
+            raise diverged(step, "non-finite averaged weights")
         payload = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -353,6 +362,7 @@ def train(
             "rng": _rng_state(rng),
             "features_dir": str(features_dir.resolve()),
             "prune_masks": pruner.state_dict() if pruner is not None else {},
+            "ema": ema.module.state_dict() if ema is not None else {},
         }
         ckpt_mod.save(ckpt_dir / ckpt_mod.checkpoint_name(step), payload)
         for old in ckpt_mod.list_checkpoints(ckpt_dir)[: -tc.keep_checkpoints]:
@@ -406,6 +416,10 @@ def train(
                 step += 1
                 if pruner is not None:
                     pruner.step(step)
+                if ema is not None:
+                    ema.update_parameters(model)
+                    if pruner is not None:  # the average keeps the pruned weights at zero too
+                        pruner.apply(ema.module)
                 window_steps += 1
                 window_loss += loss_nats / LN2
                 if step % tc.log_every == 0 or step == tc.steps:
@@ -444,7 +458,10 @@ def train(
                 out_of_time = tc.max_minutes > 0 and time.monotonic() - start > tc.max_minutes * 60
                 if step % tc.valid_every == 0 or step == tc.steps or out_of_time:
                     record = validate(model, cutter, windows, tc.batch_size, device)
-                    last_bits = record["valid_bits"]
+                    if ema is not None:
+                        averaged = validate(ema.module, cutter, windows, tc.batch_size, device)
+                        record |= {f"ema_{k}": v for k, v in averaged.items()}
+                    last_bits = record["ema_valid_bits" if ema is not None else "valid_bits"]
                     if not math.isfinite(last_bits):
                         raise diverged(step, f"validation NLL {last_bits}")
                     _append_metrics(metrics, {"step": step, **record})
