@@ -266,3 +266,27 @@ def test_the_weight_average_follows_its_definition_resumes_and_is_exported(
         assert torch.equal(v, states[3]["ema"][k]), k
     r = run_cli("export", run, tmp_path / "m.wrnn")
     assert r.exit_code == 0 and "the weight average of train.ema 0.75" in r.output, r.output
+
+
+def test_a_pruning_run_resumed_mid_ramp_equals_an_uninterrupted_one(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    """The masks are part of the state: without restoring them a resumed run re-derives
+    them from the current weights and its weights drift from the straight run's."""
+    prune = [
+        *("--set", "prune.sparsity=0.5", "--set", "prune.block=4x4", "--set", "prune.start=0"),
+        *("--set", "prune.ramp=6", "--set", "prune.interval=3"),
+    ]
+    straight = tmp_path / "straight"
+    assert run_cli("train", features_dir, straight, "--steps", "6", *TINY, *prune).exit_code == 0
+    split = tmp_path / "split"
+    assert run_cli("train", features_dir, split, "--steps", "3", *TINY, *prune).exit_code == 0
+    r = run_cli("train", features_dir, split, "--steps", "6", "--resume", *TINY, *prune)
+    assert r.exit_code == 0, r.output
+    a = torch.load(straight / "checkpoint_00000006.pt", weights_only=True)
+    b = torch.load(split / "checkpoint_00000006.pt", weights_only=True)
+    for k in a["model"]:
+        assert torch.equal(a["model"][k], b["model"][k]), k
+    for k in a["prune_masks"]:
+        assert torch.equal(a["prune_masks"][k], b["prune_masks"][k]), k
+    assert 0 < float(1 - a["prune_masks"]["R_u"].mean()) <= 0.5  # partway through the ramp
