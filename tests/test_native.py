@@ -113,10 +113,8 @@ def test_same_draws_give_the_same_samples(setup, torch_generation, isa: str) -> 
         # more, so only the first difference must sit at a near-tie
         first = diff[0]
         assert near[first] < NEAR_TIE, f"sample {first} differs without a near-tie ({near[first]:.2e})"
-    # Measured with this model and seed: 6000 steps, 53 of them near-ties (margin < 1e-5).
-    # With the conditioning network as gemm calls, AVX2 differs at two samples: the fine
-    # byte off by one at a margin of 8e-8, then, three steps later, the coarse byte at a
-    # margin of 4.5e-5 (the samples between agree); scalar and AVX-512 at none.
+    # 6000 steps hold dozens of near-ties (margin < 1e-5), so a few differences are
+    # allowed; more means the engine drifts from the reference.
     assert diff.size <= 3, f"{diff.size} differing samples (ISA {isa})"
     assert len(np.unique(got)) > 100  # a real, varied waveform was drawn
 
