@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
-from vocoder import _engine
-from vocoder.bench import compute_limit, fastest, multiply_adds
+from vocoder import _engine, bench
+from vocoder.bench import Result, Variant, compute_limit, fastest, multiply_adds, weight_bytes
 from vocoder.cli import app
 from vocoder.config import Config
 
@@ -122,15 +121,36 @@ def test_multiply_adds_per_sample_count_every_product() -> None:
     assert compute_limit({"int8": 2e9, "fp32": 1e9}, {"int8": 4e9, "fp32": 1e9}) == pytest.approx(1 / 1.5)
 
 
-def test_fastest_keeps_the_shortest_run() -> None:
-    waits = iter([0.03, 0.01, 0.02])
+def test_fastest_keeps_the_shortest_run(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A fake clock (no sleeping, so a loaded machine cannot make it flaky): runs of 3,
+    1 and 2 time units; the fastest is the 1."""
+    ticks = iter([0.0, 3.0, 10.0, 11.0, 20.0, 22.0])
+    monkeypatch.setattr(bench.time, "perf_counter", lambda: next(ticks))
+    calls = []
 
     def run() -> int:
-        time.sleep(next(waits))
+        calls.append(1)
         return 7
 
-    wall, count = fastest(run, 3)
-    assert count == 7 and 0.01 <= wall < 0.03  # only the 0.01 s run can be under 0.03 s
+    assert fastest(run, 3) == (1.0, 7) and len(calls) == 3
+
+
+def test_limits_weights_and_shares_match_hand_computed_figures() -> None:
+    """N=32 by hand: W_hh 3*32*32 = 3072 weights, O1 and O3 16*16 = 256 each, O2 and O4
+    256*16 = 4096 each: 11776 weights per sample."""
+    assert weight_bytes(32, "int8") == 11776
+    assert weight_bytes(32, "fp32") == 4 * 11776
+    # W_hh a quarter dense in blocks of 16 fp32 values with a 4-byte index each:
+    # 768 * (4 + 4/16) = 3264 bytes, plus the 8704 dense int8 weights
+    assert weight_bytes(32, "int8", {"gru.weight_hh_l0": {"kind": "sparse", "density": 0.25}}) == 3264 + 8704
+    # 12,000 samples in 0.5 s = 24,000/s = 1x real time at 24 kHz; limits 100k (bandwidth)
+    # and 50k (compute): compute-bound at 50k, 48 % of it; BLAS 60k: 40 % of it
+    r = Result.of("native", Variant(32), 1, "int8", (0.5, 12000, "avx2"), (100000.0, 50000.0), 60000.0)
+    assert r.samples_per_second == 24000 and r.times_realtime_24k == 1.0
+    assert (r.limit_samples_per_second, r.bound) == (50000.0, "compute")
+    assert r.share_of_limit == pytest.approx(0.48) and r.share_of_blas == pytest.approx(0.4)
+    r = Result.of("native", Variant(32), 1, "int8", (0.5, 12000, "avx2"), (40000.0, 50000.0), 60000.0)
+    assert (r.limit_samples_per_second, r.bound, r.share_of_limit) == (40000.0, "bandwidth", 0.6)
 
 
 def test_bench_times_sparse_rows_next_to_the_dense_one(tmp_path: Path) -> None:

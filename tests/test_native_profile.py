@@ -84,5 +84,7 @@ def test_profiled_seconds_are_the_runs_wall_time(files) -> None:
     seconds = dict(voc.engine.profile)
     voc.engine.set_profiling(False)
     total = seconds.pop("total")
-    assert 0.5 * wall < total <= wall  # both runs, measured inside the calls
+    # measured inside the calls, so never more than the wall time around them (a lower
+    # bound would depend on how loaded the machine is)
+    assert 0 < total <= wall
     assert sum(seconds.values()) == pytest.approx(total, rel=1e-9)
