@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import CORPUS, PREPROCESS_16K, make_dataset, run_cli
+from conftest import CORPUS, PREPROCESS_16K, ROOT, make_dataset, run_cli
 
 
 def _error_lines(output: str) -> list[str]:
@@ -197,3 +198,33 @@ def test_console_script_exit_status(tmp_path: Path) -> None:
     )
     assert r.returncode == 1
     assert r.stderr.strip().splitlines() == [f"error: {tmp_path}: not a features directory (no config.yaml)"]
+
+
+def test_the_split_is_stable_when_items_are_added_and_follows_its_seed() -> None:
+    """The hash split: adding utterances moves at most one existing id per held-out split
+    (the one a new id displaces), and another data.split_seed gives another split."""
+    from vocoder.config import DataConfig
+    from vocoder.preprocess import split_ids
+
+    ids = [f"utt-{i:03d}" for i in range(200)]
+    cfg = DataConfig(valid_count=8, test_count=16)
+    before = split_ids(ids, cfg)
+    assert sorted(i for split in before.values() for i in split) == ids
+    assert (len(before["test"]), len(before["valid"])) == (16, 8)
+    after = split_ids([*ids, "new-a"], cfg)
+    for name in ("test", "valid"):
+        assert len(set(before[name]) - set(after[name])) <= 1, name
+    assert split_ids(list(reversed(ids)), cfg) == before  # order of metadata does not matter
+    other = split_ids(ids, DataConfig(valid_count=8, test_count=16, split_seed=99))
+    assert other["test"] != before["test"]
+
+
+def test_bench_times_a_real_model_file(tmp_path: Path) -> None:
+    """`bench MODEL` on the shipped reference model: one native row of its size."""
+    model = ROOT / "models" / "allison-16k" / "model-int8.wrnn"
+    out = tmp_path / "bench.json"
+    r = run_cli("bench", model, "--seconds", "0.05", "--repeats", "1", "--json", out)
+    assert r.exit_code == 0, r.output
+    rows = [row for row in json.loads(out.read_text())["results"] if row["engine"] == "native"]
+    assert rows and all(row["hidden_size"] == 128 and row["precision"] == "int8" for row in rows)
+    assert all(row["samples_per_second"] > 0 for row in rows)

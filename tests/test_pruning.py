@@ -12,6 +12,7 @@ import torch
 from conftest import TINY, run_cli
 from vocoder import checkpoint as ckpt_mod
 from vocoder.config import ModelConfig, PruneConfig
+from vocoder.errors import VocoderError
 from vocoder.model import WaveRNN
 from vocoder.pruning import GATES, Pruner, block_mask, target_sparsity
 
@@ -48,7 +49,7 @@ def test_block_mask_removes_the_weakest_whole_blocks(block: tuple[int, int], spa
 
 
 def test_block_must_tile_the_matrix() -> None:
-    with pytest.raises(Exception, match="does not tile"):
+    with pytest.raises(VocoderError, match=r"prune\.block 4x4 does not tile a 10x10 matrix"):
         block_mask(torch.randn(10, 10), 0.5, (4, 4))
 
 

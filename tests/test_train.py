@@ -290,3 +290,41 @@ def test_a_pruning_run_resumed_mid_ramp_equals_an_uninterrupted_one(
     for k in a["prune_masks"]:
         assert torch.equal(a["prune_masks"][k], b["prune_masks"][k]), k
     assert 0 < float(1 - a["prune_masks"]["R_u"].mean()) <= 0.5  # partway through the ramp
+
+
+def test_the_time_budget_stops_and_checkpoints_and_rotation_keeps_the_newest(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    run = tmp_path / "run"
+    budget = ["--set", "train.max_minutes=0.0001", "--set", "train.checkpoint_every=1000"]
+    r = run_cli("train", features_dir, run, "--steps", "1000", *TINY, *budget)
+    assert r.exit_code == 0 and "(stopped by time)" in r.output, r.output
+    saved = ckpt_mod.list_checkpoints(run)
+    assert len(saved) == 1 and 1 <= ckpt_mod.load(saved[0])["step"] < 1000  # the step it stopped at
+    rotate = tmp_path / "rotate"
+    keep = ["--set", "train.checkpoint_every=1", "--set", "train.keep_checkpoints=2"]
+    assert run_cli("train", features_dir, rotate, "--steps", "5", *TINY, *keep).exit_code == 0
+    assert [p.name for p in ckpt_mod.list_checkpoints(rotate)] == [
+        "checkpoint_00000004.pt",
+        "checkpoint_00000005.pt",
+    ]
+
+
+def test_a_resume_applies_explicit_train_keys_and_refuses_model_changes(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    run = _two_steps(tmp_path, features_dir)
+    r = run_cli("train", features_dir, run, "--steps", "3", "--resume", *TINY, "--set", "train.grad_clip=0.5")
+    assert r.exit_code == 0, r.output
+    stored = ckpt_mod.load(run / "checkpoint_00000003.pt")["config"]
+    assert stored["train"]["grad_clip"] == 0.5 and stored["model"]["hidden_size"] == 32
+    assert "grad_clip: 0.5" in (run / "config.yaml").read_text()
+    r = run_cli(
+        "train", features_dir, run, "--steps", "4", "--resume", *TINY, "--set", "model.hidden_size=64"
+    )
+    assert r.exit_code == 1 and "a continued run cannot change model.hidden_size" in r.output
+    r = run_cli("train", features_dir, tmp_path / "gpu", "--steps", "1", *TINY, "--device", "cuda")
+    if torch.cuda.is_available():
+        assert r.exit_code == 0, r.output
+    else:
+        assert r.exit_code == 1 and "no CUDA device is available" in r.output
