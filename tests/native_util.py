@@ -21,13 +21,14 @@ from vocoder.native import NativeVocoder
 
 ROOT = Path(__file__).resolve().parents[1]
 WAV = ROOT / "data" / "allison-mini" / "wavs" / "AL-activated.flac"
-# fp32: the engine differs from torch only by summation order and the SIMD exp
-# approximation (rel. error ~1e-7); measured max |diff| is ~2e-5 on logits of size ~10.
-FP32_LOGIT_ATOL, FP32_STATE_ATOL = 2e-3, 5e-4
-# Reduced precision, measured max |diff| against torch fp32 over the utterance:
-# bf16 (weights and matvec inputs rounded to 8 mantissa bits) ~4e-2 on logits, 1.3e-2 on
-# states; int8 (per-row weight scales, inputs quantised per step) ~0.1 and 2.5e-2.
-LOSSY_ATOL = {"bf16": (0.25, 0.05), "int8": (0.5, 0.15)}
+# Bounds a little over the errors of these fixtures, the same on every ISA (measured in
+# docs/native-engine.md, Accuracy), so that a plausible bug does not fit under them:
+# fp32 differs from torch only by summation order and the SIMD exp approximation; bf16
+# rounds weights and matvec inputs to 8 mantissa bits (truncating instead of rounding
+# gives 0.069 on logits); int8 has per-row weight scales and inputs quantised per step
+# (rounding toward zero gives 0.16 on logits, per-tensor scales 0.033 on states).
+FP32_LOGIT_ATOL, FP32_STATE_ATOL = 6e-5, 3.5e-5
+LOSSY_ATOL = {"bf16": (0.05, 0.017), "int8": (0.125, 0.03)}
 NEAR_TIE = 1e-5  # |cdf - u * total| / total under which rounding may pick the neighbouring class
 
 

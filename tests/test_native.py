@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 from typer.testing import CliRunner
 
 from native_util import (
@@ -30,7 +31,7 @@ from native_util import (
 )
 from vocoder import _engine, sampler
 from vocoder.cli import app
-from vocoder.export import write_model_file
+from vocoder.export import to_bf16, to_int8_rows, write_model_file
 from vocoder.native import NativeVocoder
 
 ISAS = _engine.supported_isas()
@@ -86,6 +87,32 @@ def test_lossy_precisions_stay_close_to_torch(setup, isa: str, precision: str) -
     assert np.abs(states - ref[2]).max() < state_atol
     # lossy, but not broken: the argmax class mostly agrees with the reference
     assert (coarse.argmax(axis=1) == ref[0].argmax(axis=1)).mean() > 0.95
+
+
+def test_quantisers_match_an_independent_reference() -> None:
+    """bf16: torch's own float32 -> bfloat16 cast (round to nearest, ties to even), on
+    random values and on exact ties of both parities; int8: per-row symmetric scales
+    (each row's peak / 127) and round-half-even, computed with torch."""
+    rng = np.random.default_rng(0)
+    x = rng.normal(0, 3, 4096).astype(np.float32)
+    ties = (np.arange(64, dtype=np.uint32) << 16 | 0x8000).astype(np.uint32) + (0x3F80 << 16)
+    x = np.concatenate([x, ties.view(np.float32), -ties.view(np.float32)])
+    expected = torch.from_numpy(x).to(torch.bfloat16).view(torch.int16).numpy().view(np.uint16)
+    np.testing.assert_array_equal(to_bf16(x), expected)
+    w = rng.normal(0, 1, (6, 40)).astype(np.float32) * np.array(
+        [[0.01], [0.1], [1], [10], [0], [3]], np.float32
+    )
+    w[5] = 0.0
+    w[5, :5] = [127, 0.5, 1.5, -2.5, 63.5]  # scale exactly 1: exact halves, to even
+    q, scale = to_int8_rows(w)
+    t = torch.from_numpy(w)
+    peak = t.abs().amax(dim=1)
+    ref_scale = torch.where(peak > 0, peak / 127, torch.ones_like(peak))
+    np.testing.assert_array_equal(scale, ref_scale.numpy())
+    ref_q = torch.clamp(torch.round(t / ref_scale[:, None]), -127, 127).to(torch.int8)
+    np.testing.assert_array_equal(q, ref_q.numpy())
+    assert len(set(scale[:4].tolist())) == 4  # one scale per row, not one per tensor
+    assert q[5, :5].tolist() == [127, 0, 2, -2, 64]
 
 
 @pytest.fixture(scope="module")

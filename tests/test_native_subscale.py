@@ -73,9 +73,10 @@ def test_teacher_forced_matches_the_torch_subscale_sampler(setup, isa: str) -> N
 
 
 @pytest.mark.parametrize("precision", ["bf16", "int8"])
-def test_lossy_precisions_stay_close_to_the_torch_sampler(setup, precision: str) -> None:
+@pytest.mark.parametrize("isa", ISAS)
+def test_lossy_precisions_stay_close_to_the_torch_sampler(setup, isa: str, precision: str) -> None:
     _, _, mel, samples, files, ref = setup
-    coarse, fine, _ = NativeVocoder.load(files[precision]).teacher_forced(mel, samples)
+    coarse, fine, _ = load_with_isa(files[precision], isa).teacher_forced(mel, samples)
     atol = LOSSY_ATOL[precision][0]
     assert np.abs(coarse - ref["coarse"]).max() < atol
     assert np.abs(fine - ref["fine"]).max() < atol
