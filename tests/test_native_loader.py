@@ -12,10 +12,23 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
-from native_util import patch, random_model, rejects, small_config, speech, state_of, tensor_entry, with_crc
+from native_util import (
+    FP32_LOGIT_ATOL,
+    patch,
+    random_model,
+    rejects,
+    small_config,
+    speech,
+    state_of,
+    tensor_entry,
+    torch_teacher_forced,
+    with_crc,
+)
+from vocoder.cli import app
 from vocoder.errors import VocoderError
-from vocoder.export import write_model_file
+from vocoder.export import to_int8_rows, with_temperature, write_model_file
 from vocoder.native import NativeVocoder
 
 
@@ -201,3 +214,30 @@ def test_a_huge_file_is_refused_from_its_first_bytes(good: bytes, tmp_path: Path
     message, peak_kib = r.stdout.strip().splitlines()
     assert f"{path}: trailing bytes after the model ({3 << 30} bytes, header says {len(good)})" == message
     assert int(peak_kib) < 1 << 20  # under 1 GiB: the 3 GB were never read
+
+
+def test_a_temperature_divides_the_logits_and_is_recorded(tmp_path: Path) -> None:
+    """softmax(l / T): the engine's teacher-forced logits of a file exported at T are the
+    torch model's logits / T (int8: the same levels, scales / T), and info shows T."""
+    cfg = small_config()
+    mel, samples = speech(cfg)
+    mel, samples = mel[:, :20], samples[: 20 * 200]
+    model = random_model(cfg, mel)
+    ref = torch_teacher_forced(model, mel, samples)
+    plain, cool = tmp_path / "plain.wrnn", tmp_path / "cool.wrnn"
+    write_model_file(plain, cfg, state_of(model), "fp32")
+    write_model_file(cool, cfg, state_of(model), "fp32", temperature=(0.5, 0.8))
+    coarse, fine, states = NativeVocoder.load(cool).teacher_forced(mel, samples)
+    np.testing.assert_allclose(coarse, ref[0] / 0.5, atol=2 * FP32_LOGIT_ATOL / 0.5)
+    np.testing.assert_allclose(fine, ref[1] / 0.8, atol=2 * FP32_LOGIT_ATOL / 0.8)
+    np.testing.assert_array_equal(states, NativeVocoder.load(plain).teacher_forced(mel, samples)[2])
+    assert NativeVocoder.load(cool).temperature == (0.5, 0.8)
+    assert NativeVocoder.load(plain).temperature == (1.0, 1.0)
+    levels, scale = to_int8_rows(state_of(model)["O2.weight"])
+    cool_levels, cool_scale = to_int8_rows(with_temperature(state_of(model), 0.5, 1.0)["O2.weight"])
+    np.testing.assert_array_equal(cool_levels, levels)
+    np.testing.assert_allclose(cool_scale, scale / 0.5, rtol=1e-6)
+    r = CliRunner().invoke(app, ["info", str(cool)])
+    assert r.exit_code == 0 and "sampling temperature 0.5 (coarse) 0.8 (fine)" in r.output
+    with pytest.raises(VocoderError, match=r"--temperature 0.0: a sampling temperature must be in \(0, 2\]"):
+        write_model_file(tmp_path / "x.wrnn", cfg, state_of(model), "fp32", temperature=(0.0, 1.0))

@@ -24,6 +24,8 @@ if TYPE_CHECKING:  # torch is not needed to write a file from arrays
     from vocoder.model import WaveRNN
 
 MAGIC = b"\x89WRNN\r\n\x1a"
+# Sampling temperatures above 2 flatten the softmax toward noise; none is useful.
+MAX_TEMPERATURE = 2.0
 FORMAT_VERSION = 3  # 2: block-sparse matrices (an i32 index + packed blocks); 3: subscale models
 HEADER_SIZE = 96
 ENTRY_SIZE = 96
@@ -135,20 +137,49 @@ def model_tensors(
     return out
 
 
+def check_temperature(coarse: float, fine: float) -> None:
+    """One-line errors for sampling temperatures outside (0, MAX_TEMPERATURE]."""
+    for name, t in (("--temperature", coarse), ("--fine-temperature", fine)):
+        if not (0 < t <= MAX_TEMPERATURE):
+            raise VocoderError(f"{name} {t}: a sampling temperature must be in (0, {MAX_TEMPERATURE:g}]")
+
+
+def with_temperature(state: dict[str, np.ndarray], coarse: float, fine: float) -> dict[str, np.ndarray]:
+    """The state with each softmax's last layer divided by its temperature: softmax(l / T)
+    is softmax of the layer (W / T) x + b / T, so every engine and precision samples at
+    T with no change to the sampler (int8 rows keep their levels; only the scales move)."""
+    out = dict(state)
+    for layer, t in (("O2", coarse), ("O4", fine)):
+        for part in ("weight", "bias"):
+            out[f"{layer}.{part}"] = (state[f"{layer}.{part}"] / np.float32(t)).astype(np.float32)
+    return out
+
+
 def write_model_file(
-    path: Path, cfg: Config, state: dict[str, np.ndarray], precision: str = "fp32", origin: str = ""
+    path: Path,
+    cfg: Config,
+    state: dict[str, np.ndarray],
+    precision: str = "fp32",
+    origin: str = "",
+    temperature: tuple[float, float] = (1.0, 1.0),
 ) -> None:
     """Write a model file from a config and a float32 state dict (names as in WaveRNN).
 
     Matrices pruned in a kernel block shape (``cfg.prune``) are written block-sparse.
+    ``temperature`` (coarse, fine) is baked into the output layers (``with_temperature``)
+    and recorded in the header.
     """
     if precision not in PRECISIONS:
         raise VocoderError(f"unknown precision {precision!r} (use {', '.join(PRECISIONS)})")
+    check_temperature(*temperature)
+    if temperature != (1.0, 1.0):
+        state = with_temperature(state, *temperature)
     tensors = model_tensors(state, precision, sparse_matrices(cfg))
     header = {
         "format": "wavernn-vocoder/model",
         "precision": precision,
         "source": origin,
+        "temperature": {"coarse": temperature[0], "fine": temperature[1]},
         "config": {key: cfg.to_dict()[key] for key in ("audio", "model", "prune", "subscale")},
     }
     js = json.dumps(header, sort_keys=True).encode("utf-8")
@@ -198,19 +229,29 @@ def write_model_file(
         tmp.write_bytes(bytes(buf) + struct.pack("<I", zlib.crc32(buf)))
 
 
-def export_model(model: WaveRNN, cfg: Config, out_path: Path, precision: str, origin: Path) -> None:
+def export_model(
+    model: WaveRNN,
+    cfg: Config,
+    out_path: Path,
+    precision: str,
+    origin: Path,
+    temperature: tuple[float, float] = (1.0, 1.0),
+) -> None:
     """A loaded model (from checkpoint file ``origin``) -> model file."""
     state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
-    write_model_file(out_path, cfg, state, precision, origin=origin.name)
+    write_model_file(out_path, cfg, state, precision, origin=origin.name, temperature=temperature)
 
 
-def export_checkpoint(ckpt_path: Path, out_path: Path, precision: str = "fp32") -> tuple[Config, bool]:
+def export_checkpoint(
+    ckpt_path: Path, out_path: Path, precision: str = "fp32", temperature: tuple[float, float] = (1.0, 1.0)
+) -> tuple[Config, bool]:
     """Checkpoint file (or directory: its latest) -> model file; returns the config and
     whether the weights exported were the checkpoint's weight average (``train.ema``)."""
     from vocoder import checkpoint as ckpt_mod
 
     check_output_file(out_path)
+    check_temperature(*temperature)
     path = ckpt_mod.resolve(ckpt_path)
     model, cfg, data = ckpt_mod.load_model(path)
-    export_model(model, cfg, out_path, precision, path)
+    export_model(model, cfg, out_path, precision, path, temperature)
     return cfg, ckpt_mod.uses_average(data)

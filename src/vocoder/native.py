@@ -34,10 +34,15 @@ class NativeVocoder:
     """A loaded model file; ``generate`` runs the C++ sampler (sequential, or the
     staggered subscale schedule when the file holds a subscale model)."""
 
-    def __init__(self, path: Path, engine: object, cfg: Config) -> None:
+    def __init__(
+        self, path: Path, engine: object, cfg: Config, temperature: tuple[float, float] = (1.0, 1.0)
+    ) -> None:
+        """``temperature``: the (coarse, fine) sampling temperatures export baked into the
+        output layers, as the header records them (for display; the weights apply them)."""
         self.path = path
         self.engine = engine
         self.cfg = cfg
+        self.temperature = temperature
 
     @classmethod
     def load(cls, path: Path, threads: int = 0, sparse: str = "auto") -> NativeVocoder:
@@ -64,6 +69,11 @@ class NativeVocoder:
         except (ValueError, KeyError, TypeError):
             raise VocoderError(f"{path}: model file header is not valid JSON with a 'config' entry") from None
         cfg = config_mod.from_dict(cfg_dict, f"{path} (stored config)")
+        stored_t = header.get("temperature", {"coarse": 1.0, "fine": 1.0})
+        try:
+            temperature = (float(stored_t["coarse"]), float(stored_t["fine"]))
+        except (KeyError, TypeError, ValueError):
+            raise VocoderError(f"{path}: model file header has a malformed 'temperature' entry") from None
         dims = engine.dims
         sub = cfg.subscale if cfg.model.kind == "subscale" else SubscaleConfig(0, 0, 0, 0)
         stored = {
@@ -83,7 +93,7 @@ class NativeVocoder:
                 raise VocoderError(
                     f"{path}: header {key}={dims[key]} disagrees with its stored config ({value})"
                 )
-        return cls(path, engine, cfg)
+        return cls(path, engine, cfg, temperature)
 
     @property
     def isa(self) -> str:
