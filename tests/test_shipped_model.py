@@ -28,7 +28,9 @@ def test_shipped_files_are_the_export_of_the_shipped_checkpoint(tmp_path: Path, 
     checkpoints = ckpt_mod.list_checkpoints(MODEL_DIR)
     assert len(checkpoints) == 1, checkpoints
     out = tmp_path / f"model-{precision}.wrnn"
-    r = run_cli("export", MODEL_DIR, out, "--precision", precision)
+    coarse_t, fine_t = NativeVocoder.load(MODEL_DIR / f"model-{precision}.wrnn").temperature
+    temperature = ["--temperature", str(coarse_t), "--fine-temperature", str(fine_t)]
+    r = run_cli("export", MODEL_DIR, out, "--precision", precision, *temperature)
     assert r.exit_code == 0, r.output
     assert out.read_bytes() == (MODEL_DIR / f"model-{precision}.wrnn").read_bytes()
 
