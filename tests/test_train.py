@@ -10,6 +10,7 @@ import time
 import zipfile
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -328,3 +329,34 @@ def test_a_resume_applies_explicit_train_keys_and_refuses_model_changes(
         assert r.exit_code == 0, r.output
     else:
         assert r.exit_code == 1 and "no CUDA device is available" in r.output
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_thread_settings_reach_torch(
+    tmp_path: Path, features_dir: Path, tiny_ckpt: Path, threads: int
+) -> None:
+    """train.threads and synthesize --threads (torch engine) set torch's intra-op threads."""
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(3 - threads)
+        r = run_cli(
+            "train",
+            features_dir,
+            tmp_path / "run",
+            "--steps",
+            "1",
+            *TINY,
+            "--set",
+            f"train.threads={threads}",
+        )
+        assert r.exit_code == 0 and torch.get_num_threads() == threads, r.output
+        torch.set_num_threads(3 - threads)
+        mel = next((features_dir / "mels").glob("*.npy"))
+        np.save(tmp_path / "short.npy", np.load(mel)[:, :8])
+        r = run_cli(
+            "synthesize", tiny_ckpt, tmp_path / "short.npy", "-o", tmp_path / "out", "-t", str(threads)
+        )
+        assert r.exit_code == 0 and torch.get_num_threads() == threads, r.output
+        assert (tmp_path / "out" / "short.wav").exists()
+    finally:
+        torch.set_num_threads(before)

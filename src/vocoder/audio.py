@@ -163,7 +163,7 @@ def check_mel(mel: np.ndarray, n_mels: int, origin: str, max_frames: int | None 
     if not np.issubdtype(mel.dtype, np.floating):
         raise VocoderError(f"{origin}: mel must be floating point, got {mel.dtype}")
     with np.errstate(over="ignore"):  # overflow becomes inf, reported just below
-        out = np.asarray(mel, dtype=np.float32)
+        out = np.array(mel, dtype=np.float32)  # a copy in memory, never the read-only map
     if not np.all(np.isfinite(out)):
         raise VocoderError(f"{origin}: mel contains NaN or infinite values (as float32)")
     return out
