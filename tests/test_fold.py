@@ -43,6 +43,10 @@ def reference_unfold(segments: np.ndarray, length: int, target: int, overlap: in
 def test_layout_covers_the_utterance_with_the_fewest_segments(length: int, target: int, overlap: int) -> None:
     pos = fold.positions(length, target, overlap)
     count = pos.shape[0]
+    fitted = fold.fit(length, target, overlap)
+    # fitting to the input only ever shrinks a single-segment layout
+    assert fitted == (target, overlap) or count == 1
+    target, overlap = fitted
     assert pos.shape == (count, target + 2 * overlap)
     assert count * (target + overlap) + overlap >= length
     assert count == 1 or (count - 1) * (target + overlap) + overlap < length
