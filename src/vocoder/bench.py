@@ -327,9 +327,10 @@ def time_native_fold(
     voc.generate_fold(mel[:, :2], 0, target, overlap)  # warm-up: page in the weights
     wall, count = fastest(lambda: len(voc.generate_fold(mel, 0, target, overlap)), repeats)
     shares = voc.profile(lambda: voc.generate_fold(mel, 0, target, overlap)) if profile else {}
-    steps = fold.segment_length(*fold.fit(count, target, overlap))
+    segments, fitted_target, fitted_overlap = fold.layout(count, target, overlap)
+    steps = fold.segment_length(fitted_target, fitted_overlap)
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
-    generated = fold.num_segments(count, target, overlap) * steps
+    generated = segments * steps
     macs = {p: m * generated / count for p, m in multiply_adds(cfg, voc.precision, voc.layout).items()}
     return (wall, count, voc.isa), voc.precision, count / steps, nbytes, macs, shares
 

@@ -50,8 +50,6 @@ def resolve(model: Path) -> Path:
         return found[-1]
     if not model.exists():
         raise VocoderError(f"{model}: no such checkpoint file or directory")
-    if not model.is_file():  # a FIFO or device would block the reader forever
-        raise VocoderError(f"{model}: not a regular file")
     return model
 
 
@@ -92,7 +90,7 @@ def _check_crcs(path: Path) -> None:
 
 def load(path: Path) -> dict[str, Any]:
     """Read and check a checkpoint; any problem is one readable line naming the file."""
-    if path.exists() and not path.is_file():
+    if path.exists() and not path.is_file():  # a FIFO or device would block the reader forever
         raise VocoderError(f"{path}: not a regular file")
     if path.is_file():
         _check_crcs(path)

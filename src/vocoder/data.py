@@ -44,6 +44,11 @@ class Utterance:
     audio: np.ndarray
 
 
+def feature_paths(features_dir: Path, uid: str) -> tuple[Path, Path]:
+    """Where `preprocess` writes an utterance's mel and int16 target."""
+    return features_dir / "mels" / f"{uid}.npy", features_dir / "audio" / f"{uid}.npy"
+
+
 def _load_array(path: Path) -> np.ndarray:
     """A features file, memory-mapped; a missing, empty or damaged one is named."""
     try:
@@ -54,19 +59,32 @@ def _load_array(path: Path) -> np.ndarray:
         ) from None
 
 
+def read_features(features_dir: Path, uid: str, hop: int, n_mels: int) -> tuple[np.ndarray, np.ndarray]:
+    """One utterance's (mel, samples), memory-mapped and checked against what `preprocess`
+    promises: a float32 (n_mels, T) mel, T >= 1, and T * hop int16 samples."""
+    mel_path, audio_path = feature_paths(features_dir, uid)
+    mel, audio = _load_array(mel_path), _load_array(audio_path)
+    if (
+        mel.dtype != np.float32
+        or audio.dtype != np.int16
+        or mel.ndim != 2
+        or mel.shape[0] != n_mels
+        or mel.shape[1] < 1
+        or audio.shape != (mel.shape[1] * hop,)
+    ):
+        raise VocoderError(
+            f"{mel_path}: shape {mel.shape} ({mel.dtype}) does not match audio {audio.shape} "
+            f"({audio.dtype}) and hop {hop}"
+        )
+    return mel, audio
+
+
 def load_utterances(features_dir: Path, split: str, hop: int, n_mels: int) -> list[Utterance]:
     """Memory-map one split, checking the shapes `preprocess` promises."""
-    out = []
-    for uid in read_split(features_dir, split):
-        mel_path = features_dir / "mels" / f"{uid}.npy"
-        audio_path = features_dir / "audio" / f"{uid}.npy"
-        mel, audio = _load_array(mel_path), _load_array(audio_path)
-        if mel.ndim != 2 or mel.shape[0] != n_mels or audio.shape != (mel.shape[1] * hop,):
-            raise VocoderError(
-                f"{mel_path}: shape {mel.shape} does not match audio {audio.shape} and hop {hop}"
-            )
-        out.append(Utterance(uid, mel, audio))
-    return out
+    return [
+        Utterance(uid, *read_features(features_dir, uid, hop, n_mels))
+        for uid in read_split(features_dir, split)
+    ]
 
 
 def mel_statistics(utts: list[Utterance]) -> tuple[np.ndarray, np.ndarray]:

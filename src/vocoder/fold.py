@@ -13,8 +13,8 @@ Layout, for an utterance of L samples, target T and overlap O::
     B = the fewest segments with B (T + O) + O >= L  (at least 1)
 
 so neighbours share O positions (``fit`` first shrinks T and O to the input, so a
-setting larger than a short input costs nothing). Positions at or past L (only in the last segment) are
-padding: they repeat the conditioning of position L - 1, and their samples are dropped
+setting larger than a short input costs nothing). Positions at or past L (only in the
+last segment) are padding: they repeat the conditioning of position L - 1, and their samples are dropped
 (generation is causal, so padding never affects a kept sample).
 
 Unfolding blends each shared stretch of O positions. The incoming segment's first
@@ -54,11 +54,17 @@ def fit(length: int, target: int, overlap: int) -> tuple[int, int]:
     return min(target, max(1, length - overlap)), overlap
 
 
-def num_segments(length: int, target: int, overlap: int) -> int:
-    """B: the fewest segments whose layout covers ``length`` samples."""
+def layout(length: int, target: int, overlap: int) -> tuple[int, int, int]:
+    """(B, target, overlap) of an input of ``length`` samples: the settings checked and
+    fitted to the input, and the fewest segments that cover it."""
     check_fold(target, overlap)
     target, overlap = fit(length, target, overlap)
-    return max(1, -(-(length - overlap) // (target + overlap)))
+    return max(1, -(-(length - overlap) // (target + overlap))), target, overlap
+
+
+def num_segments(length: int, target: int, overlap: int) -> int:
+    """B: the fewest segments whose layout covers ``length`` samples."""
+    return layout(length, target, overlap)[0]
 
 
 def segment_length(target: int, overlap: int) -> int:
@@ -71,8 +77,7 @@ def positions(length: int, target: int, overlap: int) -> np.ndarray:
     (padding past the end repeats position ``length - 1``)."""
     if length < 1:
         raise VocoderError("the utterance has no samples")
-    b = num_segments(length, target, overlap)
-    target, overlap = fit(length, target, overlap)
+    b, target, overlap = layout(length, target, overlap)
     starts = np.arange(b, dtype=np.int64)[:, None] * (target + overlap)
     pos = starts + np.arange(segment_length(target, overlap), dtype=np.int64)[None]
     return np.minimum(pos, length - 1).astype(np.int32)
@@ -98,8 +103,7 @@ def unfold(segments: np.ndarray, length: int, target: int, overlap: int) -> np.n
     and clipped back to int16.
     """
     segments = np.asarray(segments)
-    b = num_segments(length, target, overlap)
-    target, overlap = fit(length, target, overlap)
+    b, target, overlap = layout(length, target, overlap)
     seg = segment_length(target, overlap)
     if segments.shape != (b, seg):
         raise ValueError(f"segments must have shape ({b}, {seg}), got {segments.shape}")

@@ -12,10 +12,10 @@ from vocoder.errors import VocoderError
 
 
 def check_output_file(*paths: str | Path | None) -> None:
-    """Refuse, before any work is done, output files (None: not asked for) that could not be written: an
-    existing directory, or one whose parent's parent is missing. ``atomic_path`` makes
-    the output's own parent and nothing above it, so a typo in a path is an error rather
-    than a tree of new directories."""
+    """Refuse, before any work is done, output files that could not be written (None:
+    an output not asked for): an existing directory, or one whose parent's parent is
+    missing. ``atomic_path`` makes the output's own parent and nothing above it, so a
+    typo in a path is an error rather than a tree of new directories."""
     for path in paths:
         if path is not None:
             _check_one(Path(path))

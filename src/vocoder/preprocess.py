@@ -20,6 +20,7 @@ from rich.text import Text
 from vocoder import config as config_mod
 from vocoder.audio import features, load_audio
 from vocoder.config import AudioConfig, Config, DataConfig
+from vocoder.data import feature_paths, read_features
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path, write_text_atomic
 
@@ -84,28 +85,15 @@ def read_metadata(data_dir: Path) -> tuple[list[Item], list[Outcome]]:
     return items, bad
 
 
-def _outputs(features_dir: Path, uid: str) -> tuple[Path, Path]:
-    return features_dir / "mels" / f"{uid}.npy", features_dir / "audio" / f"{uid}.npy"
-
-
 def finished_frames(features_dir: Path, uid: str, audio_cfg: AudioConfig) -> int | None:
     """Frames of an utterance a previous run finished, or None when its outputs are
     missing or damaged (unreadable, wrong dtype or shape, mel and target disagreeing):
     then it is computed again instead of being trusted."""
-    mel_path, audio_path = _outputs(features_dir, uid)
-    if not (mel_path.exists() and audio_path.exists()):
-        return None
     try:
-        mel = np.load(mel_path, mmap_mode="r", allow_pickle=False)
-        samples = np.load(audio_path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError):
+        mel, _ = read_features(features_dir, uid, audio_cfg.hop_length, audio_cfg.n_mels)
+    except VocoderError:
         return None
-    if mel.dtype != np.float32 or samples.dtype != np.int16 or mel.ndim != 2 or samples.ndim != 1:
-        return None
-    frames = mel.shape[1]
-    if mel.shape[0] != audio_cfg.n_mels or frames < 1 or samples.shape[0] != frames * audio_cfg.hop_length:
-        return None
-    return frames
+    return mel.shape[1]
 
 
 def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cfg: DataConfig) -> Outcome:
@@ -115,7 +103,7 @@ def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cf
     full scale, with a note: clipping only the 16-bit target would pair it with a mel of
     the unclipped signal.
     """
-    mel_path, audio_path = _outputs(features_dir, item.uid)
+    mel_path, audio_path = feature_paths(features_dir, item.uid)
     if item.path is None:
         return Outcome(item.uid, False, f"wavs/{item.uid}.wav (or .flac): file not found")
     done = finished_frames(features_dir, item.uid, audio_cfg)

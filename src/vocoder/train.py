@@ -316,9 +316,7 @@ def train(
         if ema is not None and state.get("ema"):  # else the average starts from these weights
             ema.module.load_state_dict(state["ema"])
             ema.n_averaged.fill_(1)
-        opt.load_state_dict(state["optimizer"])
-        for group in opt.param_groups:
-            group["lr"] = tc.learning_rate
+        opt.load_state_dict(state["optimizer"])  # its rate is set from the schedule every step
         _restore_rng(rng, state["rng"])
         step = int(state["step"])
         if pruner is not None and state.get("prune_masks"):
@@ -425,6 +423,7 @@ def train(
                 if step % tc.log_every == 0 or step == tc.steps:
                     rate = window_steps / max(time.monotonic() - window_start, 1e-9)
                     bits = window_loss / window_steps
+                    lr = learning_rate(tc, step)
                     sparsity = pruner.sparsity() if pruner is not None else 0.0
                     _append_metrics(
                         metrics,
@@ -433,7 +432,7 @@ def train(
                             "sparsity": sparsity,
                             "train_bits": bits,
                             "grad_norm": grad_norm,
-                            "lr": learning_rate(tc, step),
+                            "lr": lr,
                             "steps_per_s": rate,
                             "samples_per_s": rate * samples_per_step,
                         },
@@ -445,7 +444,7 @@ def train(
                                 step,
                                 tc.steps,
                                 bits,
-                                learning_rate(tc, step),
+                                lr,
                                 rate,
                                 samples_per_step,
                                 last_bits,
