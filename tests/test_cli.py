@@ -140,7 +140,7 @@ def test_synthesize_reports_bad_inputs_and_finishes_the_rest(
     good = next((features_dir / "mels").glob("*.npy"))
     bad = tmp_path / "bad"
     bad.mkdir()
-    np.save(bad / "transposed.npy", np.zeros((10, 80), np.float32))
+    np.save(bad / "square.npy", np.zeros((80, 80), np.float32))  # (T, n_mels) or (n_mels, T)?
     np.save(bad / "nan.npy", np.full((80, 4), np.nan, np.float32))
     np.save(bad / "wrongbins.npy", np.zeros((40, 10), np.float32))
     (bad / "corrupt.npy").write_bytes(b"\x93NUMPY garbage")
@@ -152,9 +152,9 @@ def test_synthesize_reports_bad_inputs_and_finishes_the_rest(
     failed = [line for line in r.output.splitlines() if line.startswith("failed:")]
     assert len(failed) == 5
     for name, why in [
-        ("transposed", "transposed?"),
+        ("square", "ambiguous"),
         ("nan", "NaN"),
-        ("wrongbins", "expected (80, T)"),
+        ("wrongbins", "no axis of the model's n_mels=80"),
         ("corrupt.npy", "cannot read mel"),
         ("broken.wav", "cannot read audio"),
     ]:

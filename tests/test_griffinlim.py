@@ -8,9 +8,10 @@ import numpy as np
 import soundfile as sf
 
 from conftest import CORPUS, run_cli
+from vocoder import checkpoint as ckpt_mod
 from vocoder.audio import load_audio, log_mel
 from vocoder.config import load_config
-from vocoder.griffinlim import GriffinLimVocoder, model_config
+from vocoder.griffinlim import GriffinLimVocoder, model_settings
 
 
 def test_griffinlim_reproduces_the_mel_of_real_speech() -> None:
@@ -32,7 +33,12 @@ def test_griffinlim_reproduces_the_mel_of_real_speech() -> None:
 
 
 def test_synthesize_with_griffinlim_engine(tmp_path: Path, features_dir: Path, tiny_ckpt: Path) -> None:
-    assert model_config(tiny_ckpt).audio == load_config("allison-16k", None).audio
+    cfg, (mean, std) = model_settings(tiny_ckpt)
+    assert cfg.audio == load_config("allison-16k", None).audio
+    model, _, _ = ckpt_mod.load_model(ckpt_mod.resolve(tiny_ckpt))
+    assert np.array_equal(mean, model.mel_mean.double().numpy()) and np.array_equal(
+        std, model.mel_std.double().numpy()
+    )
     mel_in = next((features_dir / "mels").glob("*.npy"))
     out = tmp_path / "gl"
     r = run_cli("synthesize", tiny_ckpt, mel_in, "--engine", "griffinlim", "-o", out)

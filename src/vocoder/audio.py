@@ -145,16 +145,13 @@ def features(y: np.ndarray, cfg: AudioConfig) -> tuple[np.ndarray, np.ndarray]:
     return mel, samples
 
 
-def check_mel(mel: np.ndarray, n_mels: int, origin: str, max_frames: int | None = None) -> np.ndarray:
-    """Validate a user-supplied mel: (n_mels, T), at most ``max_frames`` frames, float,
-    finite as float32 (a float64 1e300 is finite until the cast); return it as float32.
-
-    The shape is checked before the data is touched, so ``mel`` may be a memory map of a
-    file far larger than memory."""
+def check_mel_shape(mel: np.ndarray, n_mels: int, origin: str, max_frames: int | None = None) -> None:
+    """Check a user-supplied mel's shape, length and dtype without touching its data, so
+    ``mel`` may be a memory map of a file far larger than memory."""
     if mel.ndim != 2:
         raise VocoderError(f"{origin}: mel must be 2-D ({n_mels}, T), got shape {mel.shape}")
     if mel.shape[0] != n_mels:
-        hint = " (transposed? expected (n_mels, T))" if mel.shape[1] == n_mels else ""
+        hint = " (transposed? expected (n_mels, T); see --mel-layout)" if mel.shape[1] == n_mels else ""
         raise VocoderError(f"{origin}: mel has shape {mel.shape}, expected ({n_mels}, T){hint}")
     if mel.shape[1] < 1:
         raise VocoderError(f"{origin}: mel has no frames")
@@ -162,6 +159,12 @@ def check_mel(mel: np.ndarray, n_mels: int, origin: str, max_frames: int | None 
         raise VocoderError(f"{origin}: mel has {mel.shape[1]} frames, over the limit of {max_frames}")
     if not np.issubdtype(mel.dtype, np.floating):
         raise VocoderError(f"{origin}: mel must be floating point, got {mel.dtype}")
+
+
+def check_mel(mel: np.ndarray, n_mels: int, origin: str, max_frames: int | None = None) -> np.ndarray:
+    """Validate a user-supplied mel (``check_mel_shape``), finite as float32 (a float64
+    1e300 is finite until the cast); return it as float32."""
+    check_mel_shape(mel, n_mels, origin, max_frames)
     with np.errstate(over="ignore"):  # overflow becomes inf, reported just below
         out = np.array(mel, dtype=np.float32)  # a copy in memory, never the read-only map
     if not np.all(np.isfinite(out)):

@@ -48,6 +48,23 @@ class Engine(str, Enum):
     griffinlim = "griffinlim"
 
 
+class MelLayout(str, Enum):
+    """Axis order of a mel file: auto (the axis equal to the model's n_mels), (n_mels, T) or (T, n_mels)."""
+
+    auto = "auto"
+    nm_t = "nm-t"
+    t_nm = "t-nm"
+
+
+class MelScale(str, Enum):
+    """Log scale of a mel file's values, converted to the model's natural log."""
+
+    ln = "ln"
+    log10 = "log10"
+    db = "db"
+    linear = "linear"
+
+
 class Precision(str, Enum):
     """Weight precision of the per-sample matrices in an exported model file."""
 
@@ -200,7 +217,8 @@ def synthesize(
     inputs: Annotated[
         list[Path] | None,
         typer.Argument(
-            help="Mel .npy files (n_mels, T), directories of them, or wav/flac files (copy synthesis)."
+            help="Mel files (.npy, .npz, .pt; see --mel-layout, --mel-scale), directories of them, "
+            "or wav/flac files (copy synthesis)."
         ),
     ] = None,
     engine: Annotated[
@@ -258,13 +276,39 @@ def synthesize(
             "longer ones fail by name and the others go on.",
         ),
     ] = 3600.0,
+    mel_layout: Annotated[
+        MelLayout,
+        typer.Option(
+            help="Axis order of mel files: auto takes the axis equal to the model's n_mels "
+            "(a leading batch axis of 1 is dropped); nm-t is (n_mels, T), t-nm is (T, n_mels)."
+        ),
+    ] = MelLayout.auto,
+    mel_scale: Annotated[
+        MelScale,
+        typer.Option(
+            help="Values of mel files: ln (natural log, the model's), log10, db (20 log10 of the "
+            "magnitude) or linear magnitude; converted to ln."
+        ),
+    ] = MelScale.ln,
+    strict: Annotated[
+        bool,
+        typer.Option(
+            help="Fail a mel whose statistics are far from the model's training mels "
+            "(default: vocode it and warn)."
+        ),
+    ] = False,
 ) -> None:
     """Vocode mels (or wavs) into 16-bit wavs: the model's own sampler, sequential or subscale
     (native or torch, optionally in fold mode), or the Griffin-Lim baseline.
 
+    Mel files are .npy, .npz (one array) or .pt (one tensor; needs torch). Each is compared
+    with the training statistics stored in the model: a mel of another convention (log10,
+    normalised, another sample rate) gets a warning naming the likely cause.
+
     Existing outputs are skipped unless --overwrite, so rerunning a killed job resumes it.
     Failed inputs are reported by name after the others finish; the exit status is then 1.
     """
+    from vocoder.mels import MelInput
     from vocoder.synthesize import default_engine, parse_shard, read_input_list
     from vocoder.synthesize import synthesize as run
 
@@ -291,12 +335,16 @@ def synthesize(
             overwrite,
             (target, overlap) if fold else None,
             max_seconds,
+            MelInput(mel_layout.value, mel_scale.value, strict),
         )
     except VocoderError as e:
         fail(str(e))
     skipped = [r for r in results if r.skipped]
     good = [r for r in results if r.output is not None and not r.skipped]
     bad = [r for r in results if r.output is None]
+    for r in good:
+        if r.warning:
+            say(r.warning, "warning:", "yellow", console)
     for r in bad:
         say(r.error, "failed:", "red", console)
     audio = sum(r.seconds for r in good)

@@ -25,30 +25,44 @@ from vocoder.errors import VocoderError
 N_ITER = 64
 
 
-def model_config(model_path: Path) -> Config:
-    """The audio settings a model was trained with: from a ``.wrnn`` file's header, or a
-    checkpoint file or directory (its latest), so Griffin-Lim reads mels the same way."""
+def model_settings(model_path: Path) -> tuple[Config, tuple[np.ndarray, np.ndarray]]:
+    """The config a model was trained with and its training mels' per-bin (mean, std):
+    from a ``.wrnn`` file's header, or a checkpoint file or directory (its latest), so
+    Griffin-Lim reads mels the same way and checks them against the same statistics."""
     model_path = Path(model_path)
     if model_path.suffix == ".wrnn":
         from vocoder.native import NativeVocoder
 
-        return NativeVocoder.load(model_path).cfg
+        native = NativeVocoder.load(model_path)
+        return native.cfg, native.mel_stats
     from vocoder import checkpoint as ckpt_mod
 
     path = ckpt_mod.resolve(model_path)
-    return config_mod.from_dict(ckpt_mod.load(path)["config"], f"{path} (stored config)")
+    state = ckpt_mod.load(path)
+    cfg = config_mod.from_dict(state["config"], f"{path} (stored config)")
+    weights = state["model"]
+    try:
+        stats = (weights["mel_mean"].double().numpy(), weights["mel_std"].double().numpy())
+    except (KeyError, AttributeError):
+        raise VocoderError(f"{path}: checkpoint has no mel statistics (mel_mean, mel_std)") from None
+    return cfg, stats
 
 
 class GriffinLimVocoder:
     """mel -> int16 samples by Griffin-Lim phase reconstruction; seeded random initial phase."""
 
-    def __init__(self, cfg: Config, n_iter: int = N_ITER) -> None:
+    def __init__(
+        self, cfg: Config, n_iter: int = N_ITER, mel_stats: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> None:
+        """``mel_stats``: the model's training mels' per-bin (mean, std), for the input check."""
         self.cfg = cfg
         self.n_iter = n_iter
+        self.mel_stats = mel_stats
 
     @classmethod
     def load(cls, model_path: Path) -> GriffinLimVocoder:
-        return cls(model_config(model_path))
+        cfg, stats = model_settings(model_path)
+        return cls(cfg, mel_stats=stats)
 
     def magnitude(self, mel: np.ndarray) -> np.ndarray:
         """Linear STFT magnitude (n_fft // 2 + 1, T) whose mel is closest to ``exp(mel)``."""

@@ -43,6 +43,8 @@ class NativeVocoder:
         self.engine = engine
         self.cfg = cfg
         self.temperature = temperature
+        mean, std = engine.mel_stats
+        self.mel_stats = (np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64))
 
     @classmethod
     def load(cls, path: Path, threads: int = 0, sparse: str = "auto") -> NativeVocoder:

@@ -230,6 +230,10 @@ class TorchVocoder:
     def __init__(self, model: WaveRNN, cfg: Config) -> None:
         self.model = model
         self.cfg = cfg
+        self.mel_stats: tuple[np.ndarray, np.ndarray] | None = (
+            model.mel_mean.cpu().numpy().astype(np.float64),
+            model.mel_std.cpu().numpy().astype(np.float64),
+        )
 
     @classmethod
     def load(cls, model_path: Path, threads: int = 0) -> TorchVocoder:

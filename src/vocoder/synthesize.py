@@ -25,12 +25,12 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vocoder.audio import load_audio, load_mel, log_mel, write_wav
+from vocoder.audio import load_audio, log_mel, write_wav
 from vocoder.config import Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import remove_stale_temps
+from vocoder.mels import MEL_EXTS, NATIVE, MelInput, read_mel
 
-MEL_EXT = ".npy"
 # The longest input vocoded by default: an hour, far beyond any TTS utterance, yet a
 # bound, so a header that claims 10^8 frames is refused instead of allocated.
 MAX_SECONDS = 3600.0
@@ -47,10 +47,11 @@ class Result:
     seconds: float = 0.0
     error: str = ""
     skipped: bool = False
+    warning: str = ""
 
 
 def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
-    """Expand directories (their .npy/.wav/.flac files, sorted); flag unusable paths.
+    """Expand directories (their mel and audio files, sorted); flag unusable paths.
 
     A file reached twice (named twice, or named and inside a named directory) is kept
     once, by resolved path: the same input twice is a harmless slip, not a clash.
@@ -59,16 +60,16 @@ def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
     bad: list[Result] = []
     for p in inputs:
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix in (MEL_EXT, *AUDIO_EXT))
+            found = sorted(q for q in p.iterdir() if q.suffix in (*MEL_EXTS, *AUDIO_EXT))
             if not found:
-                bad.append(Result(p, None, error=f"{p}: directory holds no .npy, .wav or .flac"))
+                bad.append(Result(p, None, error=f"{p}: directory holds no .npy, .npz, .pt, .wav or .flac"))
             files.extend(found)
         elif not p.exists():
             bad.append(Result(p, None, error=f"{p}: no such file or directory"))
         elif not p.is_file():  # a FIFO or device would block the reader forever
             bad.append(Result(p, None, error=f"{p}: not a regular file"))
-        elif p.suffix not in (MEL_EXT, *AUDIO_EXT):
-            bad.append(Result(p, None, error=f"{p}: not a mel (.npy) or audio (.wav/.flac) file"))
+        elif p.suffix not in (*MEL_EXTS, *AUDIO_EXT):
+            bad.append(Result(p, None, error=f"{p}: not a mel (.npy/.npz/.pt) or audio (.wav/.flac) file"))
         else:
             files.append(p)
     unique = {f.resolve(): f for f in reversed(files)}
@@ -151,26 +152,36 @@ def check_out_dir(out_dir: Path) -> None:
         raise VocoderError(f"{out_dir}: cannot write outputs there ({e.strerror or e})") from None
 
 
-def input_mel(path: Path, cfg: Config, max_seconds: float = MAX_SECONDS) -> np.ndarray:
-    """A mel file as is (checked against the model), or the mel of an audio file; either
-    longer than ``max_seconds`` is refused from its header, before it is read."""
-    if path.suffix == MEL_EXT:
-        return load_mel(
-            path, cfg.audio.n_mels, int(max_seconds * cfg.audio.sample_rate / cfg.audio.hop_length)
-        )
-    y = load_audio(path, cfg.audio.sample_rate, max_seconds)
-    if len(y) < 2 * cfg.audio.hop_length:
+def input_mel(
+    path: Path,
+    cfg: Config,
+    max_seconds: float = MAX_SECONDS,
+    how: MelInput = NATIVE,
+    stats: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[np.ndarray, str | None]:
+    """A mel file read as ``how`` says (checked against the model and, given the model's
+    training ``stats``, against its mel convention: the warning comes back), or the mel
+    of an audio file. Either longer than ``max_seconds`` is refused from its header,
+    before it is read."""
+    a = cfg.audio
+    if path.suffix in MEL_EXTS:
+        max_frames = int(max_seconds * a.sample_rate / a.hop_length)
+        return read_mel(path, a.n_mels, a.log_floor, max_frames, how, stats)
+    y = load_audio(path, a.sample_rate, max_seconds)
+    if len(y) < 2 * a.hop_length:
         raise VocoderError(f"{path}: audio too short to vocode ({len(y)} samples)")
     try:
-        return log_mel(y, cfg.audio)
+        return log_mel(y, a), None
     except VocoderError as e:
         raise VocoderError(f"{path}: {e}") from None
 
 
 class Vocoder(Protocol):
-    """What an engine offers: the model's config and mel -> int16 samples."""
+    """What an engine offers: the model's config, its training mels' per-bin (mean, std)
+    when it has them, and mel -> int16 samples."""
 
     cfg: Config
+    mel_stats: tuple[np.ndarray, np.ndarray] | None
 
     def generate(self, mel: np.ndarray, seed: int) -> np.ndarray: ...
 
@@ -186,6 +197,7 @@ class Folded:
     def __init__(self, inner: Vocoder, target: int, overlap: int) -> None:
         self.inner = inner
         self.cfg = inner.cfg
+        self.mel_stats = inner.mel_stats
         self.target = target
         self.overlap = overlap
 
@@ -229,17 +241,23 @@ def load_vocoder(
 
 
 def synthesize_file(
-    vocoder: Vocoder, source: Path, output: Path, seed: int, max_seconds: float = MAX_SECONDS
+    vocoder: Vocoder,
+    source: Path,
+    output: Path,
+    seed: int,
+    max_seconds: float = MAX_SECONDS,
+    how: MelInput = NATIVE,
 ) -> Result:
     """Vocode one input into ``output``; errors come back in the result, not raised.
 
     Any exception counts as this input's failure (an engine's allocation error, a
     library's parameter error): one bad input must not stop the batch. Only an
-    interrupt (not an ``Exception``) stops it.
+    interrupt (not an ``Exception``) stops it. A mel that does not look like the model's
+    training mels is vocoded with a warning in the result (an error with ``how.strict``).
     """
     cfg = vocoder.cfg
     try:
-        mel = input_mel(source, cfg, max_seconds)
+        mel, warning = input_mel(source, cfg, max_seconds, how, vocoder.mel_stats)
         samples = vocoder.generate(mel, seed)
         write_wav(output, samples, cfg.audio.sample_rate)
     except VocoderError as e:
@@ -247,7 +265,7 @@ def synthesize_file(
         return Result(source, None, error=message)
     except Exception as e:
         return Result(source, None, error=f"{source}: {type(e).__name__}: {e}")
-    return Result(source, output, len(samples), len(samples) / cfg.audio.sample_rate)
+    return Result(source, output, len(samples), len(samples) / cfg.audio.sample_rate, warning=warning or "")
 
 
 _worker: Vocoder | None = None
@@ -258,9 +276,9 @@ def _init_worker(model_path: Path, engine: str | None, threads: int, fold: tuple
     _worker = load_vocoder(model_path, engine, threads=threads, fold=fold)
 
 
-def _work(source: Path, output: Path, seed: int, max_seconds: float) -> Result:
+def _work(source: Path, output: Path, seed: int, max_seconds: float, how: MelInput) -> Result:
     assert _worker is not None
-    return synthesize_file(_worker, source, output, seed, max_seconds)
+    return synthesize_file(_worker, source, output, seed, max_seconds, how)
 
 
 def _collect(future: Future[Result], source: Path) -> Result:
@@ -284,6 +302,7 @@ def synthesize(
     overwrite: bool = False,
     fold: tuple[int, int] | None = None,
     max_seconds: float = MAX_SECONDS,
+    how: MelInput = NATIVE,
 ) -> tuple[list[Result], float]:
     """Vocode every input (of this shard); returns per-input results and the wall time.
 
@@ -292,7 +311,8 @@ def synthesize(
     and takes inputs as they come. ``threads`` is per engine instance (0: the engine's
     default, and one thread in each worker so that jobs do not oversubscribe the cores).
     ``fold`` (target, overlap) generates each input in fold mode (``vocoder.fold``).
-    Inputs longer than ``max_seconds`` fail from their headers, before they are read.
+    Inputs longer than ``max_seconds`` fail from their headers, before they are read;
+    ``how`` says how mel files are laid out and scaled (``vocoder.mels``).
     """
     found, results = gather_inputs(inputs)
     selected = select_shard(found, shard)
@@ -332,7 +352,7 @@ def synthesize(
 
         if jobs <= 1:
             for f, o in zip(files, outputs, strict=True):
-                finished(synthesize_file(vocoder, f, o, seed, max_seconds))
+                finished(synthesize_file(vocoder, f, o, seed, max_seconds, how))
         else:
             ctx = get_context("spawn")
             with ProcessPoolExecutor(
@@ -342,7 +362,7 @@ def synthesize(
                 initargs=(model_path, engine, threads or 1, fold),
             ) as pool:
                 futures = {
-                    pool.submit(_work, f, o, seed, max_seconds): f
+                    pool.submit(_work, f, o, seed, max_seconds, how): f
                     for f, o in zip(files, outputs, strict=True)
                 }
                 for fut in as_completed(futures):

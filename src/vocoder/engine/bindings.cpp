@@ -63,6 +63,16 @@ class PyEngine {
     }
 
     std::string header_json() const { return model_->header_json; }
+    // The training set's per-bin log-mel mean and std, which the engine normalises by:
+    // what a caller compares a user's mel with to catch another mel convention.
+    py::tuple mel_stats() const {
+        auto copy = [](const std::vector<float>& v) {
+            py::array_t<float> out(py::ssize_t(v.size()));
+            std::copy(v.begin(), v.end(), out.mutable_data());
+            return out;
+        };
+        return py::make_tuple(copy(model_->mel_mean), copy(model_->mel_std));
+    }
     std::string isa() const { return engine_.kernels().name; }
     int threads() const { return engine_.threads(); }
     std::string precision() const {
@@ -241,6 +251,7 @@ PYBIND11_MODULE(_engine, m) {
         .def_property_readonly("layout", &PyEngine::layout)
         .def_property_readonly("threads", &PyEngine::threads)
         .def_property_readonly("header_json", &PyEngine::header_json)
+        .def_property_readonly("mel_stats", &PyEngine::mel_stats)
         .def_property_readonly("isa", &PyEngine::isa)
         .def_property_readonly("precision", &PyEngine::precision)
         .def_property_readonly("dims", &PyEngine::dims)
