@@ -377,3 +377,50 @@ def test_grad_clip_is_applied(tmp_path: Path, features_dir: Path) -> None:
     assert runs["1e-6"][1] == runs["1e9"][1] and runs["1e-6"][1][0] > 1e-3
     w_small, w_free = runs["1e-6"][0], runs["1e9"][0]
     assert not torch.equal(w_small["gru.weight_hh_l0"], w_free["gru.weight_hh_l0"])
+
+
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_mixed_precision_trains_in_it_keeps_fp32_state_and_resumes_exactly(
+    tmp_path: Path, features_dir: Path, precision: str
+) -> None:
+    amp = ["--set", f"train.precision={precision}"]
+    fp32 = tmp_path / "fp32"
+    assert run_cli("train", features_dir, fp32, "--steps", "4", *TINY).exit_code == 0
+    straight = tmp_path / "straight"
+    r = run_cli("train", features_dir, straight, "--steps", "4", *TINY, *amp)
+    assert r.exit_code == 0, r.output
+    split = tmp_path / "split"
+    assert run_cli("train", features_dir, split, "--steps", "2", *TINY, *amp).exit_code == 0
+    assert run_cli("train", features_dir, split, "--steps", "4", "--resume", *TINY, *amp).exit_code == 0
+    a, b = _weights(straight / "checkpoint_00000004.pt"), _weights(split / "checkpoint_00000004.pt")
+    reference = _weights(fp32 / "checkpoint_00000004.pt")
+    for k in a:
+        assert a[k].dtype == reference[k].dtype, k  # the weights stay fp32
+        assert torch.equal(a[k], b[k]), k  # the resume continues the same run (scaler included)
+    # the step ran in the lower precision: the same run in fp32 ends elsewhere
+    assert any(not torch.equal(a[k], reference[k]) for k in a if a[k].is_floating_point())
+    state = ckpt_mod.load(straight / "checkpoint_00000004.pt")
+    assert bool(state["scaler"]) == (precision == "fp16")
+    if precision == "fp16":
+        assert state["scaler"]["scale"] > 0
+    records = [json.loads(x) for x in (straight / "metrics.jsonl").read_text().splitlines()]
+    assert all(np.isfinite(x["valid_bits"]) for x in records if "valid_bits" in x)
+
+
+def test_devices_are_checked_against_the_machine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from vocoder.config import load_config
+    from vocoder.train import pick_device
+
+    assert load_config(None, ["train.device=cuda:1"]).train.device == "cuda:1"
+    for bad in ("gpu", "cuda:x", "cuda1", "cuda:-1"):
+        with pytest.raises(VocoderError, match=r"train\.device must be cpu, cuda, cuda:K"):
+            load_config(None, [f"train.device={bad}"])
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(VocoderError, match=r"train.device=cuda:1 but no CUDA device is available"):
+        pick_device("cuda:1")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    with pytest.raises(VocoderError, match=r"cuda:2: this machine has 2 CUDA device\(s\), cuda:0..1"):
+        pick_device("cuda:2")
+    assert pick_device("cuda:1") == torch.device("cuda:1")
+    assert pick_device("cpu") == torch.device("cpu")

@@ -129,7 +129,7 @@ def train(
         typer.Option(help="Continue from the latest checkpoint in CKPT_DIR (a fresh start if it has none)."),
     ] = False,
     device: Annotated[
-        str | None, typer.Option(help="cpu, cuda or auto (same as --set train.device=...).")
+        str | None, typer.Option(help="cpu, cuda, cuda:K or auto (same as --set train.device=...).")
     ] = None,
 ) -> None:
     """Train a WaveRNN with teacher forcing; validates and checkpoints periodically.

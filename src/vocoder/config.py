@@ -98,6 +98,9 @@ class TrainConfig:
     seed: int = 1
     threads: int = 0
     device: str = "cpu"
+    # The training step's arithmetic: fp32, or bf16 / fp16 under autocast (fp16 with a
+    # gradient scaler). Losses, validation, weights and checkpoints stay fp32.
+    precision: str = "fp32"
 
 
 @dataclass
@@ -242,7 +245,11 @@ def _check(cfg: Config, origin: str) -> None:
     need(t.valid_max_windows >= 1, "train.valid_max_windows must be >= 1")
     need(t.log_every >= 1, "train.log_every must be >= 1")
     need(t.threads >= 0, "train.threads must be >= 0 (0 = torch default)")
-    need(t.device in ("cpu", "cuda", "auto"), "train.device must be cpu, cuda or auto")
+    need(
+        re.fullmatch(r"cpu|auto|cuda(:\d+)?", t.device) is not None,
+        "train.device must be cpu, cuda, cuda:K (K = 0, 1, ...) or auto",
+    )
+    need(t.precision in ("fp32", "bf16", "fp16"), "train.precision must be fp32, bf16 or fp16")
     p = cfg.prune
     need(0 <= p.sparsity < 1, "prune.sparsity must be in [0, 1)")
     need(re.fullmatch(r"[1-9]\d*x[1-9]\d*", p.block) is not None, "prune.block must look like 16x1 or 4x4")

@@ -8,13 +8,16 @@ same run: the resumed weights equal those of an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import json
 import math
+import queue
 import random
 import signal
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,12 +60,84 @@ class TrainResult:
     stopped_by: str
 
 
+AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
+
+
 def pick_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` (device 0), ``cuda:K`` or ``auto``, checked against this machine."""
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise VocoderError("train.device=cuda but no CUDA device is available")
+    if name.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise VocoderError(f"train.device={name} but no CUDA device is available")
+        index = int(name.partition(":")[2] or 0)
+        count = torch.cuda.device_count()
+        if index >= count:
+            raise VocoderError(
+                f"train.device={name}: this machine has {count} CUDA device(s), cuda:0..{count - 1}"
+            )
     return torch.device(name)
+
+
+def autocast(device: torch.device, precision: str) -> contextlib.AbstractContextManager[Any]:
+    """The training step's mixed-precision context: none for fp32."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=AMP_DTYPES[precision])
+
+
+class Prefetch:
+    """Training batches drawn one step ahead on a thread, so the next batch is cut (and,
+    on CUDA, pinned) while the current step runs.
+
+    The batches and their order are those of drawing them in the loop: one thread draws
+    from ``rng`` in sequence. Each batch comes with the generator's state right after it
+    was drawn, and ``rng_state`` is that of the last batch taken, not the generator's own
+    (already a batch ahead), so a checkpoint resumes with the batch the run would have
+    drawn next.
+    """
+
+    def __init__(self, draw: Callable[[], Batch], rng: np.random.Generator, pin: bool) -> None:
+        self.rng_state = rng.bit_generator.state
+        self._queue: queue.Queue[tuple[Batch, dict[str, Any]] | BaseException] = queue.Queue(maxsize=1)
+        self._stop = threading.Event()
+
+        def offer(item: tuple[Batch, dict[str, Any]] | BaseException) -> None:
+            while not self._stop.is_set():
+                try:
+                    self._queue.put(item, timeout=0.1)
+                    return
+                except queue.Full:
+                    continue
+
+        def produce() -> None:
+            try:
+                while not self._stop.is_set():
+                    batch = draw()
+                    if pin:
+                        batch = Batch(
+                            **{
+                                f.name: torch.from_numpy(getattr(batch, f.name)).pin_memory()
+                                for f in dataclasses.fields(batch)
+                            }
+                        )
+                    offer((batch, rng.bit_generator.state))
+            except BaseException as e:  # handed to the training loop, which raises it
+                offer(e)
+
+        self._thread = threading.Thread(target=produce, name="prefetch", daemon=True)
+        self._thread.start()
+
+    def next(self) -> Batch:
+        item = self._queue.get()
+        if isinstance(item, BaseException):
+            raise item
+        batch, self.rng_state = item
+        return batch
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 def learning_rate(tc: TrainConfig, step: int) -> float:
@@ -100,8 +175,9 @@ def log_line(
 def batch_losses(model: WaveRNN, batch: Batch, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean cross-entropy in nats of the coarse byte and of the fine byte (given coarse)."""
 
-    def t(a: np.ndarray) -> torch.Tensor:
-        return torch.from_numpy(a).to(device)
+    def t(a: np.ndarray | torch.Tensor) -> torch.Tensor:
+        tensor = a if isinstance(a, torch.Tensor) else torch.from_numpy(a)
+        return tensor.to(device, non_blocking=True)
 
     cond = model.window_conditioning(t(batch.mel))
     if isinstance(model, SubscaleWaveRNN):
@@ -120,9 +196,9 @@ def batch_loss(model: WaveRNN, batch: Batch, device: torch.device) -> torch.Tens
     return ce_c + ce_f
 
 
-def _rng_state(rng: np.random.Generator) -> dict[str, Any]:
+def _rng_state(numpy_state: dict[str, Any]) -> dict[str, Any]:
     return {
-        "numpy": rng.bit_generator.state,
+        "numpy": numpy_state,
         "torch": torch.get_rng_state(),
         "python": random.getstate(),
     }
@@ -308,6 +384,7 @@ def train(
         model.load_state_dict(state["model"])
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
+    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
     pruner = Pruner(model, cfg.prune) if cfg.prune.sparsity > 0 else None
     ema = (
         AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
@@ -317,6 +394,8 @@ def train(
             ema.module.load_state_dict(state["ema"])
             ema.n_averaged.fill_(1)
         opt.load_state_dict(state["optimizer"])  # its rate is set from the schedule every step
+        if scaler.is_enabled() and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
         _restore_rng(rng, state["rng"])
         step = int(state["step"])
         if pruner is not None and state.get("prune_masks"):
@@ -357,10 +436,11 @@ def train(
             "optimizer": opt.state_dict(),
             "step": step,
             "config": cfg.to_dict(),
-            "rng": _rng_state(rng),
+            "rng": _rng_state(prefetch.rng_state),
             "features_dir": str(features_dir.resolve()),
             "prune_masks": pruner.state_dict() if pruner is not None else {},
             "ema": ema.module.state_dict() if ema is not None else {},
+            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
         }
         ckpt_mod.save(ckpt_dir / ckpt_mod.checkpoint_name(step), payload)
         for old in ckpt_mod.list_checkpoints(ckpt_dir)[: -tc.keep_checkpoints]:
@@ -387,7 +467,14 @@ def train(
         TextColumn("sparsity {task.fields[sparsity]:.1%}"),
         TimeElapsedColumn(),
     )
-    with _sigterm_as_interrupt(), Progress(*columns, console=console, transient=False) as progress:
+    prefetch = Prefetch(
+        lambda: cutter.random_batch(train_utts, tc.batch_size, rng), rng, pin=device.type == "cuda"
+    )
+    with (
+        contextlib.closing(prefetch),
+        _sigterm_as_interrupt(),
+        Progress(*columns, console=console, transient=False) as progress,
+    ):
         task = progress.add_task(
             "train",
             total=tc.steps,
@@ -400,17 +487,21 @@ def train(
         window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
         try:
             while step < tc.steps:
-                batch = cutter.random_batch(train_utts, tc.batch_size, rng)
-                loss = batch_loss(model, batch, device)
+                batch = prefetch.next()
+                with autocast(device, tc.precision):
+                    loss = batch_loss(model, batch, device)
                 opt.zero_grad(set_to_none=True)
-                loss.backward()
+                scaler.scale(loss).backward()
+                scaler.unscale_(opt)
                 grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
                 loss_nats = loss.item()
-                if not (math.isfinite(loss_nats) and math.isfinite(grad_norm)):
+                # with fp16 an overflowing gradient is the scaler's to handle (it skips the step)
+                if not (math.isfinite(loss_nats) and (math.isfinite(grad_norm) or scaler.is_enabled())):
                     raise diverged(step + 1, f"loss {loss_nats:.4g}, gradient norm {grad_norm:.4g}")
                 for group in opt.param_groups:
                     group["lr"] = learning_rate(tc, step + 1)
-                opt.step()
+                scaler.step(opt)
+                scaler.update()
                 step += 1
                 if pruner is not None:
                     pruner.step(step)
