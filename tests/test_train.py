@@ -424,3 +424,52 @@ def test_devices_are_checked_against_the_machine(monkeypatch: pytest.MonkeyPatch
         pick_device("cuda:2")
     assert pick_device("cuda:1") == torch.device("cuda:1")
     assert pick_device("cpu") == torch.device("cpu")
+
+
+def _train_cli(*args: object) -> subprocess.CompletedProcess[str]:
+    """The CLI in its own process: --nproc starts torchrun, which needs a real command line."""
+    command = [sys.executable, "-m", "vocoder", "train", *map(str, args)]
+    return subprocess.run(command, capture_output=True, text=True, check=False, timeout=600)
+
+
+def test_two_ranks_train_the_run_one_would_and_resume_at_any_world_size(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    """DDP over gloo: each rank trains on its half of the batch one process would draw, so
+    a 2-rank run ends where a 1-rank run does (to rounding), and a checkpoint of either
+    continues on the other."""
+    common = [*TINY, "--set", "train.threads=1", "--set", "train.checkpoint_every=2"]
+    one = tmp_path / "one"
+    assert run_cli("train", features_dir, one, "--steps", "4", *common).exit_code == 0
+    two = tmp_path / "two"
+    proc = _train_cli(features_dir, two, "--steps", "4", "--nproc", "2", *common)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    mixed = tmp_path / "mixed"  # 2 steps on 2 ranks, then 1 rank; and the reverse
+    assert _train_cli(features_dir, mixed, "--steps", "2", "--nproc", "2", *common).returncode == 0
+    assert run_cli("train", features_dir, mixed, "--steps", "4", "--resume", *common).exit_code == 0
+    reverse = tmp_path / "reverse"
+    assert run_cli("train", features_dir, reverse, "--steps", "2", *common).exit_code == 0
+    proc = _train_cli(features_dir, reverse, "--steps", "4", "--resume", "--nproc", "2", *common)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    reference = _weights(one / "checkpoint_00000004.pt")
+    for run in (two, mixed, reverse):
+        weights = _weights(run / "checkpoint_00000004.pt")
+        for k in reference:
+            torch.testing.assert_close(weights[k], reference[k], rtol=0, atol=1e-5, msg=f"{run.name} {k}")
+        records = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        assert [x["step"] for x in records if "train_bits" in x] == [1, 2, 3, 4], (
+            run.name
+        )  # rank 0 alone logs
+
+
+def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused(
+    tmp_path: Path, features_dir: Path
+) -> None:
+    proc = _train_cli(features_dir, tmp_path / "run", "--steps", "2", "--nproc", "3", *TINY)
+    assert proc.returncode == 1
+    assert (
+        "train.batch_size=4 is the global batch: it must be a multiple of the 3 ranks"
+        in proc.stdout + proc.stderr
+    )
+    assert "a training process failed" in proc.stdout + proc.stderr
+    assert not ckpt_mod.list_checkpoints(tmp_path / "run")

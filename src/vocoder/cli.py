@@ -131,12 +131,23 @@ def train(
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:K or auto (same as --set train.device=...).")
     ] = None,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            min=1,
+            help="Data-parallel processes on this machine (torchrun with DDP; gloo on CPU, nccl on "
+            "CUDA, one GPU each); train.batch_size stays the global batch.",
+        ),
+    ] = 1,
 ) -> None:
     """Train a WaveRNN with teacher forcing; validates and checkpoints periodically.
 
     Audio settings come from the features directory. Interrupt with Ctrl-C and continue
-    with --resume: the run picks up exactly where it stopped.
+    with --resume: the run picks up exactly where it stopped. Under torchrun (or with
+    --nproc) each rank trains on its slice of every batch and rank 0 validates, logs and
+    writes the checkpoints.
     """
+    from vocoder import distributed
     from vocoder.train import train as run
 
     overrides = list(set_ or [])
@@ -144,6 +155,16 @@ def train(
         overrides.append(f"train.steps={steps}")
     if device is not None:
         overrides.append(f"train.device={device}")
+    if nproc > 1:
+        argv = ["train", str(features_dir), str(ckpt_dir), *(["--config", config] if config else [])]
+        argv += [*(x for o in overrides for x in ("--set", o)), *(["--resume"] if resume else [])]
+        status = distributed.launch(nproc, argv)
+        if status:
+            fail(
+                f"a training process failed (launcher exit status {status}); the checkpoints in "
+                f"{ckpt_dir} are intact: continue with --resume"
+            )
+        return
     try:
         cfg = load_config(config, overrides)
         result = run(
@@ -151,6 +172,8 @@ def train(
         )
     except VocoderError as e:
         fail(str(e))
+    finally:
+        distributed.leave()
     first = "-" if result.first_valid_bits is None else f"{result.first_valid_bits:.3f}"
     last = "-" if result.last_valid_bits is None else f"{result.last_valid_bits:.3f}"
     say(

@@ -148,16 +148,22 @@ class WindowCutter:
         coarse, fine = split_16bit(np.stack([p[2] for p in pieces]))
         return Batch(mel, c_prev, f_prev, coarse, fine)
 
-    def random_batch(self, utts: list[Utterance], size: int, rng: np.random.Generator) -> Batch:
-        """Utterances drawn in proportion to their length, then a uniform start frame."""
+    def random_batch(
+        self, utts: list[Utterance], size: int, rng: np.random.Generator, part: tuple[int, int] = (0, 1)
+    ) -> Batch:
+        """Utterances drawn in proportion to their length, then a uniform start frame.
+
+        ``part`` (k, n): only the k-th of n equal slices of the ``size`` windows is cut,
+        though all are drawn, so n processes sharing one seed take disjoint slices of the
+        batch a single process would draw, and their generators stay in step.
+        """
         lengths = np.array([u.mel.shape[1] - self.min_frames() + 1 for u in utts], np.float64)
         idx = rng.choice(len(utts), size=size, p=lengths / lengths.sum())
-        pieces = []
-        for i in idx:
-            t = utts[i].mel.shape[1]
-            s = int(rng.integers(1, t - self.frames))
-            pieces.append(self.cut(utts[i], s))
-        return self.batch(pieces)
+        starts = [int(rng.integers(1, utts[i].mel.shape[1] - self.frames)) for i in idx]
+        k, n = part
+        share = size // n
+        mine = range(k * share, (k + 1) * share)
+        return self.batch([self.cut(utts[idx[j]], starts[j]) for j in mine])
 
     def fixed_windows(self, utts: list[Utterance], limit: int) -> list[tuple[Utterance, int]]:
         """Deterministic, non-overlapping windows over the utterances (for validation)."""

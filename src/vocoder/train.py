@@ -28,10 +28,12 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn import functional as F  # noqa: N812
+from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vocoder import checkpoint as ckpt_mod
 from vocoder import config as config_mod
+from vocoder import distributed
 from vocoder.audio import join_16bit
 from vocoder.config import Config, TrainConfig
 from vocoder.data import (
@@ -196,6 +198,19 @@ def batch_loss(model: WaveRNN, batch: Batch, device: torch.device) -> torch.Tens
     return ce_c + ce_f
 
 
+class Loss(torch.nn.Module):
+    """The training loss as a module's forward: what DistributedDataParallel wraps to hook
+    the gradient all-reduce into the backward pass."""
+
+    def __init__(self, model: WaveRNN, device: torch.device) -> None:
+        super().__init__()
+        self.model = model
+        self.device = device
+
+    def forward(self, batch: Batch) -> torch.Tensor:
+        return batch_loss(self.model, batch, self.device)
+
+
 def _rng_state(numpy_state: dict[str, Any]) -> dict[str, Any]:
     return {
         "numpy": numpy_state,
@@ -265,7 +280,10 @@ def _sigterm_as_interrupt() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def _append_metrics(path: Path, record: dict[str, Any]) -> None:
+def _append_metrics(path: Path | None, record: dict[str, Any]) -> None:
+    """One record appended to the log; ``None`` (a rank that does not log) writes nothing."""
+    if path is None:
+        return
     with path.open("a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 
@@ -358,6 +376,17 @@ def train(
     if tc.threads:
         torch.set_num_threads(tc.threads)
     device = pick_device(tc.device)
+    world = distributed.join(device.type == "cuda")
+    if world.size > 1:
+        if tc.batch_size % world.size:
+            raise VocoderError(
+                f"train.batch_size={tc.batch_size} is the global batch: it must be a multiple of "
+                f"the {world.size} ranks"
+            )
+        if device.type == "cuda":
+            device = torch.device("cuda", world.local_rank)
+        if not world.main:
+            console = Console(quiet=True)
 
     min_frames = tc.seq_frames + 2  # a window plus one frame on each side for interpolation
 
@@ -409,14 +438,16 @@ def train(
         model.mel_std.cpu().numpy(),
     )
     windows = cutter.fixed_windows(valid_utts, tc.valid_max_windows)
-    ckpt_dir.mkdir(parents=True, exist_ok=True)
-    for name in ("checkpoint_*.pt", "config.yaml", "metrics.jsonl"):
-        remove_stale_temps(ckpt_dir, name)
-    write_text_atomic(ckpt_dir / "config.yaml", cfg.to_yaml())
     metrics = ckpt_dir / "metrics.jsonl"
-    unreadable = _truncate_metrics(metrics, step)
-    if unreadable:
-        console.print(f"{metrics}: dropped {unreadable} unreadable line(s), kept the others")
+    if world.main:  # rank 0 alone writes; the others wait for it at each barrier
+        ckpt_dir.mkdir(parents=True, exist_ok=True)
+        for name in ("checkpoint_*.pt", "config.yaml", "metrics.jsonl"):
+            remove_stale_temps(ckpt_dir, name)
+        write_text_atomic(ckpt_dir / "config.yaml", cfg.to_yaml())
+        unreadable = _truncate_metrics(metrics, step)
+        if unreadable:
+            console.print(f"{metrics}: dropped {unreadable} unreadable line(s), kept the others")
+    world.barrier()
 
     def diverged(at: int, what: str) -> VocoderError:
         saved = ckpt_mod.list_checkpoints(ckpt_dir)
@@ -431,6 +462,8 @@ def train(
             raise diverged(step, "non-finite weights")
         if ema is not None and ckpt_mod.non_finite(ema.module.state_dict()) is not None:
             raise diverged(step, "non-finite averaged weights")
+        if not world.main:
+            return
         payload = {
             "model": model.state_dict(),
             "optimizer": opt.state_dict(),
@@ -447,11 +480,16 @@ def train(
             old.unlink(missing_ok=True)
 
     first_bits = last_bits = None
-    if step == 0:
+    if step == 0 and world.main:
         record = validate(model, cutter, windows, tc.batch_size, device)
         first_bits = last_bits = record["valid_bits"]
         _append_metrics(metrics, {"step": 0, **record})
         console.print(f"step 0: validation NLL {first_bits:.3f} bits/sample")
+    world.barrier()
+    step_loss: torch.nn.Module = Loss(model, device)
+    if world.size > 1:  # weights start equal (same seed, or the same checkpoint) and stay so
+        ids = [world.local_rank] if device.type == "cuda" else None
+        step_loss = DistributedDataParallel(step_loss, device_ids=ids, broadcast_buffers=False)
 
     samples_per_step = tc.batch_size * tc.seq_frames * cfg.audio.hop_length
     start = time.monotonic()
@@ -468,7 +506,9 @@ def train(
         TimeElapsedColumn(),
     )
     prefetch = Prefetch(
-        lambda: cutter.random_batch(train_utts, tc.batch_size, rng), rng, pin=device.type == "cuda"
+        lambda: cutter.random_batch(train_utts, tc.batch_size, rng, (world.rank, world.size)),
+        rng,
+        pin=device.type == "cuda",
     )
     with (
         contextlib.closing(prefetch),
@@ -489,7 +529,7 @@ def train(
             while step < tc.steps:
                 batch = prefetch.next()
                 with autocast(device, tc.precision):
-                    loss = batch_loss(model, batch, device)
+                    loss = step_loss(batch)
                 opt.zero_grad(set_to_none=True)
                 scaler.scale(loss).backward()
                 scaler.unscale_(opt)
@@ -513,11 +553,11 @@ def train(
                 window_loss += loss_nats / LN2
                 if step % tc.log_every == 0 or step == tc.steps:
                     rate = window_steps / max(time.monotonic() - window_start, 1e-9)
-                    bits = window_loss / window_steps
+                    bits = world.mean(window_loss / window_steps)
                     lr = learning_rate(tc, step)
                     sparsity = pruner.sparsity() if pruner is not None else 0.0
                     _append_metrics(
-                        metrics,
+                        metrics if world.main else None,
                         {
                             "step": step,
                             "sparsity": sparsity,
@@ -545,8 +585,8 @@ def train(
                             soft_wrap=True,
                         )
                     window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
-                out_of_time = tc.max_minutes > 0 and time.monotonic() - start > tc.max_minutes * 60
-                if step % tc.valid_every == 0 or step == tc.steps or out_of_time:
+                out_of_time = world.any(tc.max_minutes > 0 and time.monotonic() - start > tc.max_minutes * 60)
+                if (step % tc.valid_every == 0 or step == tc.steps or out_of_time) and world.main:
                     record = validate(model, cutter, windows, tc.batch_size, device)
                     if ema is not None:
                         averaged = validate(ema.module, cutter, windows, tc.batch_size, device)
@@ -558,6 +598,7 @@ def train(
                     progress.update(task, valid=f"{last_bits:.3f}")
                 if step % tc.checkpoint_every == 0 or step == tc.steps or out_of_time:
                     save_checkpoint()
+                    world.barrier()
                 progress.update(task, completed=step)
                 if out_of_time:
                     stopped_by = "time"
