@@ -473,3 +473,27 @@ def test_a_global_batch_that_does_not_split_over_the_ranks_is_refused(
     )
     assert "a training process failed" in proc.stdout + proc.stderr
     assert not ckpt_mod.list_checkpoints(tmp_path / "run")
+
+
+def test_init_from_starts_a_fresh_run_from_another_run_s_weights(
+    tmp_path: Path, features_dir: Path, tiny_ckpt: Path
+) -> None:
+    tuned = tmp_path / "tuned"
+    r = run_cli("train", features_dir, tuned, "--steps", "2", "--init-from", tiny_ckpt, *TINY[2:])
+    assert r.exit_code == 0, r.output
+    state = ckpt_mod.load(tuned / "checkpoint_00000002.pt")
+    source = ckpt_mod.load(ckpt_mod.list_checkpoints(tiny_ckpt)[-1])
+    assert state["step"] == 2 and source["step"] == 4  # its own step count, from 0
+    assert state["config"]["model"] == source["config"]["model"]  # hidden_size 32, though not given
+    assert state["optimizer"]["state"][0]["step"] == 2  # a fresh optimiser
+    # it started from those weights: its step-0 validation is the source's last one
+    start = json.loads((tuned / "metrics.jsonl").read_text().splitlines()[0])
+    last = [
+        json.loads(x) for x in (tiny_ckpt / "metrics.jsonl").read_text().splitlines() if "valid_bits" in x
+    ][-1]
+    assert start["step"] == 0 and start["valid_bits"] == pytest.approx(last["valid_bits"], abs=1e-6)
+    assert torch.equal(state["model"]["mel_mean"], source["model"]["mel_mean"])
+    r = run_cli(
+        "train", features_dir, tmp_path / "bad", "--init-from", tiny_ckpt, "--set", "model.hidden_size=64"
+    )
+    assert r.exit_code == 1 and "cannot change model.hidden_size" in r.output

@@ -131,6 +131,13 @@ def train(
     device: Annotated[
         str | None, typer.Option(help="cpu, cuda, cuda:K or auto (same as --set train.device=...).")
     ] = None,
+    init_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="Start a new run from this checkpoint's weights (its average when it has one) "
+            "and model config, with a fresh optimiser at step 0: fine-tuning."
+        ),
+    ] = None,
     nproc: Annotated[
         int,
         typer.Option(
@@ -158,6 +165,7 @@ def train(
     if nproc > 1:
         argv = ["train", str(features_dir), str(ckpt_dir), *(["--config", config] if config else [])]
         argv += [*(x for o in overrides for x in ("--set", o)), *(["--resume"] if resume else [])]
+        argv += ["--init-from", str(init_from)] if init_from is not None else []
         status = distributed.launch(nproc, argv)
         if status:
             fail(
@@ -167,9 +175,8 @@ def train(
         return
     try:
         cfg = load_config(config, overrides)
-        result = run(
-            features_dir, ckpt_dir, cfg, resume, console, frozenset(explicit_keys(config, overrides))
-        )
+        explicit = frozenset(explicit_keys(config, overrides))
+        result = run(features_dir, ckpt_dir, cfg, resume, console, explicit, init_weights=init_from)
     except VocoderError as e:
         fail(str(e))
     finally:

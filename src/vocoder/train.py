@@ -260,6 +260,29 @@ def _continued_config(stored: Config, user: Config, explicit: set[str], ckpt_dir
     return stored
 
 
+def _fine_tune_config(
+    start: Config, user: Config, explicit: set[str], feats: Config, features_dir: Path, source: Path
+) -> Config:
+    """A run started from another run's weights: its model (and subscale) settings, whose
+    shapes the weights have, the user's train and prune settings, and features made with
+    the audio settings the model was trained on."""
+    for section in ("model", "subscale"):
+        for key, value in vars(getattr(user, section)).items():
+            if f"{section}.{key}" in explicit and getattr(getattr(start, section), key) != value:
+                raise VocoderError(
+                    f"{source}: a run started from these weights cannot change {section}.{key}"
+                )
+    for key, value in vars(start.audio).items():
+        if getattr(feats.audio, key) != value:
+            raise VocoderError(
+                f"{features_dir}: features were made with audio.{key}={getattr(feats.audio, key)}, "
+                f"the model in {source} was trained with {value}"
+            )
+    cfg = _merge_config(user, explicit, feats, features_dir)
+    cfg.model, cfg.subscale = start.model, start.subscale
+    return cfg
+
+
 @contextmanager
 def _sigterm_as_interrupt() -> Iterator[None]:
     """Treat SIGTERM (a scheduler's stop, ``kill``) like Ctrl-C, so the run saves a
@@ -348,12 +371,17 @@ def train(
     console: Console,
     explicit: frozenset[str] = frozenset(),
     init_from: tuple[Path, dict[str, Any]] | None = None,
+    init_weights: Path | None = None,
 ) -> TrainResult:
     """Train (or resume) a WaveRNN on a features directory, checkpointing into ckpt_dir.
 
     ``init_from`` (a checkpoint's path and its loaded contents) starts a new run from
     another run's checkpoint (weights, optimiser, step and RNG states), as `prune` does
-    to sparsify a dense model.
+    to sparsify a dense model. ``init_weights`` (a checkpoint file or directory) starts a
+    new run from another run's weights only (its average when it has one; its model
+    config and mel normalisation come along): a fresh optimiser at step 0, for
+    fine-tuning on another speaker or on an acoustic model's mels. A run that already has
+    checkpoints resumes from them instead.
     """
     existing = ckpt_mod.list_checkpoints(ckpt_dir)
     feats_cfg = read_features_config(features_dir)
@@ -367,9 +395,15 @@ def train(
         state = ckpt_mod.load(existing[-1])
     else:
         source, state = init_from if init_from is not None else (None, None)
+    start_weights: dict[str, torch.Tensor] | None = None
     if source is not None and state is not None:
         stored = config_mod.from_dict(state["config"], f"{source} (stored config)")
         cfg = _continued_config(stored, user_cfg, set(explicit), ckpt_dir)
+    elif init_weights is not None:
+        path = ckpt_mod.resolve(init_weights)
+        start_model, start_cfg, _ = ckpt_mod.load_model(path)  # the average when it has one
+        start_weights = start_model.state_dict()
+        cfg = _fine_tune_config(start_cfg, user_cfg, set(explicit), feats_cfg, features_dir, path)
     else:
         cfg = _merge_config(user_cfg, set(explicit), feats_cfg, features_dir)
     tc = cfg.train
@@ -405,12 +439,14 @@ def train(
     model = ckpt_mod.build_model(cfg)
     rng = np.random.default_rng(tc.seed)
     step = 0
-    if state is None:
+    if state is not None:
+        model.load_state_dict(state["model"])
+    elif start_weights is not None:
+        model.load_state_dict(start_weights)
+    else:
         mean, std = mel_statistics(train_utts)
         model.mel_mean.copy_(torch.from_numpy(mean))
         model.mel_std.copy_(torch.from_numpy(std))
-    else:
-        model.load_state_dict(state["model"])
     model.to(device)
     opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
     scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
