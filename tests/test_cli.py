@@ -13,7 +13,7 @@ import pytest
 import soundfile as sf
 import torch
 
-from conftest import CORPUS, PREPROCESS_16K, ROOT, make_dataset, run_cli
+from conftest import CORPUS, IDS, PREPROCESS_16K, ROOT, make_dataset, run_cli
 
 
 def _error_lines(output: str) -> list[str]:
@@ -228,3 +228,31 @@ def test_bench_times_a_real_model_file(tmp_path: Path) -> None:
     rows = [row for row in json.loads(out.read_text())["results"] if row["engine"] == "native"]
     assert rows and all(row["hidden_size"] == 128 and row["precision"] == "int8" for row in rows)
     assert all(row["samples_per_second"] > 0 for row in rows)
+
+
+def test_preprocess_takes_gta_mels_and_names_a_length_mismatch(tmp_path: Path, features_dir: Path) -> None:
+    """--mels-from: each utterance's mel comes from DIR/<id>.npy; its audio target is the
+    same as without it; a mel of the wrong length or a missing one skips that utterance
+    by name and the rest go on."""
+    data = make_dataset(tmp_path / "data")
+    gta = tmp_path / "gta"
+    gta.mkdir()
+    own = {i: np.load(features_dir / "mels" / f"{i}.npy") for i in IDS}
+    for i in IDS[:3]:
+        np.save(gta / f"{i}.npy", own[i] + np.float32(0.25))  # a prediction, not the recording's mel
+    np.save(gta / f"{IDS[3]}.npy", own[IDS[3]][:, :-2])  # two frames short
+    feats = tmp_path / "features"
+    r = run_cli("preprocess", data, feats, "--mels-from", gta, *PREPROCESS_16K)
+    assert r.exit_code == 0, r.output
+    for i in IDS[:3]:
+        assert np.array_equal(np.load(feats / "mels" / f"{i}.npy"), own[i] + np.float32(0.25)), i
+        assert np.array_equal(
+            np.load(feats / "audio" / f"{i}.npy"), np.load(features_dir / "audio" / f"{i}.npy")
+        )
+    skipped = (feats / "skipped.tsv").read_text()
+    frames = own[IDS[3]].shape[1]
+    assert f"{gta / IDS[3]}.npy: {frames - 2} frames" in skipped and f"= {frames} frames" in skipped, skipped
+    assert f"{gta / IDS[4]}.npy: no GTA mel for this utterance" in skipped, skipped
+    assert "preprocessed 3 new" in r.output and "skipped 2" in r.output
+    r = run_cli("preprocess", data, tmp_path / "f2", "--mels-from", gta / "missing", *PREPROCESS_16K)
+    assert r.exit_code == 1 and "--mels-from must be a directory" in r.output

@@ -93,6 +93,14 @@ def preprocess(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     jobs: Annotated[int, typer.Option("--jobs", "-j", min=1, help="Worker processes.")] = 1,
+    mels_from: Annotated[
+        Path | None,
+        typer.Option(
+            help="GTA training: take each utterance's mel from DIR/<id>.npy (an acoustic model's "
+            "teacher-forced prediction, (n_mels, T), natural log) instead of computing it; T must "
+            "be len(audio) // hop."
+        ),
+    ] = None,
 ) -> None:
     """Compute log-mels and aligned 16-bit targets, and write train/valid/test lists.
 
@@ -103,7 +111,7 @@ def preprocess(
 
     try:
         cfg = load_config(config, set_)
-        stats = run(data_dir, features_dir, cfg, jobs, console)
+        stats = run(data_dir, features_dir, cfg, jobs, console, mels_from)
     except VocoderError as e:
         fail(str(e))
     say(

@@ -18,11 +18,12 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from vocoder import config as config_mod
-from vocoder.audio import features, load_audio
+from vocoder.audio import features, float_to_int16, load_audio
 from vocoder.config import AudioConfig, Config, DataConfig
 from vocoder.data import feature_paths, read_features
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path, write_text_atomic
+from vocoder.mels import NATIVE, read_mel
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 # The largest amplitude a 16-bit target holds: 32767 / 32768.
@@ -96,12 +97,20 @@ def finished_frames(features_dir: Path, uid: str, audio_cfg: AudioConfig) -> int
     return mel.shape[1]
 
 
-def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cfg: DataConfig) -> Outcome:
+def process_item(
+    item: Item,
+    features_dir: Path,
+    audio_cfg: AudioConfig,
+    data_cfg: DataConfig,
+    mels_from: Path | None = None,
+) -> Outcome:
     """Compute and write one utterance's features; never raises for a bad input file.
 
     Audio whose peak exceeds full scale (float files can hold it) is scaled down to
     full scale, with a note: clipping only the 16-bit target would pair it with a mel of
-    the unclipped signal.
+    the unclipped signal. With ``mels_from`` the mel is ``<mels_from>/<id>.npy`` (an
+    acoustic model's ground-truth-aligned prediction), which must have the frames this
+    toolkit's own mel would have, len(audio) // hop.
     """
     mel_path, audio_path = feature_paths(features_dir, item.uid)
     if item.path is None:
@@ -132,9 +141,14 @@ def process_item(item: Item, features_dir: Path, audio_cfg: AudioConfig, data_cf
         y = y * (FULL_SCALE / peak)
         note = f"{item.path}: peak {peak:.3g} above full scale; scaled by {FULL_SCALE / peak:.4g}"
     try:
-        mel, samples = features(y, audio_cfg)
+        mel, samples = (
+            features(y, audio_cfg) if mels_from is None else gta_features(y, mels_from, item, audio_cfg)
+        )
     except VocoderError as e:
-        return Outcome(item.uid, False, f"{item.path}: {e}")
+        message = str(e)
+        return Outcome(
+            item.uid, False, message if message.startswith(str(mels_from)) else f"{item.path}: {e}"
+        )
     # audio first, mel last: the mel's presence marks the item complete for a rerun
     with atomic_path(audio_path) as tmp, tmp.open("wb") as f:
         np.save(f, samples)
@@ -162,6 +176,24 @@ def split_ids(ids: list[str], data_cfg: DataConfig) -> dict[str, list[str]]:
     }
 
 
+def gta_features(
+    y: np.ndarray, mels_from: Path, item: Item, cfg: AudioConfig
+) -> tuple[np.ndarray, np.ndarray]:
+    """(the given mel, the int16 target of its frames) for GTA training, after checking
+    that the mel has len(audio) // hop frames, the count the target is cut to."""
+    path = mels_from / f"{item.uid}.npy"
+    if not path.is_file():
+        raise VocoderError(f"{path}: no GTA mel for this utterance")
+    frames = len(y) // cfg.hop_length
+    mel, _ = read_mel(path, cfg.n_mels, cfg.log_floor, 2 * frames + 16, NATIVE)
+    if mel.shape[1] != frames:
+        raise VocoderError(
+            f"{path}: {mel.shape[1]} frames, but {item.path} has {len(y)} samples, so its mel has "
+            f"len(audio) // hop = {frames} frames of {cfg.hop_length}"
+        )
+    return mel, float_to_int16(y[: frames * cfg.hop_length])
+
+
 def _check_existing(features_dir: Path, cfg: Config) -> None:
     """A features dir made with other audio settings must not be silently mixed."""
     path = features_dir / "config.yaml"
@@ -176,8 +208,18 @@ def _check_existing(features_dir: Path, cfg: Config) -> None:
         )
 
 
-def preprocess(data_dir: Path, features_dir: Path, cfg: Config, jobs: int, console: Console) -> dict:
-    """Run the whole stage; returns counts. Raises if no usable utterance remains."""
+def preprocess(
+    data_dir: Path,
+    features_dir: Path,
+    cfg: Config,
+    jobs: int,
+    console: Console,
+    mels_from: Path | None = None,
+) -> dict:
+    """Run the whole stage; returns counts. Raises if no usable utterance remains.
+    ``mels_from``: a directory of GTA mels to use instead of computing them."""
+    if mels_from is not None and not mels_from.is_dir():
+        raise VocoderError(f"{mels_from}: --mels-from must be a directory of <id>.npy mels")
     items, bad_lines = read_metadata(data_dir)
     _check_existing(features_dir, cfg)
     (features_dir / "mels").mkdir(parents=True, exist_ok=True)
@@ -190,11 +232,14 @@ def preprocess(data_dir: Path, features_dir: Path, cfg: Config, jobs: int, conso
         task = progress.add_task("preprocess", total=len(items))
         if jobs <= 1:
             for item in items:
-                outcomes.append(process_item(item, features_dir, cfg.audio, cfg.data))
+                outcomes.append(process_item(item, features_dir, cfg.audio, cfg.data, mels_from))
                 progress.advance(task)
         else:
             with ProcessPoolExecutor(max_workers=jobs) as pool:
-                futures = [pool.submit(process_item, it, features_dir, cfg.audio, cfg.data) for it in items]
+                futures = [
+                    pool.submit(process_item, it, features_dir, cfg.audio, cfg.data, mels_from)
+                    for it in items
+                ]
                 for fut in as_completed(futures):
                     outcomes.append(fut.result())
                     progress.advance(task)
