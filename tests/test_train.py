@@ -193,6 +193,10 @@ def test_the_learning_rate_glides_geometrically_over_the_last_steps() -> None:
     expected = [1e-2] * 6 + [1e-2 * 10 ** (-k / 2) for k in range(1, 5)] + [1e-4, 1e-4]
     assert [learning_rate(tc, s) for s in range(1, 13)] == pytest.approx(expected, rel=1e-12)
     assert {learning_rate(TrainConfig(learning_rate=3e-3, steps=10), s) for s in range(1, 20)} == {3e-3}
+    warm = TrainConfig(learning_rate=1e-2, steps=10, lr_warmup_steps=4, lr_decay_steps=4, lr_decay_to=0.01)
+    # steps 1..3 rise linearly to the rate reached at step 4, 5..6 hold it, then the glide
+    expected = [1e-2 * k / 4 for k in range(1, 4)] + [1e-2] * 3 + expected[6:]
+    assert [learning_rate(warm, s) for s in range(1, 13)] == pytest.approx(expected, rel=1e-12)
 
 
 def test_a_training_run_applies_and_logs_the_schedule(tmp_path: Path, features_dir: Path) -> None:

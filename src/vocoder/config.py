@@ -83,6 +83,10 @@ class TrainConfig:
     # generation far more than NLL (docs/training.md has the runs).
     lr_decay_steps: int = 0
     lr_decay_to: float = 0.1
+    # The first lr_warmup_steps raise the rate linearly from learning_rate / lr_warmup_steps
+    # (0: none): large batches and wide models on a GPU are less stable at full rate from
+    # the first step.
+    lr_warmup_steps: int = 0
     grad_clip: float = 4.0
     # Decay of an exponential moving average of the weights (0 = none; 0.999 averages
     # about the last thousand steps). export and the torch sampler use the average when a
@@ -235,6 +239,11 @@ def _check(cfg: Config, origin: str) -> None:
     need(t.learning_rate > 0, "train.learning_rate must be > 0")
     need(t.lr_decay_steps >= 0, "train.lr_decay_steps must be >= 0")
     need(0 < t.lr_decay_to <= 1, "train.lr_decay_to must be in (0, 1]")
+    need(t.lr_warmup_steps >= 0, "train.lr_warmup_steps must be >= 0 (0 = no warmup)")
+    need(
+        t.lr_warmup_steps + t.lr_decay_steps <= t.steps,
+        "train.lr_warmup_steps + train.lr_decay_steps must be <= train.steps",
+    )
     need(t.grad_clip > 0, "train.grad_clip must be > 0")
     need(0 <= t.ema < 1, "train.ema must be in [0, 1) (0 = no weight average)")
     need(t.steps >= 1, "train.steps must be >= 1")

@@ -143,12 +143,15 @@ class Prefetch:
 
 
 def learning_rate(tc: TrainConfig, step: int) -> float:
-    """The rate of step ``step`` (1-based): ``learning_rate``, then over the last
-    ``lr_decay_steps`` of ``steps`` a geometric glide to ``lr_decay_to`` times it.
+    """The rate of step ``step`` (1-based): a linear warmup over the first
+    ``lr_warmup_steps``, ``learning_rate``, then over the last ``lr_decay_steps`` of
+    ``steps`` a geometric glide to ``lr_decay_to`` times it.
 
     A function of the step alone, so a resumed run follows the same schedule, and a run
     continued past its planned ``steps`` stays at the final rate.
     """
+    if step < tc.lr_warmup_steps:
+        return tc.learning_rate * step / tc.lr_warmup_steps
     begin = tc.steps - tc.lr_decay_steps
     if tc.lr_decay_steps == 0 or step <= begin:
         return tc.learning_rate
