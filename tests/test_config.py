@@ -43,7 +43,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         (["train.learning_rate=-1"], "train.learning_rate must be > 0"),
         (["audio.fmax=9000", "audio.sample_rate=16000"], "audio.fmax must be <= sample_rate/2"),
         (["audio.win_length=2048"], "audio.win_length must be <= audio.n_fft"),
-        (["train.device=tpu"], "train.device must be cpu, cuda or auto"),
+        (["train.device=tpu"], "train.device must be cpu, cuda, cuda:K"),
         (["hidden_size=8"], "expected section.key=value"),
         (["model.hidden_size"], "expected section.key=value"),
         # sizes that would only fail later, as an allocation traceback
@@ -55,6 +55,12 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         (["train.grad_clip=.nan"], "train.grad_clip must be a finite number"),
         (["train.lr_decay_to=0"], "train.lr_decay_to must be in (0, 1]"),
         (["train.lr_decay_steps=-1"], "train.lr_decay_steps must be >= 0"),
+        (["train.precision=fp8"], "train.precision must be fp32, bf16 or fp16"),
+        (["train.lr_warmup_steps=-2"], "train.lr_warmup_steps must be >= 0"),
+        (
+            ["train.steps=10", "train.lr_warmup_steps=6", "train.lr_decay_steps=5"],
+            "train.lr_warmup_steps + train.lr_decay_steps must be <= train.steps",
+        ),
     ],
 )
 def test_bad_values_are_rejected_with_the_key_named(sets: list[str], message: str) -> None:
