@@ -59,7 +59,7 @@ def test_yaml_round_trip(tmp_path: Path) -> None:
         (["train.lr_warmup_steps=-2"], "train.lr_warmup_steps must be >= 0"),
         (
             ["train.steps=10", "train.lr_warmup_steps=6", "train.lr_decay_steps=5"],
-            "train.lr_warmup_steps + train.lr_decay_steps must be <= train.steps",
+            "train.lr_warmup_steps and train.lr_decay_steps together must be <= train.steps",
         ),
     ],
 )

@@ -242,7 +242,7 @@ def _check(cfg: Config, origin: str) -> None:
     need(t.lr_warmup_steps >= 0, "train.lr_warmup_steps must be >= 0 (0 = no warmup)")
     need(
         t.lr_warmup_steps + t.lr_decay_steps <= t.steps,
-        "train.lr_warmup_steps + train.lr_decay_steps must be <= train.steps",
+        "train.lr_warmup_steps and train.lr_decay_steps together must be <= train.steps",
     )
     need(t.grad_clip > 0, "train.grad_clip must be > 0")
     need(0 <= t.ema < 1, "train.ema must be in [0, 1) (0 = no weight average)")
