@@ -10,13 +10,14 @@ EXP ?= exp/allison
 install: $(STAMP)
 
 # torch first, pinned to the CPU wheel (an unpinned torch would pull a CUDA build),
-# then the package in editable mode with its dev tools. Re-runs only when these change.
+# then the package in editable mode with its dev tools and TensorBoard. Re-runs only when
+# these change.
 # The engine sources are prerequisites too: the editable install compiles them.
 $(STAMP): pyproject.toml Makefile CMakeLists.txt $(wildcard src/vocoder/engine/*.cpp src/vocoder/engine/*.h)
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorboard]'
 	touch $(STAMP)
 
 demo: install

@@ -39,6 +39,8 @@ TINY = [
     "train.log_every=1",
     "--set",
     "train.valid_max_windows=4",
+    "--set",
+    "train.sample_seconds=0",
 ]
 
 

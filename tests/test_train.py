@@ -501,3 +501,39 @@ def test_init_from_starts_a_fresh_run_from_another_run_s_weights(
         "train", features_dir, tmp_path / "bad", "--init-from", tiny_ckpt, "--set", "model.hidden_size=64"
     )
     assert r.exit_code == 1 and "cannot change model.hidden_size" in r.output
+
+
+def test_tensorboard_events_hold_the_metrics_and_a_generated_clip(tmp_path: Path, features_dir: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    run = tmp_path / "run"
+    r = run_cli("train", features_dir, run, "--steps", "2", *TINY, "--set", "train.sample_seconds=0.05")
+    assert r.exit_code == 0, r.output
+    events = EventAccumulator(str(run / "tensorboard"), size_guidance={"audio": 0, "images": 0}).Reload()
+    tags = events.Tags()
+    assert {"train_bits", "valid_bits", "grad_norm", "lr", "samples_per_s"} <= set(tags["scalars"])
+    logged = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if "valid_bits" in x]
+    assert [e.value for e in events.Scalars("valid_bits")] == pytest.approx([x["valid_bits"] for x in logged])
+    assert {"sample", "recording"} <= set(tags["audio"]) and "mel" in tags["images"]
+    clips = events.Audio("sample")
+    assert [c.step for c in clips] == [x["step"] for x in logged]  # one clip per validation
+    assert clips[0].sample_rate == 16000 and clips[0].length_frames == 800  # 0.05 s: 4 frames of 200
+
+
+def test_training_runs_without_tensorboard(tmp_path: Path, features_dir: Path) -> None:
+    blocked = (
+        "import sys\n"
+        "class Block:\n"
+        "    def find_spec(self, name, path=None, target=None):\n"
+        "        if name == 'tensorboard' or name.startswith('tensorboard.'):\n"
+        "            raise ImportError('blocked')\n"
+        "sys.meta_path.insert(0, Block())\n"
+        "from vocoder.cli import main\n"
+        "sys.argv = ['vocoder', *sys.argv[1:]]\n"
+        "main()\n"
+    )
+    run = tmp_path / "run"
+    args = ["train", str(features_dir), str(run), "--steps", "2", *TINY, "--set", "train.sample_seconds=0.05"]
+    proc = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert ckpt_mod.list_checkpoints(run) and not (run / "tensorboard").exists()

@@ -99,6 +99,9 @@ class TrainConfig:
     keep_checkpoints: int = 3
     valid_max_windows: int = 64
     log_every: int = 10
+    # Seconds of the first validation utterance generated at each validation for
+    # TensorBoard (with the tensorboard package; 0 = none): hearing the run beats its NLL.
+    sample_seconds: float = 0.5
     seed: int = 1
     threads: int = 0
     device: str = "cpu"
@@ -253,6 +256,7 @@ def _check(cfg: Config, origin: str) -> None:
     need(t.keep_checkpoints >= 1, "train.keep_checkpoints must be >= 1")
     need(t.valid_max_windows >= 1, "train.valid_max_windows must be >= 1")
     need(t.log_every >= 1, "train.log_every must be >= 1")
+    need(0 <= t.sample_seconds <= 30, "train.sample_seconds must be in [0, 30]")
     need(t.threads >= 0, "train.threads must be >= 0 (0 = torch default)")
     need(
         re.fullmatch(r"cpu|auto|cuda(:\d+)?", t.device) is not None,

@@ -48,6 +48,7 @@ from vocoder.errors import VocoderError
 from vocoder.fsutil import remove_stale_temps, write_text_atomic
 from vocoder.model import WaveRNN
 from vocoder.pruning import Pruner
+from vocoder.runlog import RunLog
 from vocoder.subscale import SubscaleWaveRNN, fold_losses
 
 LN2 = math.log(2.0)
@@ -519,10 +520,13 @@ def train(
             old.unlink(missing_ok=True)
 
     first_bits = last_bits = None
+    runlog = RunLog(ckpt_dir, step, enabled=world.main)
     if step == 0 and world.main:
         record = validate(model, cutter, windows, tc.batch_size, device)
         first_bits = last_bits = record["valid_bits"]
         _append_metrics(metrics, {"step": 0, **record})
+        runlog.scalars({"step": 0, **record})
+        runlog.sample(0, model, cfg, valid_utts[0], tc.sample_seconds)
         console.print(f"step 0: validation NLL {first_bits:.3f} bits/sample")
     world.barrier()
     step_loss: torch.nn.Module = Loss(model, device)
@@ -550,6 +554,7 @@ def train(
         pin=device.type == "cuda",
     )
     with (
+        contextlib.closing(runlog),
         contextlib.closing(prefetch),
         _sigterm_as_interrupt(),
         Progress(*columns, console=console, transient=False) as progress,
@@ -595,18 +600,17 @@ def train(
                     bits = world.mean(window_loss / window_steps)
                     lr = learning_rate(tc, step)
                     sparsity = pruner.sparsity() if pruner is not None else 0.0
-                    _append_metrics(
-                        metrics if world.main else None,
-                        {
-                            "step": step,
-                            "sparsity": sparsity,
-                            "train_bits": bits,
-                            "grad_norm": grad_norm,
-                            "lr": lr,
-                            "steps_per_s": rate,
-                            "samples_per_s": rate * samples_per_step,
-                        },
-                    )
+                    logged = {
+                        "step": step,
+                        "sparsity": sparsity,
+                        "train_bits": bits,
+                        "grad_norm": grad_norm,
+                        "lr": lr,
+                        "steps_per_s": rate,
+                        "samples_per_s": rate * samples_per_step,
+                    }
+                    _append_metrics(metrics if world.main else None, logged)
+                    runlog.scalars(logged)
                     progress.update(task, loss=bits, rate=rate, sparsity=sparsity)
                     if not console.is_terminal:  # nohup, SLURM: a log line, not a bar
                         console.print(
@@ -634,6 +638,10 @@ def train(
                     if not math.isfinite(last_bits):
                         raise diverged(step, f"validation NLL {last_bits}")
                     _append_metrics(metrics, {"step": step, **record})
+                    runlog.scalars({"step": step, **record})
+                    runlog.sample(
+                        step, ema.module if ema is not None else model, cfg, valid_utts[0], tc.sample_seconds
+                    )
                     progress.update(task, valid=f"{last_bits:.3f}")
                 if step % tc.checkpoint_every == 0 or step == tc.steps or out_of_time:
                     save_checkpoint()
