@@ -537,3 +537,23 @@ def test_training_runs_without_tensorboard(tmp_path: Path, features_dir: Path) -
     proc = subprocess.run([sys.executable, "-c", blocked, *args], capture_output=True, text=True, check=False)
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert ckpt_mod.list_checkpoints(run) and not (run / "tensorboard").exists()
+
+
+def test_bench_train_times_the_step_per_process_count(tmp_path: Path) -> None:
+    out = tmp_path / "train.json"
+    args = ["bench", "--train", "-n", "32", "--precision", "fp32", "--processes", "1", "--processes", "2"]
+    r = run_cli(*args, "--batch", "4", "--train-seconds", "0.2", "--json", out)
+    assert r.exit_code == 0, r.output
+    report = json.loads(out.read_text())
+    rows = report["results"]
+    assert [(x["engine"], x["processes"], x["precision"]) for x in rows] == [
+        ("train", 1, "fp32"),
+        ("train", 2, "fp32"),
+    ]
+    for x in rows:
+        assert x["steps"] >= 1 and x["seconds"] >= 0.2
+        assert x["steps_per_second"] == pytest.approx(x["steps"] / x["seconds"])
+        assert x["samples_per_second"] == pytest.approx(x["steps_per_second"] * 4 * x["seq_frames"] * 256)
+    assert report["machine"]["logical_cpus"] >= 1 and report["machine"]["torch"] == torch.__version__
+    r = run_cli("bench", "--train", "-n", "32", "--processes", "3", "--batch", "4")
+    assert r.exit_code == 1 and "--batch 4 must be a multiple of the 3 processes" in r.output

@@ -656,8 +656,23 @@ def bench(
         ),
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="Time training instead: the training step on random windows for each --hidden-size "
+            "(default 256), --precision (fp32, bf16) and --processes (data-parallel, gloo).",
+        ),
+    ] = False,
+    processes: Annotated[
+        list[int] | None,
+        typer.Option(min=1, help="--train: data-parallel processes, repeatable (default: 1 2)."),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="--train: global batch (windows per step).")] = 32,
+    train_seconds: Annotated[float, typer.Option(min=0.1, help="--train: timed seconds per row.")] = 10.0,
 ) -> None:
-    """Time the native engine and the torch reference sampler (samples/s, x real time).
+    """Time the native engine and the torch reference sampler (samples/s, x real time), or
+    with --train the training step (steps/s, samples/s, x 1 process).
 
     Timings only: correctness is the tests' job. Torch runs on a 2000-sample input. Each
     row is the fastest of --repeats runs.
@@ -673,6 +688,9 @@ def bench(
     from vocoder.bench import report, run_bench
     from vocoder.fsutil import check_output_file, write_text_atomic
 
+    if train:
+        _bench_train(hidden_size or [256], precision, processes or [1, 2], batch, train_seconds, json_out)
+        return
     sizes = hidden_size or [384, 512, 896]
     thread_counts = threads or [1, 2]
     precisions = [p.value for p in precision] if precision else [p.value for p in Precision]
@@ -809,6 +827,64 @@ def bench(
             )
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report(results), indent=2) + "\n")
+        say(f"-> {json_out}")
+
+
+def _bench_train(
+    sizes: list[int],
+    precision: list[Precision] | None,
+    process_counts: list[int],
+    batch: int,
+    seconds: float,
+    json_out: Path | None,
+) -> None:
+    """`bench --train`: run the rows, print the table (x 1 process: against the 1-process
+    row of the same N and precision), write the JSON."""
+    import json
+
+    from rich.table import Table
+
+    from vocoder.fsutil import check_output_file, write_text_atomic
+    from vocoder.train_bench import report, run_train_bench
+
+    precisions = [p.value for p in precision] if precision else ["fp32", "bf16"]
+    if "int8" in precisions:
+        fail("--train --precision: training runs in fp32 or bf16")
+    try:
+        check_output_file(json_out)
+        rows = run_train_bench(
+            sizes,
+            precisions,
+            process_counts,
+            batch,
+            seconds,
+            on_result=lambda r: say(
+                f"  train N={r.hidden_size} {r.precision} processes={r.processes}: "
+                f"{r.steps_per_second:.2f} steps/s",
+                to=console,
+            ),
+        )
+    except VocoderError as e:
+        fail(str(e))
+    single = {(r.hidden_size, r.precision): r.samples_per_second for r in rows if r.processes == 1}
+    table = Table(title="WaveRNN training step (random windows, one torch thread per process)")
+    for col in ("N", "batch", "window", "prec", "processes", "steps/s", "samples/s", "x 1 process"):
+        table.add_column(col, justify="left" if col == "prec" else "right", no_wrap=True)
+    for r in rows:
+        one = single.get((r.hidden_size, r.precision))
+        table.add_row(
+            str(r.hidden_size),
+            str(r.batch_size),
+            str(r.seq_frames),
+            r.precision,
+            str(r.processes),
+            f"{r.steps_per_second:.2f}",
+            f"{r.samples_per_second:,.0f}",
+            f"{r.samples_per_second / one:.2f}" if one else "-",
+        )
+    (out if out.width >= 100 else Console(width=100)).print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report(rows), indent=2) + "\n")
         say(f"-> {json_out}")
 
 

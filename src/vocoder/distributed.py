@@ -13,10 +13,12 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import warnings
 from dataclasses import dataclass
 
 import torch
 import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
 
 
 @dataclass(frozen=True)
@@ -88,3 +90,14 @@ def launch(nproc: int, argv: list[str]) -> int:
         *argv,
     ]
     return subprocess.run(command, check=False).returncode
+
+
+def wrap(module: torch.nn.Module, device: torch.device, world: World) -> DistributedDataParallel:
+    """``module`` under DDP, without the per-step broadcast of buffers: this model's buffers
+    (the mel statistics and the input mask, 3N x inputs values) never change in training
+    and start equal on every rank, so sending them each step would only cost time. (The
+    keyword is deprecated in new torch for a replacement older torch lacks.)"""
+    ids = [world.local_rank] if device.type == "cuda" else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        return DistributedDataParallel(module, device_ids=ids, broadcast_buffers=False)

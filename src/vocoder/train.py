@@ -28,7 +28,6 @@ import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from torch.nn import functional as F  # noqa: N812
-from torch.nn.parallel import DistributedDataParallel
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vocoder import checkpoint as ckpt_mod
@@ -531,8 +530,7 @@ def train(
     world.barrier()
     step_loss: torch.nn.Module = Loss(model, device)
     if world.size > 1:  # weights start equal (same seed, or the same checkpoint) and stay so
-        ids = [world.local_rank] if device.type == "cuda" else None
-        step_loss = DistributedDataParallel(step_loss, device_ids=ids, broadcast_buffers=False)
+        step_loss = distributed.wrap(step_loss, device, world)
 
     samples_per_step = tc.batch_size * tc.seq_frames * cfg.audio.hop_length
     start = time.monotonic()
