@@ -366,6 +366,211 @@ def validate(
     return {"valid_bits": c + f, "valid_coarse_bits": c, "valid_fine_bits": f}
 
 
+def _resolve_run(
+    features_dir: Path,
+    ckpt_dir: Path,
+    user_cfg: Config,
+    resume: bool,
+    explicit: frozenset[str],
+    init_from: tuple[Path, dict[str, Any]] | None,
+    init_weights: Path | None,
+) -> tuple[Config, dict[str, Any] | None, dict[str, torch.Tensor] | None]:
+    """The run's config, the checkpoint it continues (if any) and the weights it starts
+    from (``init_weights``, if given and the run is new)."""
+    existing = ckpt_mod.list_checkpoints(ckpt_dir)
+    if existing and not resume:
+        raise VocoderError(
+            f"{ckpt_dir}: already holds checkpoints; pass --resume to continue or use a new dir"
+        )
+    if resume and existing:
+        source, state = existing[-1], ckpt_mod.load(existing[-1])
+    else:
+        source, state = init_from if init_from is not None else (None, None)
+    feats_cfg = read_features_config(features_dir)
+    if source is not None and state is not None:
+        stored = config_mod.from_dict(state["config"], f"{source} (stored config)")
+        return _continued_config(stored, user_cfg, set(explicit), ckpt_dir), state, None
+    if init_weights is not None:
+        path = ckpt_mod.resolve(init_weights)
+        start_model, start_cfg, _ = ckpt_mod.load_model(path)  # the average when it has one
+        cfg = _fine_tune_config(start_cfg, user_cfg, set(explicit), feats_cfg, features_dir, path)
+        return cfg, None, start_model.state_dict()
+    return _merge_config(user_cfg, set(explicit), feats_cfg, features_dir), None, None
+
+
+def _usable(features_dir: Path, cfg: Config, split: str, what: str) -> list[Utterance]:
+    """A split's utterances long enough for a window plus a frame each side (interpolation)."""
+    min_frames = cfg.train.seq_frames + 2
+    utts = load_utterances(features_dir, split, cfg.audio.hop_length, cfg.audio.n_mels)
+    utts = [u for u in utts if u.mel.shape[1] >= min_frames]
+    if not utts:
+        raise VocoderError(f"{features_dir}: no {what} utterance of {min_frames}+ frames")
+    return utts
+
+
+@dataclass
+class Trainer:
+    """The model and everything a step changes: optimiser, gradient scaler (fp16), pruner,
+    weight average, window generator and step count; a checkpoint is exactly this."""
+
+    cfg: Config
+    features_dir: Path
+    ckpt_dir: Path
+    device: torch.device
+    world: distributed.World
+    model: WaveRNN
+    opt: torch.optim.Optimizer
+    scaler: torch.amp.GradScaler
+    pruner: Pruner | None
+    ema: AveragedModel | None
+    rng: np.random.Generator
+    step: int
+    step_loss: torch.nn.Module  # the loss as a module: under DDP with more than one rank
+
+    @classmethod
+    def build(
+        cls,
+        cfg: Config,
+        features_dir: Path,
+        ckpt_dir: Path,
+        device: torch.device,
+        world: distributed.World,
+        state: dict[str, Any] | None,
+        start: dict[str, torch.Tensor] | None,
+        train_utts: list[Utterance],
+    ) -> Trainer:
+        """A new run (mel statistics from ``train_utts``), one from ``start`` weights, or
+        the continued run a checkpoint ``state`` holds, restored exactly."""
+        tc = cfg.train
+        torch.manual_seed(tc.seed)
+        random.seed(tc.seed)
+        model = ckpt_mod.build_model(cfg)
+        rng = np.random.default_rng(tc.seed)
+        if state is not None:
+            model.load_state_dict(state["model"])
+        elif start is not None:
+            model.load_state_dict(start)
+        else:
+            mean, std = mel_statistics(train_utts)
+            model.mel_mean.copy_(torch.from_numpy(mean))
+            model.mel_std.copy_(torch.from_numpy(std))
+        model.to(device)
+        opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
+        scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
+        pruner = Pruner(model, cfg.prune) if cfg.prune.sparsity > 0 else None
+        ema = (
+            AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True)
+            if tc.ema
+            else None
+        )
+        step = 0
+        if state is not None:
+            if ema is not None and state.get("ema"):  # else the average starts from these weights
+                ema.module.load_state_dict(state["ema"])
+                ema.n_averaged.fill_(1)
+            opt.load_state_dict(state["optimizer"])  # its rate is set from the schedule every step
+            if scaler.is_enabled() and state.get("scaler"):
+                scaler.load_state_dict(state["scaler"])
+            _restore_rng(rng, state["rng"])
+            step = int(state["step"])
+            if pruner is not None and state.get("prune_masks"):
+                pruner.load_state_dict(state["prune_masks"])
+        step_loss: torch.nn.Module = Loss(model, device)
+        if world.size > 1:  # weights start equal (same seed, or the same checkpoint) and stay so
+            step_loss = distributed.wrap(step_loss, device, world)
+        return cls(
+            cfg, features_dir, ckpt_dir, device, world, model, opt, scaler, pruner, ema, rng, step, step_loss
+        )
+
+    @property
+    def sampling_model(self) -> WaveRNN:
+        """What export and the samplers use: the weight average when there is one."""
+        return self.ema.module if self.ema is not None else self.model
+
+    def diverged(self, at: int, what: str) -> VocoderError:
+        saved = ckpt_mod.list_checkpoints(self.ckpt_dir)
+        kept = f"the latest checkpoint is {saved[-1].name}" if saved else "no checkpoint was written"
+        return VocoderError(
+            f"{self.ckpt_dir}: training diverged at step {at} ({what}); nothing was saved from it and "
+            f"{kept}; resume with a lower train.learning_rate"
+        )
+
+    def train_step(self, batch: Batch) -> tuple[float, float]:
+        """One optimiser step (mixed precision, clipping, the scheduled rate, pruning and the
+        weight average); returns (loss in bits per sample, gradient norm)."""
+        tc = self.cfg.train
+        with autocast(self.device, tc.precision):
+            loss = self.step_loss(batch)
+        self.opt.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.unscale_(self.opt)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(self.model.parameters(), tc.grad_clip))
+        loss_nats = loss.item()
+        # with fp16 an overflowing gradient is the scaler's to handle (it skips the step)
+        if not (math.isfinite(loss_nats) and (math.isfinite(grad_norm) or self.scaler.is_enabled())):
+            raise self.diverged(self.step + 1, f"loss {loss_nats:.4g}, gradient norm {grad_norm:.4g}")
+        for group in self.opt.param_groups:
+            group["lr"] = learning_rate(tc, self.step + 1)
+        self.scaler.step(self.opt)
+        self.scaler.update()
+        self.step += 1
+        if self.pruner is not None:
+            self.pruner.step(self.step)
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
+            if self.pruner is not None:  # the average keeps the pruned weights at zero too
+                self.pruner.apply(self.ema.module)
+        return loss_nats / LN2, grad_norm
+
+    def validate(self, cutter: WindowCutter, windows: list) -> dict[str, float]:
+        """The validation record: the NLL of the trained weights and, with an average, its."""
+        tc = self.cfg.train
+        record = validate(self.model, cutter, windows, tc.batch_size, self.device)
+        if self.ema is not None:
+            averaged = validate(self.ema.module, cutter, windows, tc.batch_size, self.device)
+            record |= {f"ema_{k}": v for k, v in averaged.items()}
+        return record
+
+    def save(self, rng_state: dict[str, Any]) -> None:
+        """Write the checkpoint of this step (rank 0; every rank checks the weights) and
+        rotate old ones. ``rng_state``: the window generator's state after the last batch
+        used (``Prefetch.rng_state``)."""
+        if ckpt_mod.non_finite(self.model.state_dict()) is not None:
+            raise self.diverged(self.step, "non-finite weights")
+        if self.ema is not None and ckpt_mod.non_finite(self.ema.module.state_dict()) is not None:
+            raise self.diverged(self.step, "non-finite averaged weights")
+        if not self.world.main:
+            return
+        payload = {
+            "model": self.model.state_dict(),
+            "optimizer": self.opt.state_dict(),
+            "step": self.step,
+            "config": self.cfg.to_dict(),
+            "rng": _rng_state(rng_state),
+            "features_dir": str(self.features_dir.resolve()),
+            "prune_masks": self.pruner.state_dict() if self.pruner is not None else {},
+            "ema": self.ema.module.state_dict() if self.ema is not None else {},
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+        }
+        ckpt_mod.save(self.ckpt_dir / ckpt_mod.checkpoint_name(self.step), payload)
+        for old in ckpt_mod.list_checkpoints(self.ckpt_dir)[: -self.cfg.train.keep_checkpoints]:
+            old.unlink(missing_ok=True)
+
+
+def _prepare_dir(ckpt_dir: Path, cfg: Config, step: int, console: Console) -> Path:
+    """Rank 0's housekeeping before a run: the directory, stale temps, config.yaml, and
+    the metrics log cut back to the step the run continues from; returns the log's path."""
+    metrics = ckpt_dir / "metrics.jsonl"
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for name in ("checkpoint_*.pt", "config.yaml", "metrics.jsonl"):
+        remove_stale_temps(ckpt_dir, name)
+    write_text_atomic(ckpt_dir / "config.yaml", cfg.to_yaml())
+    unreadable = _truncate_metrics(metrics, step)
+    if unreadable:
+        console.print(f"{metrics}: dropped {unreadable} unreadable line(s), kept the others")
+    return metrics
+
+
 def train(
     features_dir: Path,
     ckpt_dir: Path,
@@ -386,29 +591,9 @@ def train(
     fine-tuning on another speaker or on an acoustic model's mels. A run that already has
     checkpoints resumes from them instead.
     """
-    existing = ckpt_mod.list_checkpoints(ckpt_dir)
-    feats_cfg = read_features_config(features_dir)
-    state: dict[str, Any] | None = None
-    if existing and not resume:
-        raise VocoderError(
-            f"{ckpt_dir}: already holds checkpoints; pass --resume to continue or use a new dir"
-        )
-    if resume and existing:
-        source: Path | None = existing[-1]
-        state = ckpt_mod.load(existing[-1])
-    else:
-        source, state = init_from if init_from is not None else (None, None)
-    start_weights: dict[str, torch.Tensor] | None = None
-    if source is not None and state is not None:
-        stored = config_mod.from_dict(state["config"], f"{source} (stored config)")
-        cfg = _continued_config(stored, user_cfg, set(explicit), ckpt_dir)
-    elif init_weights is not None:
-        path = ckpt_mod.resolve(init_weights)
-        start_model, start_cfg, _ = ckpt_mod.load_model(path)  # the average when it has one
-        start_weights = start_model.state_dict()
-        cfg = _fine_tune_config(start_cfg, user_cfg, set(explicit), feats_cfg, features_dir, path)
-    else:
-        cfg = _merge_config(user_cfg, set(explicit), feats_cfg, features_dir)
+    cfg, state, start_weights = _resolve_run(
+        features_dir, ckpt_dir, user_cfg, resume, explicit, init_from, init_weights
+    )
     tc = cfg.train
     if tc.threads:
         torch.set_num_threads(tc.threads)
@@ -424,51 +609,10 @@ def train(
             device = torch.device("cuda", world.local_rank)
         if not world.main:
             console = Console(quiet=True)
-
-    min_frames = tc.seq_frames + 2  # a window plus one frame on each side for interpolation
-
-    def usable(split: str, what: str) -> list[Utterance]:
-        utts = load_utterances(features_dir, split, cfg.audio.hop_length, cfg.audio.n_mels)
-        utts = [u for u in utts if u.mel.shape[1] >= min_frames]
-        if not utts:
-            raise VocoderError(f"{features_dir}: no {what} utterance of {min_frames}+ frames")
-        return utts
-
-    train_utts = usable("train", "training")
-    valid_utts = usable("valid", "validation")
-
-    torch.manual_seed(tc.seed)
-    random.seed(tc.seed)
-    model = ckpt_mod.build_model(cfg)
-    rng = np.random.default_rng(tc.seed)
-    step = 0
-    if state is not None:
-        model.load_state_dict(state["model"])
-    elif start_weights is not None:
-        model.load_state_dict(start_weights)
-    else:
-        mean, std = mel_statistics(train_utts)
-        model.mel_mean.copy_(torch.from_numpy(mean))
-        model.mel_std.copy_(torch.from_numpy(std))
-    model.to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=tc.learning_rate)
-    scaler = torch.amp.GradScaler(device.type, enabled=tc.precision == "fp16")
-    pruner = Pruner(model, cfg.prune) if cfg.prune.sparsity > 0 else None
-    ema = (
-        AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(tc.ema), use_buffers=True) if tc.ema else None
-    )
-    if state is not None:
-        if ema is not None and state.get("ema"):  # else the average starts from these weights
-            ema.module.load_state_dict(state["ema"])
-            ema.n_averaged.fill_(1)
-        opt.load_state_dict(state["optimizer"])  # its rate is set from the schedule every step
-        if scaler.is_enabled() and state.get("scaler"):
-            scaler.load_state_dict(state["scaler"])
-        _restore_rng(rng, state["rng"])
-        step = int(state["step"])
-        if pruner is not None and state.get("prune_masks"):
-            pruner.load_state_dict(state["prune_masks"])
-
+    train_utts = _usable(features_dir, cfg, "train", "training")
+    valid_utts = _usable(features_dir, cfg, "valid", "validation")
+    run = Trainer.build(cfg, features_dir, ckpt_dir, device, world, state, start_weights, train_utts)
+    model = run.model
     cutter = WindowCutter(
         tc.seq_frames,
         cfg.audio.hop_length,
@@ -477,60 +621,26 @@ def train(
         model.mel_std.cpu().numpy(),
     )
     windows = cutter.fixed_windows(valid_utts, tc.valid_max_windows)
-    metrics = ckpt_dir / "metrics.jsonl"
-    if world.main:  # rank 0 alone writes; the others wait for it at each barrier
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-        for name in ("checkpoint_*.pt", "config.yaml", "metrics.jsonl"):
-            remove_stale_temps(ckpt_dir, name)
-        write_text_atomic(ckpt_dir / "config.yaml", cfg.to_yaml())
-        unreadable = _truncate_metrics(metrics, step)
-        if unreadable:
-            console.print(f"{metrics}: dropped {unreadable} unreadable line(s), kept the others")
-    world.barrier()
-
-    def diverged(at: int, what: str) -> VocoderError:
-        saved = ckpt_mod.list_checkpoints(ckpt_dir)
-        kept = f"the latest checkpoint is {saved[-1].name}" if saved else "no checkpoint was written"
-        return VocoderError(
-            f"{ckpt_dir}: training diverged at step {at} ({what}); nothing was saved from it and "
-            f"{kept}; resume with a lower train.learning_rate"
-        )
-
-    def save_checkpoint() -> None:
-        if ckpt_mod.non_finite(model.state_dict()) is not None:
-            raise diverged(step, "non-finite weights")
-        if ema is not None and ckpt_mod.non_finite(ema.module.state_dict()) is not None:
-            raise diverged(step, "non-finite averaged weights")
-        if not world.main:
-            return
-        payload = {
-            "model": model.state_dict(),
-            "optimizer": opt.state_dict(),
-            "step": step,
-            "config": cfg.to_dict(),
-            "rng": _rng_state(prefetch.rng_state),
-            "features_dir": str(features_dir.resolve()),
-            "prune_masks": pruner.state_dict() if pruner is not None else {},
-            "ema": ema.module.state_dict() if ema is not None else {},
-            "scaler": scaler.state_dict() if scaler.is_enabled() else {},
-        }
-        ckpt_mod.save(ckpt_dir / ckpt_mod.checkpoint_name(step), payload)
-        for old in ckpt_mod.list_checkpoints(ckpt_dir)[: -tc.keep_checkpoints]:
-            old.unlink(missing_ok=True)
+    metrics = _prepare_dir(ckpt_dir, cfg, run.step, console) if world.main else None
+    world.barrier()  # rank 0 alone writes; the others wait for it at each barrier
 
     first_bits = last_bits = None
-    runlog = RunLog(ckpt_dir, step, enabled=world.main)
-    if step == 0 and world.main:
-        record = validate(model, cutter, windows, tc.batch_size, device)
-        first_bits = last_bits = record["valid_bits"]
-        _append_metrics(metrics, {"step": 0, **record})
-        runlog.scalars({"step": 0, **record})
-        runlog.sample(0, model, cfg, valid_utts[0], tc.sample_seconds)
+    runlog = RunLog(ckpt_dir, run.step, enabled=world.main)
+
+    def validation() -> float:
+        record = {"step": run.step, **run.validate(cutter, windows)}
+        bits = record["ema_valid_bits" if run.ema is not None else "valid_bits"]
+        if not math.isfinite(bits):
+            raise run.diverged(run.step, f"validation NLL {bits}")
+        _append_metrics(metrics, record)
+        runlog.scalars(record)
+        runlog.sample(run.step, run.sampling_model, cfg, valid_utts[0], tc.sample_seconds)
+        return bits
+
+    if run.step == 0 and world.main:
+        first_bits = last_bits = validation()
         console.print(f"step 0: validation NLL {first_bits:.3f} bits/sample")
     world.barrier()
-    step_loss: torch.nn.Module = Loss(model, device)
-    if world.size > 1:  # weights start equal (same seed, or the same checkpoint) and stay so
-        step_loss = distributed.wrap(step_loss, device, world)
 
     samples_per_step = tc.batch_size * tc.seq_frames * cfg.audio.hop_length
     start = time.monotonic()
@@ -547,8 +657,8 @@ def train(
         TimeElapsedColumn(),
     )
     prefetch = Prefetch(
-        lambda: cutter.random_batch(train_utts, tc.batch_size, rng, (world.rank, world.size)),
-        rng,
+        lambda: cutter.random_batch(train_utts, tc.batch_size, run.rng, (world.rank, world.size)),
+        run.rng,
         pin=device.type == "cuda",
     )
     with (
@@ -560,99 +670,58 @@ def train(
         task = progress.add_task(
             "train",
             total=tc.steps,
-            completed=step,
+            completed=run.step,
             loss=float("nan"),
             valid="-" if last_bits is None else f"{last_bits:.3f}",
             rate=0.0,
-            sparsity=pruner.sparsity() if pruner is not None else 0.0,
+            sparsity=run.pruner.sparsity() if run.pruner is not None else 0.0,
         )
-        window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
+        window_start, window_steps, window_bits = time.monotonic(), 0, 0.0
         try:
-            while step < tc.steps:
-                batch = prefetch.next()
-                with autocast(device, tc.precision):
-                    loss = step_loss(batch)
-                opt.zero_grad(set_to_none=True)
-                scaler.scale(loss).backward()
-                scaler.unscale_(opt)
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip))
-                loss_nats = loss.item()
-                # with fp16 an overflowing gradient is the scaler's to handle (it skips the step)
-                if not (math.isfinite(loss_nats) and (math.isfinite(grad_norm) or scaler.is_enabled())):
-                    raise diverged(step + 1, f"loss {loss_nats:.4g}, gradient norm {grad_norm:.4g}")
-                for group in opt.param_groups:
-                    group["lr"] = learning_rate(tc, step + 1)
-                scaler.step(opt)
-                scaler.update()
-                step += 1
-                if pruner is not None:
-                    pruner.step(step)
-                if ema is not None:
-                    ema.update_parameters(model)
-                    if pruner is not None:  # the average keeps the pruned weights at zero too
-                        pruner.apply(ema.module)
+            while run.step < tc.steps:
+                bits, grad_norm = run.train_step(prefetch.next())
+                step = run.step
                 window_steps += 1
-                window_loss += loss_nats / LN2
+                window_bits += bits
                 if step % tc.log_every == 0 or step == tc.steps:
                     rate = window_steps / max(time.monotonic() - window_start, 1e-9)
-                    bits = world.mean(window_loss / window_steps)
-                    lr = learning_rate(tc, step)
-                    sparsity = pruner.sparsity() if pruner is not None else 0.0
+                    mean_bits = world.mean(window_bits / window_steps)
+                    sparsity = run.pruner.sparsity() if run.pruner is not None else 0.0
                     logged = {
                         "step": step,
                         "sparsity": sparsity,
-                        "train_bits": bits,
+                        "train_bits": mean_bits,
                         "grad_norm": grad_norm,
-                        "lr": lr,
+                        "lr": learning_rate(tc, step),
                         "steps_per_s": rate,
                         "samples_per_s": rate * samples_per_step,
                     }
-                    _append_metrics(metrics if world.main else None, logged)
+                    _append_metrics(metrics, logged)
                     runlog.scalars(logged)
-                    progress.update(task, loss=bits, rate=rate, sparsity=sparsity)
+                    progress.update(task, loss=mean_bits, rate=rate, sparsity=sparsity)
                     if not console.is_terminal:  # nohup, SLURM: a log line, not a bar
-                        console.print(
-                            log_line(
-                                step,
-                                tc.steps,
-                                bits,
-                                lr,
-                                rate,
-                                samples_per_step,
-                                last_bits,
-                                time.monotonic() - start,
-                            ),
-                            highlight=False,
-                            soft_wrap=True,
+                        wall = time.monotonic() - start
+                        line = log_line(
+                            step, tc.steps, mean_bits, logged["lr"], rate, samples_per_step, last_bits, wall
                         )
-                    window_start, window_steps, window_loss = time.monotonic(), 0, 0.0
+                        console.print(line, highlight=False, soft_wrap=True)
+                    window_start, window_steps, window_bits = time.monotonic(), 0, 0.0
                 out_of_time = world.any(tc.max_minutes > 0 and time.monotonic() - start > tc.max_minutes * 60)
                 if (step % tc.valid_every == 0 or step == tc.steps or out_of_time) and world.main:
-                    record = validate(model, cutter, windows, tc.batch_size, device)
-                    if ema is not None:
-                        averaged = validate(ema.module, cutter, windows, tc.batch_size, device)
-                        record |= {f"ema_{k}": v for k, v in averaged.items()}
-                    last_bits = record["ema_valid_bits" if ema is not None else "valid_bits"]
-                    if not math.isfinite(last_bits):
-                        raise diverged(step, f"validation NLL {last_bits}")
-                    _append_metrics(metrics, {"step": step, **record})
-                    runlog.scalars({"step": step, **record})
-                    runlog.sample(
-                        step, ema.module if ema is not None else model, cfg, valid_utts[0], tc.sample_seconds
-                    )
+                    last_bits = validation()
                     progress.update(task, valid=f"{last_bits:.3f}")
                 if step % tc.checkpoint_every == 0 or step == tc.steps or out_of_time:
-                    save_checkpoint()
+                    run.save(prefetch.rng_state)
                     world.barrier()
                 progress.update(task, completed=step)
                 if out_of_time:
                     stopped_by = "time"
                     break
         except KeyboardInterrupt:
-            save_checkpoint()
-            console.print(f"interrupted: saved step {step}; continue with --resume")
+            run.save(prefetch.rng_state)
+            console.print(f"interrupted: saved step {run.step}; continue with --resume")
             raise
-    return TrainResult(step, first_bits, last_bits, time.monotonic() - start, stopped_by)
+    return TrainResult(run.step, first_bits, last_bits, time.monotonic() - start, stopped_by)
 
 
 @dataclass
