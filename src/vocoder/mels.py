@@ -147,6 +147,38 @@ def to_natural_log(mel: np.ndarray, scale: str, log_floor: float) -> np.ndarray:
     return np.maximum(out, math.log(log_floor))
 
 
+def prepare(
+    arr: np.ndarray,
+    n_mels: int,
+    log_floor: float,
+    max_frames: int,
+    how: MelInput,
+    stats: tuple[np.ndarray, np.ndarray] | None,
+    origin: str,
+) -> tuple[np.ndarray, str | None]:
+    """A user's mel array as the model's (n_mels, T) float32 natural-log mel, and the
+    ``convention_warning`` against the model's training ``stats`` (mean, std) if given.
+
+    The shape and length are checked before the data is read (``arr`` may be a memory
+    map); a natural-log mel is passed through unchanged (cast to float32), others are
+    converted in float64. With ``how.strict`` a warning is raised as the error instead.
+    """
+    arr = to_model_layout(arr, n_mels, how.layout, origin)
+    check_mel_shape(arr, n_mels, origin, max_frames)
+    if how.scale == "ln":
+        mel = check_mel(arr, n_mels, origin, max_frames)
+    else:
+        with np.errstate(over="ignore"):
+            converted = to_natural_log(np.array(arr, dtype=np.float64), how.scale, log_floor)
+        mel = check_mel(converted, n_mels, origin, max_frames)
+    warning = None
+    if stats is not None:
+        warning = convention_warning(np.asarray(arr), how.scale, *stats, log_floor, origin)
+    if warning is not None and how.strict:
+        raise VocoderError(f"{warning} (--strict)")
+    return mel, warning
+
+
 def read_mel(
     path: Path,
     n_mels: int,
@@ -155,27 +187,10 @@ def read_mel(
     how: MelInput,
     stats: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[np.ndarray, str | None]:
-    """A user's mel file as the model's (n_mels, T) float32 natural-log mel, and the
-    ``convention_warning`` against the model's training ``stats`` (mean, std) if given.
-
-    The shape and length are checked before the data is read; a natural-log mel is
-    passed through unchanged (cast to float32), others are converted in float64. With
-    ``how.strict`` a warning is raised as the file's error instead.
-    """
-    arr = to_model_layout(read_array(path, max_frames * n_mels), n_mels, how.layout, str(path))
-    check_mel_shape(arr, n_mels, str(path), max_frames)
-    if how.scale == "ln":
-        mel = check_mel(arr, n_mels, str(path), max_frames)
-    else:
-        with np.errstate(over="ignore"):
-            converted = to_natural_log(np.array(arr, dtype=np.float64), how.scale, log_floor)
-        mel = check_mel(converted, n_mels, str(path), max_frames)
-    warning = None
-    if stats is not None:
-        warning = convention_warning(np.asarray(arr), how.scale, *stats, log_floor, str(path))
-    if warning is not None and how.strict:
-        raise VocoderError(f"{warning} (--strict)")
-    return mel, warning
+    """A user's mel file (``read_array``) through ``prepare``."""
+    return prepare(
+        read_array(path, max_frames * n_mels), n_mels, log_floor, max_frames, how, stats, str(path)
+    )
 
 
 def fit(mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[float, float]:

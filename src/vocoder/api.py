@@ -1,0 +1,73 @@
+"""The Python API for TTS services and batch jobs: load a model file once, then vocode
+mels from memory. Torch-free for ``.wrnn`` model files (the native engine).
+
+    from vocoder import load_vocoder
+    v = load_vocoder("models/allison-16k/model-int8.wrnn", threads=1)
+    audio = v.synthesize(mel, seed=0)          # int16 samples at v.sample_rate
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from vocoder.config import Config
+from vocoder.mels import MelInput, prepare
+from vocoder.native import NativeVocoder
+
+# A bound on one call's mel, as synthesize's --max-seconds: an hour of audio.
+MAX_SECONDS = 3600.0
+
+
+class MelConventionWarning(UserWarning):
+    """A mel far from the model's training mels (another scale, normalised, another rate)."""
+
+
+class Vocoder:
+    """A loaded model file. Reuse one per thread: a call runs the engine on the calling
+    thread (and, with ``threads=2``, one more)."""
+
+    def __init__(self, native: NativeVocoder) -> None:
+        self._native = native
+
+    @property
+    def sample_rate(self) -> int:
+        return self._native.cfg.audio.sample_rate
+
+    @property
+    def config(self) -> Config:
+        """The model's typed config (audio settings, sizes, the run's training settings)."""
+        return self._native.cfg
+
+    @property
+    def hop_length(self) -> int:
+        return self._native.cfg.audio.hop_length
+
+    def synthesize(
+        self, mel: np.ndarray, seed: int = 0, layout: str = "auto", scale: str = "ln", strict: bool = False
+    ) -> np.ndarray:
+        """A mel (``(n_mels, T)``, ``(T, n_mels)`` or with a leading batch axis of 1;
+        natural log unless ``scale`` says log10, db or linear) -> T * hop int16 samples.
+
+        A mel whose statistics are far from the model's training mels is vocoded with a
+        ``MelConventionWarning`` naming the likely cause, or refused (``VocoderError``)
+        with ``strict``; a bad shape or non-finite values raise ``VocoderError``.
+        """
+        a = self._native.cfg.audio
+        max_frames = int(MAX_SECONDS * a.sample_rate / a.hop_length)
+        how = MelInput(layout, scale, strict)
+        mel32, warning = prepare(
+            np.asarray(mel), a.n_mels, a.log_floor, max_frames, how, self._native.mel_stats, "mel"
+        )
+        if warning is not None:
+            warnings.warn(warning, MelConventionWarning, stacklevel=2)
+        return self._native.generate(mel32, seed)
+
+
+def load_vocoder(path: str | Path, threads: int = 1) -> Vocoder:
+    """Open and check a ``.wrnn`` model file (``vocoder export``); ``threads`` = 2 splits
+    each step between two cores (same samples). Raises ``VocoderError`` naming the file
+    and the problem."""
+    return Vocoder(NativeVocoder.load(Path(path), threads))
