@@ -9,6 +9,7 @@ mels from memory. Torch-free for ``.wrnn`` model files (the native engine).
 from __future__ import annotations
 
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +56,9 @@ class Vocoder:
         ``MelConventionWarning`` naming the likely cause, or refused (``VocoderError``)
         with ``strict``; a bad shape or non-finite values raise ``VocoderError``.
         """
+        return self._native.generate(self._prepare(mel, layout, scale, strict), seed)
+
+    def _prepare(self, mel: np.ndarray, layout: str, scale: str, strict: bool) -> np.ndarray:
         a = self._native.cfg.audio
         max_frames = int(MAX_SECONDS * a.sample_rate / a.hop_length)
         how = MelInput(layout, scale, strict)
@@ -62,8 +66,22 @@ class Vocoder:
             np.asarray(mel), a.n_mels, a.log_floor, max_frames, how, self._native.mel_stats, "mel"
         )
         if warning is not None:
-            warnings.warn(warning, MelConventionWarning, stacklevel=2)
-        return self._native.generate(mel32, seed)
+            warnings.warn(warning, MelConventionWarning, stacklevel=3)
+        return mel32
+
+    def stream(
+        self,
+        mel: np.ndarray,
+        seed: int = 0,
+        chunk_samples: int = 1024,
+        layout: str = "auto",
+        scale: str = "ln",
+        strict: bool = False,
+    ) -> Iterator[np.ndarray]:
+        """``synthesize``'s samples (the same ones, for the same seed) as int16 chunks of
+        ``chunk_samples``, each yielded as soon as it is made: audio starts playing while
+        the rest is generated. Sequential models only."""
+        return self._native.stream(self._prepare(mel, layout, scale, strict), seed, chunk_samples)
 
 
 def load_vocoder(path: str | Path, threads: int = 1) -> Vocoder:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import sys
 from enum import Enum
 from pathlib import Path
@@ -17,6 +18,7 @@ from vocoder.errors import VocoderError
 
 if TYPE_CHECKING:  # the CLI imports command modules only when a command runs
     from vocoder.bench import Result
+    from vocoder.mels import MelInput
 
 app = typer.Typer(
     help="WaveRNN neural vocoder toolkit (Kalchbrenner et al., 2018): "
@@ -251,7 +253,10 @@ def synthesize(
     model: Annotated[
         Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest)")
     ],
-    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go.")],
+    out_dir: Annotated[
+        Path | None,
+        typer.Option("--out-dir", "-o", help="Where <input stem>.wav files go (unless --stdout)."),
+    ] = None,
     inputs: Annotated[
         list[Path] | None,
         typer.Argument(
@@ -335,6 +340,16 @@ def synthesize(
             "(default: vocode it and warn)."
         ),
     ] = False,
+    stdout: Annotated[
+        bool,
+        typer.Option(
+            "--stdout",
+            help="Stream one input's audio to standard output as it is generated (a WAV header for "
+            "a stream of unknown length, then 16-bit PCM); INPUT may be - (a mel .npy on standard "
+            "input). Messages go to standard error. Native engine, sequential models.",
+        ),
+    ] = False,
+    raw: Annotated[bool, typer.Option("--raw", help="With --stdout: headerless s16le PCM.")] = False,
 ) -> None:
     """Vocode mels (or wavs) into 16-bit wavs: the model's own sampler, sequential or subscale
     (native or torch, optionally in fold mode), or the Griffin-Lim baseline.
@@ -350,6 +365,14 @@ def synthesize(
     from vocoder.synthesize import default_engine, parse_shard, read_input_list
     from vocoder.synthesize import synthesize as run
 
+    how = MelInput(mel_layout.value, mel_scale.value, strict)
+    if stdout:
+        _stream_stdout(model, list(inputs or []), seed, threads, how, raw, max_seconds)
+        return
+    if raw:
+        fail("--raw goes with --stdout")
+    if out_dir is None:
+        fail("give --out-dir DIR for the wav files, or --stdout to stream one input")
     engine_name = engine.value if engine is not None else default_engine(model)
     try:
         sources = list(inputs or []) + (read_input_list(input_list) if input_list is not None else [])
@@ -373,7 +396,7 @@ def synthesize(
             overwrite,
             (target, overlap) if fold else None,
             max_seconds,
-            MelInput(mel_layout.value, mel_scale.value, strict),
+            how,
         )
     except VocoderError as e:
         fail(str(e))
@@ -403,6 +426,42 @@ def synthesize(
     )
     if bad:
         raise typer.Exit(1)
+
+
+def _stream_stdout(
+    model: Path, inputs: list[Path], seed: int, threads: int, how: MelInput, raw: bool, max_seconds: float
+) -> None:
+    """`synthesize --stdout`: one input streamed to standard output; every message on
+    standard error, so the pipe carries audio only."""
+    from vocoder.synthesize import stream
+
+    if len(inputs) != 1:
+        fail(f"--stdout streams exactly one input, got {len(inputs)}")
+    try:
+        streamed, warning = stream(
+            model,
+            str(inputs[0]),
+            sys.stdout.buffer,
+            sys.stdin.buffer,
+            seed,
+            threads or 1,
+            how,
+            raw,
+            max_seconds,
+        )
+    except VocoderError as e:
+        fail(str(e))
+    except BrokenPipeError:  # the reader went away (| head): stop quietly, as other tools do
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        raise typer.Exit(0) from None
+    if warning:
+        say(warning, "warning:", "yellow", console)
+    say(
+        f"streamed {streamed.samples} samples: first audio after "
+        f"{1000 * streamed.first_audio_seconds:.1f} ms, all in {streamed.seconds:.2f} s",
+        to=console,
+    )
 
 
 @app.command()

@@ -8,7 +8,9 @@ header, so a process that serves a ``.wrnn`` file never imports torch.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+import queue
+import threading
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -140,6 +142,34 @@ class NativeVocoder:
     def generate(self, mel: np.ndarray, seed: int) -> np.ndarray:
         """mel (n_mels, T) -> T * hop int16 samples, with the engine's own seeded RNG."""
         return self._call("generate", np.asarray(mel, np.float32), int(seed) & 0xFFFFFFFFFFFFFFFF)
+
+    def stream(self, mel: np.ndarray, seed: int, chunk_samples: int = 1024) -> Iterator[np.ndarray]:
+        """``generate``'s samples in chunks of ``chunk_samples`` (the last may be shorter),
+        each yielded as soon as the engine has made it: the engine runs on a thread of its
+        own and hands chunks over a queue. Sequential models only. Stopping early (closing
+        the generator) waits for the engine to finish the utterance, unread: an engine
+        thread still running when the interpreter exits would be killed inside the engine."""
+        if chunk_samples < 1:
+            raise VocoderError(f"{self.path}: chunk_samples must be >= 1")
+        mel = np.asarray(mel, np.float32)
+        chunks: queue.Queue[np.ndarray | BaseException | None] = queue.Queue()
+
+        def run() -> None:
+            try:
+                self._call("generate_stream", mel, int(seed) & 0xFFFFFFFFFFFFFFFF, chunk_samples, chunks.put)
+                chunks.put(None)
+            except BaseException as e:  # handed to the reader, which raises it
+                chunks.put(e)
+
+        engine = threading.Thread(target=run, name="stream", daemon=True)
+        engine.start()
+        try:
+            while (item := chunks.get()) is not None:
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            engine.join()
 
     def generate_with_draws(self, mel: np.ndarray, draws: np.ndarray) -> np.ndarray:
         """Test hook: sample with caller-given uniforms (L, 2), as ``sampler.generate(draws=...)``."""

@@ -11,7 +11,10 @@ input set deterministically between N machines or processes.
 
 from __future__ import annotations
 
+import contextlib
 import glob
+import io
+import struct
 import tempfile
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -19,7 +22,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Protocol
+from typing import BinaryIO, Protocol
 
 import numpy as np
 from rich.console import Console
@@ -29,7 +32,7 @@ from vocoder.audio import load_audio, log_mel, write_wav
 from vocoder.config import Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import remove_stale_temps
-from vocoder.mels import MEL_EXTS, NATIVE, MelInput, read_mel
+from vocoder.mels import MEL_EXTS, NATIVE, MelInput, prepare, read_mel
 
 # The longest input vocoded by default: an hour, far beyond any TTS utterance, yet a
 # bound, so a header that claims 10^8 frames is refused instead of allocated.
@@ -266,6 +269,74 @@ def synthesize_file(
     except Exception as e:
         return Result(source, None, error=f"{source}: {type(e).__name__}: {e}")
     return Result(source, output, len(samples), len(samples) / cfg.audio.sample_rate, warning=warning or "")
+
+
+def wav_stream_header(rate: int) -> bytes:
+    """A 16-bit mono PCM WAV header for a stream of unknown length: the RIFF and data
+    sizes are 0xFFFFFFFF, the convention sox, ffmpeg and aplay read as "until the end"."""
+    fmt = struct.pack("<IHHIIHH", 16, 1, 1, rate, 2 * rate, 2, 16)
+    return (
+        b"RIFF" + struct.pack("<I", 0xFFFFFFFF) + b"WAVEfmt " + fmt + b"data" + struct.pack("<I", 0xFFFFFFFF)
+    )
+
+
+@dataclass
+class Streamed:
+    """What a streamed synthesis wrote: samples, and seconds from reading the mel (the
+    model already loaded) to the first audio bytes written and to the end."""
+
+    samples: int
+    first_audio_seconds: float
+    seconds: float
+
+
+def stream(
+    model_path: Path,
+    source: str,
+    sink: BinaryIO,
+    stdin: BinaryIO,
+    seed: int = 0,
+    threads: int = 1,
+    how: MelInput = NATIVE,
+    raw: bool = False,
+    max_seconds: float = MAX_SECONDS,
+    chunk_samples: int = 1024,
+) -> tuple[Streamed, str | None]:
+    """Vocode one input (a mel or audio file, or ``-``: a mel ``.npy`` read from ``stdin``)
+    with the native engine and write its audio to ``sink`` as it is generated: a streaming
+    WAV header (unless ``raw``), then 16-bit little-endian PCM chunk by chunk. Returns the
+    figures and the mel convention warning, if any."""
+    from vocoder.native import MODEL_EXT, NativeVocoder
+
+    if Path(model_path).suffix != MODEL_EXT:
+        raise VocoderError(
+            f"{model_path}: streaming runs the native engine on a {MODEL_EXT} file (vocoder export)"
+        )
+    vocoder = NativeVocoder.load(Path(model_path), threads)
+    start = time.monotonic()  # mel in -> audio out: a server loads its model once
+    a = vocoder.cfg.audio
+    if source == "-":
+        try:
+            arr = np.load(io.BytesIO(stdin.read()), allow_pickle=False)
+        except (OSError, ValueError, EOFError) as e:
+            raise VocoderError(f"<stdin>: cannot read a mel .npy ({e})") from None
+        max_frames = int(max_seconds * a.sample_rate / a.hop_length)
+        mel, warning = prepare(arr, a.n_mels, a.log_floor, max_frames, how, vocoder.mel_stats, "<stdin>")
+    else:
+        mel, warning = input_mel(Path(source), vocoder.cfg, max_seconds, how, vocoder.mel_stats)
+    if not raw:
+        sink.write(wav_stream_header(a.sample_rate))
+    first = None
+    samples = 0
+    chunks = vocoder.stream(mel, seed, chunk_samples)
+    with contextlib.closing(chunks):  # a reader that went away still lets the engine finish
+        for chunk in chunks:
+            sink.write(chunk.astype("<i2").tobytes())
+            sink.flush()
+            samples += len(chunk)
+            if first is None:
+                first = time.monotonic() - start
+    return Streamed(samples, first or 0.0, time.monotonic() - start), warning
 
 
 _worker: Vocoder | None = None

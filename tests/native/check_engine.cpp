@@ -70,6 +70,22 @@ std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int fr
         for (int threads = 1; threads <= max_threads; ++threads) {
             wrnn::Engine e(m, *k, threads);
             out = e.run(mel.data(), frames, 1, nullptr, nullptr, nullptr);
+            if (!m->dims.subscale.batch) {  // streaming: the same samples, in order, in chunks of 37
+                std::vector<int16_t> streamed;
+                const wrnn::Engine::Sink sink = [&](const int16_t* s, size_t n) {
+                    if (n > 37 || (n < 37 && streamed.size() + n != out.size())) {
+                        std::fprintf(stderr, "FAIL: stream chunk of %zu samples\n", n);
+                        std::exit(1);
+                    }
+                    streamed.insert(streamed.end(), s, s + n);
+                };
+                e.run(mel.data(), frames, 1, nullptr, nullptr, nullptr, &sink, 37);
+                if (streamed != out) {
+                    std::fprintf(stderr, "FAIL: streamed samples differ from a plain run (%s, %d threads)\n",
+                                 k->name, threads);
+                    std::exit(1);
+                }
+            }
             wrnn::Trace tr;
             wrnn::Profile prof;
             e.set_profile(&prof);

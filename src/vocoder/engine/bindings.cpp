@@ -100,6 +100,30 @@ class PyEngine {
 
     py::array_t<int16_t> generate(const F32& mel, uint64_t seed) { return run(mel, seed, nullptr, nullptr, nullptr); }
 
+    // Calls `callback` with each `chunk` samples (an int16 array) as soon as they are made,
+    // on this thread with the GIL. An exception in the callback stops the calls; the run
+    // finishes (a step cannot be abandoned on two threads) and the exception is raised.
+    void generate_stream(const F32& mel, uint64_t seed, size_t chunk, const py::function& callback) {
+        size_t frames = check_mel(mel);
+        std::exception_ptr failed;
+        const wrnn::Engine::Sink sink = [&](const int16_t* samples, size_t count) {
+            if (failed) return;
+            py::gil_scoped_acquire gil;
+            try {
+                py::array_t<int16_t> a(static_cast<py::ssize_t>(count));
+                std::memcpy(a.mutable_data(), samples, count * sizeof(int16_t));
+                callback(a);
+            } catch (...) {
+                failed = std::current_exception();
+            }
+        };
+        {
+            py::gil_scoped_release nogil;
+            engine_.run(mel.data(), int(frames), seed, nullptr, nullptr, nullptr, &sink, chunk);
+        }
+        if (failed) std::rethrow_exception(failed);
+    }
+
     py::array_t<int16_t> generate_with_draws(const F32& mel, const py::array_t<double, py::array::c_style | py::array::forcecast>& draws) {
         size_t frames = check_mel(mel);
         size_t total = frames * model_->dims.hop_length;
@@ -258,6 +282,8 @@ PYBIND11_MODULE(_engine, m) {
         .def_property_readonly("profile", &PyEngine::profile)
         .def("set_profiling", &PyEngine::set_profiling, py::arg("on"))
         .def("generate", &PyEngine::generate, py::arg("mel"), py::arg("seed"))
+        .def("generate_stream", &PyEngine::generate_stream, py::arg("mel"), py::arg("seed"), py::arg("chunk"),
+             py::arg("callback"))
         .def("generate_with_draws", &PyEngine::generate_with_draws, py::arg("mel"), py::arg("draws"))
         .def("teacher_forced", &PyEngine::teacher_forced, py::arg("mel"), py::arg("samples"))
         .def("generate_batch", &PyEngine::generate_batch, py::arg("mel"), py::arg("positions"), py::arg("seed"))

@@ -275,9 +275,13 @@ void Engine::gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off,
 }
 
 std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, const double* draws, const int16_t* force,
-                                 Trace* trace) {
+                                 Trace* trace, const Sink* sink, size_t chunk) {
     const Model& m = *model_;
-    if (m.dims.subscale.batch) return run_subscale(mel, frames, seed, draws, force, trace);
+    if (m.dims.subscale.batch) {
+        if (sink) throw Error("a subscale model makes its samples staggered, not in time order: it cannot stream");
+        return run_subscale(mel, frames, seed, draws, force, trace);
+    }
+    if (sink && chunk < 1) throw Error("streaming needs a chunk of at least one sample");
     const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
     if (frames < 1) throw Error("the mel has no frames");
     const size_t total = size_t(frames) * hop;
@@ -386,7 +390,13 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             if (k == 0 && trace) std::memcpy(&trace->fine_logits[i * 256], logits, 256 * 4);
             const int f = force ? (int(force[i]) + 32768) & 0xff : draw_one(kernels_, logits, u1, lane.scratch.data());
             lp.lap(Stage::Draws);
-            if (k == 0) out[i] = int16_t(c * 256 + f - 32768);
+            if (k == 0) {
+                out[i] = int16_t(c * 256 + f - 32768);
+                if (sink && ((i + 1) % chunk == 0 || i + 1 == total)) {
+                    const size_t begin = i / chunk * chunk;
+                    (*sink)(&out[begin], i + 1 - begin);
+                }
+            }
             c_prev = c, f_prev = f;
         }
     };

@@ -5,6 +5,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <stdexcept>
 #include <string>
@@ -204,11 +205,16 @@ class Engine {
     // threads: 1, or 2 to split each step's matrices by rows between two threads (needs
     // N/2 % 16 == 0; other sizes fall back to 1). Results are identical either way.
     Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads = 1);
+    // Streaming: called on the calling thread with each run of `chunk` finished samples in
+    // order (the last run may be shorter) while the rest is generated. It must not throw:
+    // a step half done on two threads cannot be abandoned.
+    using Sink = std::function<void(const int16_t* samples, size_t count)>;
     // mel: (n_mels, frames) row-major. draws: (L, 2) or null (seeded RNG). force: int16
-    // samples (L) for teacher forcing or null. trace: filled when non-null. A subscale
-    // model runs run_subscale.
+    // samples (L) for teacher forcing or null. trace: filled when non-null. sink: null, or
+    // given every `chunk` samples (sequential models only). A subscale model runs
+    // run_subscale.
     std::vector<int16_t> run(const float* mel, int frames, uint64_t seed, const double* draws,
-                             const int16_t* force, Trace* trace);
+                             const int16_t* force, Trace* trace, const Sink* sink = nullptr, size_t chunk = 0);
     // Fold mode (vocoder.fold): nb sequences of `steps` steps run as one batch, each with
     // its own state (from zero), previous sample and draws; sequence b is conditioned at
     // step s on the utterance's sample position positions[b * steps + s]. draws:
