@@ -206,3 +206,29 @@ def test_bench_subscale_rows_sit_next_to_sequential_ones(tmp_path: Path) -> None
         assert sum(r["profile"].values()) == pytest.approx(1.0) and r["profile"]["W_hh"] > 0
         assert (r["profile"]["context"] > 0) == (r["mode"] == "subscale")
     assert res.output.count("profile subscale N=32") == 4 and res.output.count("profile sequential N=32") == 4
+
+
+def test_bench_stream_rows_time_the_first_chunk(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    args = [
+        "bench",
+        "-n",
+        "64",
+        "-t",
+        "1",
+        "--precision",
+        "int8",
+        "--no-torch",
+        "--seconds",
+        "0.2",
+        "--stream",
+    ]
+    res = CliRunner().invoke(app, [*args, "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    rows = {r["mode"]: r for r in json.loads(out.read_text())["results"]}
+    assert set(rows) == {"sequential", "stream"} and rows["sequential"]["first_audio_ms"] is None
+    stream, seq = rows["stream"], rows["sequential"]
+    assert stream["samples"] == seq["samples"] == 18 * 256  # 0.2 s at 22050 Hz, in whole frames
+    # the first 1024 samples come out before the whole run ends
+    assert 0 < stream["first_audio_ms"] < 1000 * stream["seconds"]
+    assert "stream N=64 dense int8 threads=1: first audio after" in res.output

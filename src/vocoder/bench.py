@@ -52,7 +52,7 @@ import platform
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -62,6 +62,7 @@ from vocoder.config import Config, load_config
 from vocoder.errors import VocoderError
 
 TORCH_SAMPLES = 2000
+STREAM_CHUNK = 1024  # samples per chunk of stream rows: synthesize --stdout's
 REALTIME_RATE = 24000  # the conventional "x real time at 24 kHz" yardstick
 
 
@@ -92,6 +93,7 @@ class Result:
     share_of_blas: float
     repeats: int  # timed runs; samples_per_second is the fastest
     profile: dict[str, float] = field(default_factory=dict)  # stage -> share of a run (--profile)
+    first_audio_ms: float | None = None  # stream rows: mel in (model loaded) -> first chunk out
 
     @classmethod
     def of(
@@ -305,6 +307,36 @@ def time_native(
     )
 
 
+def time_stream(
+    path: Path, cfg: Config, samples: int, threads: int, repeats: int = 1
+) -> tuple[float, tuple[float, int, str], str, int, dict[str, float]]:
+    """(fastest time to the first chunk, (fastest whole run, samples, ISA), precision,
+    per-step weight bytes, multiply-adds per sample) of ``repeats`` streamed runs in
+    chunks of ``STREAM_CHUNK`` (the engine's ``stream``)."""
+    from vocoder.native import NativeVocoder
+
+    voc = NativeVocoder.load(path, threads)
+    mel = bench_mel(cfg, samples)
+    voc.generate(mel[:, :2], 0)  # warm-up: page in the weights
+    first = whole = float("inf")
+    count = 0
+    for _ in range(repeats):
+        start = time.perf_counter()
+        chunks = voc.stream(mel, 0, STREAM_CHUNK)
+        count = len(next(chunks))
+        first = min(first, time.perf_counter() - start)
+        count += sum(len(c) for c in chunks)
+        whole = min(whole, time.perf_counter() - start)
+    nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
+    return (
+        first,
+        (whole, count, voc.isa),
+        voc.precision,
+        nbytes,
+        multiply_adds(cfg, voc.precision, voc.layout),
+    )
+
+
 def time_native_fold(
     path: Path,
     cfg: Config,
@@ -429,6 +461,7 @@ def run_bench(
     subscale: bool = False,
     repeats: int = 1,
     profile: bool = False,
+    stream: bool = False,
 ) -> list[Result]:
     """Measure every (N, dense or sparse variant, precision, threads) natively and
     (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
@@ -436,7 +469,8 @@ def run_bench(
     (target, overlap, seconds) adds fold-mode rows per native (variant, precision, threads);
     ``subscale`` subscale rows (per thread count) and a torch subscale row per N. Each
     row is the fastest of ``repeats`` timed runs; with ``profile`` each native row also
-    gets its stage shares from one more run."""
+    gets its stage shares from one more run; with ``stream`` each sequential native
+    (variant, precision, threads) also gets a stream row with its time to first audio."""
     from vocoder.export import write_model_file
 
     results: list[Result] = []
@@ -526,6 +560,14 @@ def run_bench(
                 )
             )
 
+    def record_stream(path: Path, cfg: Config, v: Variant, blas: float) -> None:
+        samples = int(seconds * cfg.audio.sample_rate)
+        for t in threads:
+            first, timing, precision, nbytes, macs = time_stream(path, cfg, samples, t, repeats)
+            lim = limits(bandwidth_limit(nbytes), macs, t)
+            r = Result.of("native", v, t, precision, timing, lim, blas, mode="stream", repeats=repeats)
+            record(replace(r, first_audio_ms=1000 * first))
+
     sizes = [0] if model_path is not None else hidden_sizes
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -542,6 +584,8 @@ def run_bench(
                     record_native(model_path, cfg, v, t, blas)
                 if fold is not None and cfg.model.kind == "sequential":
                     record_fold(model_path, cfg, v, blas)
+                if stream and cfg.model.kind == "sequential":
+                    record_stream(model_path, cfg, v, blas)
                 continue
             variants = [(Variant(n), cfg, state)]
             for sparsity, block, layers in sparse or []:
@@ -563,6 +607,8 @@ def run_bench(
                         record_native(path, v_cfg, v, t, blas)
                     if fold is not None and cfg.model.kind == "sequential":
                         record_fold(path, v_cfg, v, blas)
+                    if stream and cfg.model.kind == "sequential":
+                        record_stream(path, v_cfg, v, blas)
                     if sub is not None:
                         write_model_file(path, sub[0], sub[1], precision)
                         for t in threads:

@@ -715,6 +715,13 @@ def bench(
         ),
     ] = False,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            help="Also time streaming (synthesize --stdout) for every sequential native row: "
+            "time to first audio (chunks of 1024 samples) and samples/s."
+        ),
+    ] = False,
     train: Annotated[
         bool,
         typer.Option(
@@ -787,6 +794,7 @@ def bench(
             subscale=subscale,
             repeats=repeats,
             profile=profile,
+            stream=stream,
         )
     except VocoderError as e:
         fail(str(e))
@@ -876,6 +884,12 @@ def bench(
                 f"subscale N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
                 f"x seq {r.samples_per_second / seq:.1f}; at this machine's multiply-add limit it could be "
                 f"at most {r.compute_limit_samples_per_second / seq:.1f}"
+            )
+    for r in results:
+        if r.first_audio_ms is not None:
+            say(
+                f"stream N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
+                f"first audio after {r.first_audio_ms:.1f} ms (mel in, model loaded, first 1024 samples out)"
             )
     for r in results:
         if r.profile:
