@@ -1,5 +1,7 @@
 """How far real mels, and the same mels in other conventions, are from a model's training
-mels: the figures behind ``vocoder.mels.FIT_LIMIT`` (docs/mels.md).
+mels, and how a square (n_mels x n_mels) mel's per-bin profile follows the training mels'
+read each way round: the figures behind ``vocoder.mels.FIT_LIMIT`` and ``PROFILE_LIMIT``
+(docs/mels.md).
 
     python scripts/mel_fit.py MODEL.wrnn FEATURES_DIR/mels
 """
@@ -12,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vocoder.mels import misfit
+from vocoder.mels import misfit, profile_correlation
 from vocoder.native import NativeVocoder
 
 
@@ -31,6 +33,10 @@ def main(model: Path, mel_dir: Path) -> None:
         }
         for name, form in forms.items():
             scores.setdefault(name, []).append(misfit(form, mean, std))
+        if m.shape[1] >= m.shape[0]:  # its first n_mels frames as a square mel
+            square = m[:, : m.shape[0]]
+            scores.setdefault("square profile r", []).append(profile_correlation(square, mean))
+            scores.setdefault("square transposed r", []).append(profile_correlation(square.T, mean))
     for name, values in scores.items():
         v = np.array(values)
         print(f"{name:15s} n={len(v)} min {v.min():.2f} median {np.median(v):.2f} max {v.max():.2f}")

@@ -140,7 +140,7 @@ def test_synthesize_reports_bad_inputs_and_finishes_the_rest(
     good = next((features_dir / "mels").glob("*.npy"))
     bad = tmp_path / "bad"
     bad.mkdir()
-    np.save(bad / "square.npy", np.zeros((80, 80), np.float32))  # (T, n_mels) or (n_mels, T)?
+    np.save(bad / "batch.npy", np.zeros((2, 80, 10), np.float32))  # a batch of two mels
     np.save(bad / "nan.npy", np.full((80, 4), np.nan, np.float32))
     np.save(bad / "wrongbins.npy", np.zeros((40, 10), np.float32))
     (bad / "corrupt.npy").write_bytes(b"\x93NUMPY garbage")
@@ -152,7 +152,7 @@ def test_synthesize_reports_bad_inputs_and_finishes_the_rest(
     failed = [line for line in r.output.splitlines() if line.startswith("failed:")]
     assert len(failed) == 5
     for name, why in [
-        ("square", "ambiguous"),
+        ("batch", "at most a leading batch axis of 1"),
         ("nan", "NaN"),
         ("wrongbins", "no axis of the model's n_mels=80"),
         ("corrupt.npy", "cannot read mel"),

@@ -102,11 +102,12 @@ def test_other_layouts_and_scales_vocode_to_the_same_audio(
 
 def test_layout_errors_name_the_file_and_the_flag(tmp_path: Path) -> None:
     square = tmp_path / "square.npy"
-    np.save(square, np.zeros((80, 80), np.float32))
-    with pytest.raises(VocoderError, match=r"square\.npy.*ambiguous.*--mel-layout"):
-        read_mel(square, 80, 1e-5, 1000, MelInput())
+    values = np.arange(80 * 80, dtype=np.float32).reshape(80, 80)
+    np.save(square, values)
+    mel, _ = read_mel(square, 80, 1e-5, 1000, MelInput())  # read as the model's own layout
+    assert np.array_equal(mel, values)
     mel, _ = read_mel(square, 80, 1e-5, 1000, MelInput(layout="t-nm"))
-    assert mel.shape == (80, 80)
+    assert np.array_equal(mel, values.T)
     wrong = tmp_path / "wrong.npy"
     np.save(wrong, np.zeros((60, 70), np.float32))
     with pytest.raises(VocoderError, match=r"wrong\.npy.*no axis of the model's n_mels=80"):
@@ -181,6 +182,20 @@ def test_the_check_is_quiet_on_real_ln_mels_and_names_other_conventions(
         # read as what they are, they pass
         assert convention_warning(m64 / math.log(10.0), "log10", mean, std, floor, uid) is None, uid
         assert convention_warning(np.exp(m64), "linear", mean, std, floor, uid) is None, uid
+
+
+def test_a_square_mel_is_read_as_n_mels_by_t_and_a_transposed_one_is_named(
+    model: NativeVocoder, mels: dict[str, np.ndarray]
+) -> None:
+    """One second of 16 kHz speech is 80 frames: (80, 80). Read as (n_mels, T), a real mel
+    passes the check; the same mel transposed gets a warning naming --mel-layout t-nm."""
+    mean, std = model.mel_stats
+    floor = model.cfg.audio.log_floor
+    for uid, mel in mels.items():
+        square = mel[:, :80]
+        assert convention_warning(square, "ln", mean, std, floor, uid) is None, uid
+        note = convention_warning(square.T, "ln", mean, std, floor, uid)
+        assert note is not None and "--mel-layout t-nm" in note, note
 
 
 def test_strict_turns_the_warning_into_that_file_s_error(mels: dict[str, np.ndarray], tmp_path: Path) -> None:

@@ -31,6 +31,9 @@ MIN_CHECK_FRAMES = 20
 # plus |ln(std ratio)| stays under this: between what real natural-log mels and the same
 # mels in other conventions score (docs/mels.md, scripts/mel_fit.py).
 FIT_LIMIT = 1.3
+# A square mel's per-bin mean profile correlates with the training mels' this well when it
+# is read the right way round, and far less when transposed (docs/mels.md).
+PROFILE_LIMIT = 0.5
 
 
 @dataclass(frozen=True)
@@ -110,8 +113,10 @@ def read_array(path: Path, max_elements: int) -> np.ndarray:
 
 def to_model_layout(arr: np.ndarray, n_mels: int, layout: str, origin: str) -> np.ndarray:
     """(n_mels, T) from an (n_mels, T) or (T, n_mels) array, a leading batch axis of 1
-    squeezed. ``auto`` takes the axis equal to ``n_mels``; a shape with ``n_mels`` on both
-    axes is ambiguous, and the error says which flag settles it."""
+    squeezed. ``auto`` takes the axis equal to ``n_mels``; a square mel (T = n_mels, one
+    second of real speech can be) is read as (n_mels, T), this toolkit's and HiFi-GAN's
+    layout, and ``convention_warning`` says so when the other reading fits the model's
+    training mels instead."""
     if arr.ndim == 3 and arr.shape[0] == 1:
         arr = arr[0]
     if arr.ndim != 2:
@@ -121,11 +126,6 @@ def to_model_layout(arr: np.ndarray, n_mels: int, layout: str, origin: str) -> n
         )
     if layout == "auto":
         first, second = arr.shape[0] == n_mels, arr.shape[1] == n_mels
-        if first and second:
-            raise VocoderError(
-                f"{origin}: mel shape {arr.shape} is ambiguous (both axes are n_mels={n_mels}): "
-                "pass --mel-layout nm-t or t-nm"
-            )
         if not (first or second):
             raise VocoderError(f"{origin}: mel shape {arr.shape} has no axis of the model's n_mels={n_mels}")
         layout = "nm-t" if first else "t-nm"
@@ -202,6 +202,15 @@ def fit(mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> tuple[float, floa
     return offset, ratio
 
 
+def profile_correlation(mel: np.ndarray, mean: np.ndarray) -> float:
+    """Correlation over bins of a mel's per-bin mean with the training mels': the shape of
+    the spectrum (loud low bins, quiet high ones), which a transposed mel does not have."""
+    profile = mel.mean(axis=1)
+    if float(profile.std()) == 0.0:
+        return 0.0
+    return float(np.corrcoef(profile, mean)[0, 1])
+
+
 def misfit(mel: np.ndarray, mean: np.ndarray, std: np.ndarray) -> float:
     """One number for how far a mel is from the training mels: offset + |ln(ratio)|."""
     offset, ratio = fit(mel, mean, std)
@@ -221,6 +230,14 @@ def convention_warning(
     raw64 = raw.astype(np.float64)
     scores = {s: misfit(to_natural_log(raw64, s, log_floor), mean, std) for s in SCALES}
     scores["normalised"] = misfit(raw64 * std[:, None] + mean[:, None], mean, std)
+    if raw.shape[0] == raw.shape[1]:  # a square mel read as (n_mels, T): was it (T, n_mels)?
+        along, across = profile_correlation(raw64, mean), profile_correlation(raw64.T, mean)
+        if along < PROFILE_LIMIT <= across:
+            return (
+                f"{origin}: square mel whose per-bin means do not follow the model's training mels "
+                f"(correlation {along:.2f}) while its transpose's do ({across:.2f}); it looks like "
+                "(T, n_mels): pass --mel-layout t-nm"
+            )
     if scores[declared] <= FIT_LIMIT:
         return None
     offset, ratio = fit(to_natural_log(raw64, declared, log_floor), mean, std)
