@@ -96,7 +96,8 @@ def _worker(rank: int, cfg: Config, processes: int, seconds: float, port: int, o
     elapsed = time.perf_counter() - start
     if rank == 0:
         out.put((steps, elapsed))
-    if processes > 1:
+    if processes > 1:  # both ranks reach the teardown before either closes its connections
+        dist.barrier()
         dist.destroy_process_group()
 
 
