@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXP ?= exp/allison
 
-.PHONY: install demo test lint clean sanitize
+.PHONY: install demo test lint clean sanitize wheel-check
 
 install: $(STAMP)
 
@@ -17,14 +17,18 @@ $(STAMP): pyproject.toml Makefile CMakeLists.txt $(wildcard src/vocoder/engine/*
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet torch==2.13.0
-	$(BIN)/python -m pip install --quiet -e '.[dev,tensorboard]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,tensorboard,train]'
 	touch $(STAMP)
 
 demo: install
 	$(MAKE) -C recipes/allison all VOCODER=$(abspath $(BIN))/vocoder EXP=$(abspath $(EXP))
 
-test: install sanitize
+test: install sanitize wheel-check
 	$(BIN)/python -m pytest -q
+
+# The wheel, installed without extras into a fresh venv (no torch), synthesizes.
+wheel-check: install
+	PYTHON=$(PYTHON) bash scripts/wheel-check.sh
 
 # The engine core, built with ASan + UBSan into a standalone program that runs a valid
 # model on every ISA, then hand-made corruptions and a seeded mutation fuzz of the loader.

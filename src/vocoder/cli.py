@@ -1057,3 +1057,14 @@ def main() -> None:
     except KeyboardInterrupt:
         console.print("interrupted")
         sys.exit(130)
+    except ModuleNotFoundError as e:
+        if (e.name or "").split(".")[0] != "torch":
+            raise
+        say(
+            "this command needs torch (training, checkpoints, the torch engine, random bench models): "
+            "pip install 'wavernn-vocoder[train]'; .wrnn files synthesize, evaluate and bench without it",
+            "error:",
+            "red",
+            console,
+        )
+        sys.exit(1)
