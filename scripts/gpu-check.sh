@@ -40,7 +40,7 @@ if [ "$INSTALL" = 1 ]; then
     stage "install (keeping the installed torch)"
     "$PY" -c "import torch" || { echo "gpu-check: torch must already be installed for $PY" >&2; exit 1; }
     "$PY" -c "import torch; print(f'torch=={torch.__version__}')" > "$OUT/torch-constraint.txt"
-    "$PY" -m pip install --quiet -c "$OUT/torch-constraint.txt" -e "$ROOT"
+    "$PY" -m pip install --quiet -c "$OUT/torch-constraint.txt" -e "$ROOT[tensorboard]"
 fi
 
 stage "machine"
