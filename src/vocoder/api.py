@@ -15,11 +15,9 @@ from pathlib import Path
 import numpy as np
 
 from vocoder.config import Config
-from vocoder.mels import MelInput, prepare
+from vocoder.mels import MelInput, frame_limit, prepare
 from vocoder.native import NativeVocoder
-
-# A bound on one call's mel, as synthesize's --max-seconds: an hour of audio.
-MAX_SECONDS = 3600.0
+from vocoder.synthesize import MAX_SECONDS
 
 
 class MelConventionWarning(UserWarning):
@@ -60,10 +58,15 @@ class Vocoder:
 
     def _prepare(self, mel: np.ndarray, layout: str, scale: str, strict: bool) -> np.ndarray:
         a = self._native.cfg.audio
-        max_frames = int(MAX_SECONDS * a.sample_rate / a.hop_length)
         how = MelInput(layout, scale, strict)
         mel32, warning = prepare(
-            np.asarray(mel), a.n_mels, a.log_floor, max_frames, how, self._native.mel_stats, "mel"
+            np.asarray(mel),
+            a.n_mels,
+            a.log_floor,
+            frame_limit(a, MAX_SECONDS),
+            how,
+            self._native.mel_stats,
+            "mel",
         )
         if warning is not None:
             warnings.warn(warning, MelConventionWarning, stacklevel=3)

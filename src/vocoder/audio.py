@@ -170,15 +170,3 @@ def check_mel(mel: np.ndarray, n_mels: int, origin: str, max_frames: int | None 
     if not np.all(np.isfinite(out)):
         raise VocoderError(f"{origin}: mel contains NaN or infinite values (as float32)")
     return out
-
-
-def load_mel(path: Path, n_mels: int, max_frames: int | None = None) -> np.ndarray:
-    """A mel ``.npy`` file, checked by ``check_mel``. It is memory-mapped first, so the
-    header's shape is checked against the file's size and ``max_frames`` before anything
-    is read: a small file that claims a huge array fails with its name, not an
-    allocation error."""
-    try:
-        mel = np.load(path, mmap_mode="r", allow_pickle=False)
-    except (OSError, ValueError, EOFError) as e:
-        raise VocoderError(f"{path}: cannot read mel .npy ({e})") from None
-    return check_mel(mel, n_mels, str(path), max_frames)

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from vocoder.audio import check_mel, check_mel_shape
+from vocoder.config import AudioConfig
 from vocoder.errors import VocoderError
 
 MEL_EXTS = (".npy", ".npz", ".pt")
@@ -54,6 +55,12 @@ class MelInput:
 
 # The model's own convention, nothing to convert: what a caller that is not told otherwise reads.
 NATIVE = MelInput()
+
+
+def frame_limit(audio: AudioConfig, seconds: float) -> int:
+    """The most mel frames ``seconds`` of audio make: the bound a user's mel is checked
+    against before it is read."""
+    return int(seconds * audio.sample_rate / audio.hop_length)
 
 
 def _read_npz(path: Path, max_elements: int) -> np.ndarray:
@@ -164,16 +171,18 @@ def prepare(
     converted in float64. With ``how.strict`` a warning is raised as the error instead.
     """
     arr = to_model_layout(arr, n_mels, how.layout, origin)
-    check_mel_shape(arr, n_mels, origin, max_frames)
     if how.scale == "ln":
         mel = check_mel(arr, n_mels, origin, max_frames)
+        raw = mel  # the values as given, read once (a memory map is not read again)
     else:
+        check_mel_shape(arr, n_mels, origin, max_frames)
+        raw = np.array(arr, dtype=np.float64)
         with np.errstate(over="ignore"):
-            converted = to_natural_log(np.array(arr, dtype=np.float64), how.scale, log_floor)
+            converted = to_natural_log(raw, how.scale, log_floor)
         mel = check_mel(converted, n_mels, origin, max_frames)
     warning = None
     if stats is not None:
-        warning = convention_warning(np.asarray(arr), how.scale, *stats, log_floor, origin)
+        warning = convention_warning(raw, how.scale, *stats, log_floor, origin)
     if warning is not None and how.strict:
         raise VocoderError(f"{warning} (--strict)")
     return mel, warning

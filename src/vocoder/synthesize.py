@@ -32,7 +32,7 @@ from vocoder.audio import load_audio, log_mel, write_wav
 from vocoder.config import Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import remove_stale_temps
-from vocoder.mels import MEL_EXTS, NATIVE, MelInput, prepare, read_mel
+from vocoder.mels import MEL_EXTS, NATIVE, MelInput, frame_limit, prepare, read_mel
 
 # The longest input vocoded by default: an hour, far beyond any TTS utterance, yet a
 # bound, so a header that claims 10^8 frames is refused instead of allocated.
@@ -168,8 +168,7 @@ def input_mel(
     before it is read."""
     a = cfg.audio
     if path.suffix in MEL_EXTS:
-        max_frames = int(max_seconds * a.sample_rate / a.hop_length)
-        return read_mel(path, a.n_mels, a.log_floor, max_frames, how, stats)
+        return read_mel(path, a.n_mels, a.log_floor, frame_limit(a, max_seconds), how, stats)
     y = load_audio(path, a.sample_rate, max_seconds)
     if len(y) < 2 * a.hop_length:
         raise VocoderError(f"{path}: audio too short to vocode ({len(y)} samples)")
@@ -320,8 +319,8 @@ def stream(
             arr = np.load(io.BytesIO(stdin.read()), allow_pickle=False)
         except (OSError, ValueError, EOFError) as e:
             raise VocoderError(f"<stdin>: cannot read a mel .npy ({e})") from None
-        max_frames = int(max_seconds * a.sample_rate / a.hop_length)
-        mel, warning = prepare(arr, a.n_mels, a.log_floor, max_frames, how, vocoder.mel_stats, "<stdin>")
+        limit = frame_limit(a, max_seconds)
+        mel, warning = prepare(arr, a.n_mels, a.log_floor, limit, how, vocoder.mel_stats, "<stdin>")
     else:
         mel, warning = input_mel(Path(source), vocoder.cfg, max_seconds, how, vocoder.mel_stats)
     if not raw:

@@ -249,12 +249,18 @@ def _merge_config(user: Config, explicit: set[str], feats: Config, features_dir:
     )
 
 
-def _continued_config(stored: Config, user: Config, explicit: set[str], ckpt_dir: Path) -> Config:
-    """A continued run keeps its stored config; explicit train.* and prune.* keys apply."""
+def _refuse_shape_changes(stored: Config, user: Config, explicit: set[str], who: str) -> None:
+    """The model and subscale keys fix the weights' shapes: a run built on stored weights
+    refuses any the user gave explicitly with another value (``who`` starts the error)."""
     for section in ("model", "subscale"):
         for key, value in vars(getattr(user, section)).items():
             if f"{section}.{key}" in explicit and getattr(getattr(stored, section), key) != value:
-                raise VocoderError(f"{ckpt_dir}: a continued run cannot change {section}.{key}")
+                raise VocoderError(f"{who} cannot change {section}.{key}")
+
+
+def _continued_config(stored: Config, user: Config, explicit: set[str], ckpt_dir: Path) -> Config:
+    """A continued run keeps its stored config; explicit train.* and prune.* keys apply."""
+    _refuse_shape_changes(stored, user, explicit, f"{ckpt_dir}: a continued run")
     for section in ("train", "prune"):
         for key in vars(getattr(stored, section)):
             if f"{section}.{key}" in explicit:
@@ -269,12 +275,7 @@ def _fine_tune_config(
     """A run started from another run's weights: its model (and subscale) settings, whose
     shapes the weights have, the user's train and prune settings, and features made with
     the audio settings the model was trained on."""
-    for section in ("model", "subscale"):
-        for key, value in vars(getattr(user, section)).items():
-            if f"{section}.{key}" in explicit and getattr(getattr(start, section), key) != value:
-                raise VocoderError(
-                    f"{source}: a run started from these weights cannot change {section}.{key}"
-                )
+    _refuse_shape_changes(start, user, explicit, f"{source}: a run started from these weights")
     for key, value in vars(start.audio).items():
         if getattr(feats.audio, key) != value:
             raise VocoderError(
