@@ -69,14 +69,20 @@ def test_rerun_after_a_kill_resumes(tmp_path: Path, features_dir: Path, tiny_ckp
     leftover.write_bytes(b"half a wav")
     r = _synthesize(tiny_ckpt, tmp_path / "mels", "-o", out)
     assert r.exit_code == 0, r.output
-    assert "synthesized 4 of 5 inputs (1 skipped: output exists; 0 failed)" in r.output
+    assert (
+        "synthesized 4 of 5 inputs, 1 already done (their wav exists; --overwrite redoes them), 0 failed,"
+        in r.output
+    )
     assert finished.read_bytes() == b"finished before the kill"
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{m.stem}.wav" for m in mels)
     r = _synthesize(tiny_ckpt, tmp_path / "mels", "-o", out)
-    assert "synthesized 0 of 5 inputs (5 skipped: output exists; 0 failed)" in r.output
+    assert (
+        "synthesized 0 of 5 inputs, 5 already done (their wav exists; --overwrite redoes them), 0 failed,"
+        in r.output
+    )
     assert "no new audio" in r.output and r.exit_code == 0
     r = _synthesize(tiny_ckpt, tmp_path / "mels", "-o", out, "--overwrite")
-    assert "synthesized 5 of 5 inputs (0 skipped" in r.output
+    assert "synthesized 5 of 5 inputs, 0 failed," in r.output
     assert finished.read_bytes()[:4] == b"RIFF"
 
 
@@ -97,7 +103,7 @@ def test_input_list_with_a_corrupt_input(tmp_path: Path, features_dir: Path, tin
     out = tmp_path / "out"
     r = _synthesize(tiny_ckpt, "--input-list", listing, "-o", out, "--jobs", "2")
     assert r.exit_code == 1
-    assert "synthesized 3 of 4 inputs (0 skipped: output exists; 1 failed)" in r.output
+    assert "synthesized 3 of 4 inputs, 1 failed," in r.output
     failed = [line for line in r.output.splitlines() if line.startswith("failed:")]
     assert len(failed) == 1 and "corrupt.npy" in failed[0] and "cannot read mel" in failed[0]
     assert sorted(p.name for p in out.iterdir()) == sorted(f"{m.stem}.wav" for m in mels[:3])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,24 @@ def test_help_documents_every_command() -> None:
         ("bench", "--hidden-size"),
     ]:
         assert option in run_cli(command, "--help").output
+
+
+def test_version_and_usage_lines_read_as_plain_text() -> None:
+    from importlib.metadata import version
+
+    r = run_cli("--version")
+    assert r.exit_code == 0 and r.output == f"wavernn-vocoder {version('wavernn-vocoder')}\n"
+    assert re.search(r" train \[OPTIONS\] FEATURES_DIR CKPT_DIR *\n", run_cli("train", "--help").output)
+    assert re.search(
+        r" synthesize \[OPTIONS\] MODEL \[INPUTS\.\.\.\] *\n", run_cli("synthesize", "--help").output
+    )
+    for command in ("preprocess", "train", "prune", "synthesize", "evaluate", "export", "bench", "config"):
+        text = run_cli(command, "--help").output
+        options = [line for line in text.splitlines() if "│ --" in line]  # an option's first line
+        assert "{" not in text and not any("<list[" in line for line in options), command
+    assert any(
+        "--set" in line and "KEY=VALUE" in line for line in run_cli("train", "--help").output.splitlines()
+    )
 
 
 def test_preprocess_outputs_and_rerun(features_dir: Path) -> None:

@@ -237,6 +237,29 @@ def test_cli_export_then_synthesize_picks_native(setup, tmp_path: Path) -> None:
     assert res.exit_code == 0, res.output
     assert "native model file, fp32 weights" in res.output
     assert f"hidden_size: {cfg.model.hidden_size}" in res.output
+    sections = [line[:-1] for line in res.output.splitlines() if line.endswith(":") and " " not in line]
+    assert sections == ["audio", "model", "prune", "subscale"]  # what the file holds, no default train/data
+    res = runner.invoke(
+        app,
+        [
+            "synthesize",
+            str(tmp_path / "m.wrnn"),
+            str(ROOT_WAV),
+            "-o",
+            str(tmp_path / "o3"),
+            "--engine",
+            "torch",
+        ],
+    )
+    assert res.exit_code == 1
+    assert res.output.strip() == (
+        f"error: {tmp_path / 'm.wrnn'}: a .wrnn file runs on the native engine (drop --engine torch); "
+        "the torch engine reads checkpoints"
+    )
+    res = runner.invoke(
+        app, ["synthesize", str(tmp_path / "gone.wrnn"), str(ROOT_WAV), "-o", str(tmp_path / "o4")]
+    )
+    assert res.exit_code == 1 and res.output.strip() == f"error: {tmp_path / 'gone.wrnn'}: no such file"
 
 
 def test_cli_rejects_a_corrupt_model_file_with_one_line(setup, tmp_path: Path) -> None:

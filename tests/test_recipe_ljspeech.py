@@ -87,5 +87,5 @@ def test_ljspeech_recipe_runs_every_stage_and_resumes(tmp_path: Path) -> None:
     again = recipe("all", data, exp)
     assert "preprocessed 0 new, reused 5" in again
     assert "up to date with" in again
-    assert again.count("0 of 3 inputs (3 skipped: output exists") == 2
+    assert again.count("0 of 3 inputs, 3 already done (their wav exists") == 2
     assert {p: p.stat().st_mtime_ns for p in stamps} == stamps

@@ -231,7 +231,9 @@ def test_a_run_without_a_terminal_logs_plain_lines(tmp_path: Path, features_dir:
     assert r.exit_code == 0, r.output
     lines = [line for line in r.output.splitlines() if line.startswith("step ") and "/3 loss" in line]
     assert [line.split()[1] for line in lines] == ["1/3", "2/3", "3/3"], r.output
-    assert all(" b/s valid " in line and " steps/s " in line and "k samples/s" in line for line in lines)
+    assert all(
+        " bits/sample valid " in line and " steps/s " in line and "k samples/s" in line for line in lines
+    )
     records = [json.loads(x) for x in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     valid2 = next(rec["valid_bits"] for rec in records if rec["step"] == 2 and "valid_bits" in rec)
     assert f" valid {valid2:.3f} " in lines[-1]  # the step-3 line shows step 2's validation

@@ -6,9 +6,13 @@ first use, so ``import vocoder`` stays light for the command line.
 
 from __future__ import annotations
 
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
-__version__ = "0.1.0"
+try:  # one source of truth: pyproject.toml, as installed
+    __version__ = version("wavernn-vocoder")
+except PackageNotFoundError:  # a source tree on sys.path without `pip install`
+    __version__ = "unknown"
 
 
 def __getattr__(name: str) -> Any:

@@ -12,13 +12,29 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from rich.console import Console
 from rich.text import Text
+from typer.core import TyperArgument, TyperCommand
 
-from vocoder.config import explicit_keys, load_config
+from vocoder.config import MODEL_FILE_SECTIONS, explicit_keys, load_config
 from vocoder.errors import VocoderError
 
 if TYPE_CHECKING:  # the CLI imports command modules only when a command runs
     from vocoder.bench import Result
     from vocoder.mels import MelInput
+
+
+class Command(TyperCommand):
+    """A command whose usage line reads as in a man page, ``vocoder train [OPTIONS]
+    FEATURES_DIR CKPT_DIR``, rather than Typer's ``{features_dir} {ckpt_dir}``, whose braces
+    a first-time user takes for literal characters."""
+
+    def collect_usage_pieces(self, ctx: typer.Context) -> list[str]:
+        pieces = [self.options_metavar] if self.options_metavar else []
+        for param in self.get_params(ctx):
+            if isinstance(param, TyperArgument) and param.name:
+                name = param.name.upper() + ("..." if param.nargs != 1 else "")
+                pieces.append(name if param.required else f"[{name}]")
+        return pieces
+
 
 app = typer.Typer(
     help="WaveRNN neural vocoder toolkit (Kalchbrenner et al., 2018): "
@@ -30,6 +46,25 @@ app = typer.Typer(
 console = Console(stderr=True)
 out = Console()
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from vocoder import __version__
+
+        out.print(f"wavernn-vocoder {__version__}", highlight=False)
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_print_version, is_eager=True, help="Print the version and exit."),
+    ] = False,
+) -> None:
+    """Options that come before the command (the app's help text is the Typer's)."""
+
+
 ConfigOpt = Annotated[
     str | None,
     typer.Option("--config", "-c", help="YAML config file, or a shipped name: ljspeech-22k, allison-16k."),
@@ -37,7 +72,10 @@ ConfigOpt = Annotated[
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
-        "--set", "-s", help="Override one config key, e.g. --set model.hidden_size=896 (repeatable)."
+        "--set",
+        "-s",
+        metavar="KEY=VALUE",
+        help="Override one config key, e.g. --set model.hidden_size=896 (repeatable).",
     ),
 ]
 
@@ -86,7 +124,7 @@ def fail(message: str) -> None:
     raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command)
 def preprocess(
     data_dir: Annotated[
         Path, typer.Argument(help="LJSpeech-style dataset: metadata.csv and wavs/<id>.wav|.flac.")
@@ -123,7 +161,7 @@ def preprocess(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def train(
     features_dir: Annotated[Path, typer.Argument(help="Directory written by `vocoder preprocess`.")],
     ckpt_dir: Annotated[
@@ -199,7 +237,7 @@ def train(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def prune(
     checkpoint: Annotated[
         Path, typer.Argument(help="Dense checkpoint file or directory (its latest) to prune.")
@@ -248,7 +286,7 @@ def prune(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def synthesize(
     model: Annotated[
         Path, typer.Argument(help="Model file (.wrnn), checkpoint file, or checkpoint directory (its latest)")
@@ -351,8 +389,10 @@ def synthesize(
     ] = False,
     raw: Annotated[bool, typer.Option("--raw", help="With --stdout: headerless s16le PCM.")] = False,
 ) -> None:
-    """Vocode mels (or wavs) into 16-bit wavs: the model's own sampler, sequential or subscale
-    (native or torch, optionally in fold mode), or the Griffin-Lim baseline.
+    """Vocode mels (or wavs) into 16-bit wavs: native or torch engine, or Griffin-Lim.
+
+    The model's own sampler runs, sequential or subscale, optionally in fold mode;
+    Griffin-Lim is the no-training baseline.
 
     Mel files are .npy, .npz (one array) or .pt (one tensor; needs torch). Each is compared
     with the training statistics stored in the model: a mel of another convention (log10,
@@ -419,10 +459,10 @@ def synthesize(
         )
     else:
         speed = f"no new audio in {wall:.2f} s"
+    done = f", {len(skipped)} already done (their wav exists; --overwrite redoes them)" if skipped else ""
     say(
-        f"synthesized {len(good)} of {len(results)} inputs{part} ({len(skipped)} skipped: output exists; "
-        f"{len(bad)} failed) with the {engine_name} engine{' in fold mode' if fold else ''}: "
-        f"{speed} -> {out_dir}"
+        f"synthesized {len(good)} of {len(results)} inputs{part}{done}, {len(bad)} failed, "
+        f"with the {engine_name} engine{' in fold mode' if fold else ''}: {speed} -> {out_dir}"
     )
     if bad:
         raise typer.Exit(1)
@@ -464,7 +504,7 @@ def _stream_stdout(
     )
 
 
-@app.command()
+@app.command(cls=Command)
 def evaluate(
     generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
     reference: Annotated[
@@ -533,7 +573,7 @@ def evaluate(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command)
 def nll(
     model: Annotated[Path, typer.Argument(help=".wrnn model file, or a checkpoint (exported first).")],
     features: Annotated[Path, typer.Argument(help="Features directory written by `preprocess`.")],
@@ -576,7 +616,7 @@ def nll(
         say(f"-> {json_out}")
 
 
-@app.command()
+@app.command(cls=Command)
 def plot(
     generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
     reference: Annotated[
@@ -601,7 +641,7 @@ def plot(
         raise typer.Exit(1)
 
 
-@app.command()
+@app.command(cls=Command)
 def export(
     checkpoint: Annotated[
         Path, typer.Argument(help="Checkpoint file, or checkpoint directory (its latest).")
@@ -651,7 +691,7 @@ def _sparsity_label(r: Result) -> str:
     return f"{100 * r.sparsity:g}% {r.block} {r.pruned_layers}{forced}"
 
 
-@app.command()
+@app.command(cls=Command)
 def bench(
     model: Annotated[
         Path | None,
@@ -661,25 +701,32 @@ def bench(
     ] = None,
     hidden_size: Annotated[
         list[int] | None,
-        typer.Option("--hidden-size", "-n", help="GRU width N, repeatable (default: 384 512 896)."),
+        typer.Option(
+            "--hidden-size", "-n", metavar="N", help="GRU width N, repeatable (default: 384 512 896)."
+        ),
     ] = None,
     threads: Annotated[
-        list[int] | None, typer.Option("--threads", "-t", help="Threads, repeatable (default: 1 2).")
+        list[int] | None,
+        typer.Option("--threads", "-t", metavar="T", help="Threads, repeatable (default: 1 2)."),
     ] = None,
     precision: Annotated[
-        list[Precision] | None, typer.Option(help="Native weight precisions, repeatable (default: all).")
+        list[Precision] | None,
+        typer.Option(metavar="fp32|bf16|int8", help="Native weight precisions, repeatable (default: all)."),
     ] = None,
     sparsity: Annotated[
         list[float] | None,
         typer.Option(
             min=0.0,
             max=0.999,
+            metavar="S",
             help="Also time the same model pruned to this sparsity, repeatable (e.g. 0.95).",
         ),
     ] = None,
     block: Annotated[
         list[str] | None,
-        typer.Option(help="Block shape of the sparse rows, repeatable: 16x1, 4x4 (default 16x1)."),
+        typer.Option(
+            metavar="BLOCK", help="Block shape of the sparse rows, repeatable: 16x1, 4x4 (default 16x1)."
+        ),
     ] = None,
     prune_layers: Annotated[
         str,
@@ -732,13 +779,15 @@ def bench(
     ] = False,
     processes: Annotated[
         list[int] | None,
-        typer.Option(min=1, help="--train: data-parallel processes, repeatable (default: 1 2)."),
+        typer.Option(min=1, metavar="P", help="--train: data-parallel processes, repeatable (default: 1 2)."),
     ] = None,
     batch: Annotated[int, typer.Option(min=1, help="--train: global batch (windows per step).")] = 32,
     train_seconds: Annotated[float, typer.Option(min=0.1, help="--train: timed seconds per row.")] = 10.0,
 ) -> None:
-    """Time the native engine and the torch reference sampler (samples/s, x real time), or
-    with --train the training step (steps/s, samples/s, x 1 process).
+    """Time the native engine and the torch sampler, or with --train the training step.
+
+    Synthesis rows give samples/s and x real time; training rows steps/s, samples/s and
+    the speed-up over one process.
 
     Timings only: correctness is the tests' job. Torch runs on a 2000-sample input. Each
     row is the fastest of --repeats runs.
@@ -961,11 +1010,11 @@ def _bench_train(
         say(f"-> {json_out}")
 
 
-@app.command()
+@app.command(cls=Command)
 def info(
     model: Annotated[Path, typer.Argument(help="Checkpoint file or directory, or a .wrnn model file.")],
 ) -> None:
-    """Print a model's step or precision, sizes and full config."""
+    """Print a model's step or precision, sizes and config (a .wrnn file: the sections it holds)."""
     try:
         if model.suffix == ".wrnn":
             from vocoder.native import NativeVocoder
@@ -994,10 +1043,11 @@ def info(
             )
     except VocoderError as e:
         fail(str(e))
-    out.print(cfg.to_yaml(), highlight=False, markup=False, end="")
+    stored = MODEL_FILE_SECTIONS if model.suffix == ".wrnn" else None
+    out.print(cfg.to_yaml(stored), highlight=False, markup=False, end="")
 
 
-@app.command()
+@app.command(cls=Command)
 def compare(
     runs: Annotated[list[Path], typer.Argument(help="Checkpoint directories (their latest) or files.")],
     precision: Annotated[Precision, typer.Option(help="Export precision for speed.")] = Precision.fp32,
@@ -1005,8 +1055,10 @@ def compare(
     markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write a markdown table.")] = None,
     json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON.")] = None,
 ) -> None:
-    """Tabulate runs side by side: N, W_hh sparsity and non-zeros, last validation NLL,
-    synthesis speed (one thread, timed here one run after another)."""
+    """Tabulate runs side by side: N, sparsity, validation NLL and synthesis speed.
+
+    Sparsity and non-zeros are W_hh's; NLL is each run's last validation; speed is one
+    thread, timed here one run after another."""
     import json
     from dataclasses import asdict
 
@@ -1041,7 +1093,7 @@ def compare(
         say(f"-> {json_out}")
 
 
-@app.command("config")
+@app.command("config", cls=Command)
 def show_config(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the resolved config (defaults + YAML + --set) as YAML, to edit or check."""
     try:

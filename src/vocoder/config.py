@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import difflib
 import math
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -137,8 +139,17 @@ class Config:
         """Plain nested dict, as written to YAML and stored in checkpoints."""
         return dataclasses.asdict(self)
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.to_dict(), sort_keys=False)
+    def to_yaml(self, sections: tuple[str, ...] | None = None) -> str:
+        """YAML of every section, or of ``sections`` only (what a model file stores)."""
+        data = self.to_dict()
+        if sections is not None:
+            data = {key: data[key] for key in sections}
+        return yaml.safe_dump(data, sort_keys=False)
+
+
+# The sections a .wrnn model file stores: what synthesis needs. A run's data split and
+# training schedule stay with its checkpoints.
+MODEL_FILE_SECTIONS = ("audio", "model", "prune", "subscale")
 
 
 SHIPPED = ("ljspeech-22k", "allison-16k")
@@ -163,6 +174,10 @@ def _coerce(section: str, key: str, typ: type, value: Any, origin: str) -> Any:
                 return int(value)
             except ValueError:
                 pass
+            with contextlib.suppress(ValueError):
+                value = float(value)  # 1e5: YAML 1.1 reads it as a string
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
         raise VocoderError(f"{where} must be an integer, got {value!r}")
     if typ is float:
         if isinstance(value, bool):
@@ -183,6 +198,12 @@ def _coerce(section: str, key: str, typ: type, value: Any, origin: str) -> Any:
     raise VocoderError(f"{where} has an unsupported type {typ}")
 
 
+def _nearest(name: Any, known: Iterable[str], prefix: str = "") -> str:
+    """ ", did you mean X?" for the closest known name, or nothing when none is close."""
+    close = difflib.get_close_matches(str(name), list(known), n=1, cutoff=0.6)
+    return f", did you mean {prefix}{close[0]}?" if close else ""
+
+
 def _merge(cfg: Config, data: Any, origin: str) -> None:
     """Apply a nested mapping of overrides onto ``cfg`` in place, checking every key."""
     if data is None:
@@ -193,7 +214,8 @@ def _merge(cfg: Config, data: Any, origin: str) -> None:
     for section, values in data.items():
         if section not in sections:
             raise VocoderError(
-                f"{origin}: unknown section {section!r} (known: {', '.join(sorted(sections))})"
+                f"{origin}: unknown section {section!r}{_nearest(section, sections)} "
+                f"(known: {', '.join(sorted(sections))})"
             )
         if values is None:
             continue
@@ -204,7 +226,10 @@ def _merge(cfg: Config, data: Any, origin: str) -> None:
         for key, value in values.items():
             if key not in hints:
                 known = ", ".join(sorted(hints))
-                raise VocoderError(f"{origin}: unknown key {section}.{key} (known: {known})")
+                raise VocoderError(
+                    f"{origin}: unknown key {section}.{key}{_nearest(key, hints, section + '.')} "
+                    f"(known: {known})"
+                )
             setattr(obj, key, _coerce(section, key, hints[key], value, origin))
 
 

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from vocoder.config import Config
+from vocoder.config import MODEL_FILE_SECTIONS, Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path, check_output_file
 
@@ -180,7 +180,7 @@ def write_model_file(
         "precision": precision,
         "source": origin,
         "temperature": {"coarse": temperature[0], "fine": temperature[1]},
-        "config": {key: cfg.to_dict()[key] for key in ("audio", "model", "prune", "subscale")},
+        "config": {key: cfg.to_dict()[key] for key in MODEL_FILE_SECTIONS},
     }
     js = json.dumps(header, sort_keys=True).encode("utf-8")
     table_off = _align(HEADER_SIZE + len(js), 8)

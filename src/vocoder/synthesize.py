@@ -33,6 +33,7 @@ from vocoder.config import Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import remove_stale_temps
 from vocoder.mels import MEL_EXTS, NATIVE, MelInput, frame_limit, prepare, read_mel
+from vocoder.native import MODEL_EXT, NativeVocoder
 
 # The longest input vocoded by default: an hour, far beyond any TTS utterance, yet a
 # bound, so a header that claims 10^8 frames is refused instead of allocated.
@@ -190,7 +191,7 @@ class Vocoder(Protocol):
 
 def default_engine(model_path: Path) -> str:
     """The engine a model file implies: native for a ``.wrnn`` file, torch for a checkpoint."""
-    return "native" if Path(model_path).suffix == ".wrnn" else "torch"
+    return "native" if Path(model_path).suffix == MODEL_EXT else "torch"
 
 
 class Folded:
@@ -228,12 +229,15 @@ def load_vocoder(
             )
         return Folded(inner, *fold)
     if engine == "torch":
+        if Path(model_path).suffix == MODEL_EXT:
+            raise VocoderError(
+                f"{model_path}: a {MODEL_EXT} file runs on the native engine (drop --engine torch); "
+                "the torch engine reads checkpoints"
+            )
         from vocoder.sampler import TorchVocoder
 
         return TorchVocoder.load(model_path, threads)
     if engine == "native":
-        from vocoder.native import NativeVocoder
-
         return NativeVocoder.load(model_path, threads)
     if engine == "griffinlim":
         from vocoder.griffinlim import GriffinLimVocoder
@@ -305,8 +309,6 @@ def stream(
     with the native engine and write its audio to ``sink`` as it is generated: a streaming
     WAV header (unless ``raw``), then 16-bit little-endian PCM chunk by chunk. Returns the
     figures and the mel convention warning, if any."""
-    from vocoder.native import MODEL_EXT, NativeVocoder
-
     if Path(model_path).suffix != MODEL_EXT:
         raise VocoderError(
             f"{model_path}: streaming runs the native engine on a {MODEL_EXT} file (vocoder export)"

@@ -172,7 +172,7 @@ def log_line(
     valid_text = "-" if valid is None else f"{valid:.3f}"
     minutes, seconds = divmod(int(wall), 60)
     return (
-        f"step {step}/{steps} loss {bits:.3f} b/s valid {valid_text} lr {lr:.3g} "
+        f"step {step}/{steps} loss {bits:.3f} bits/sample valid {valid_text} lr {lr:.3g} "
         f"{rate:.2f} steps/s {rate * samples_per_step / 1000:.1f}k samples/s {minutes}:{seconds:02d}"
     )
 
@@ -651,7 +651,7 @@ def train(
         TextColumn("[bold]train"),
         BarColumn(),
         TextColumn("{task.completed}/{task.total}"),
-        TextColumn("loss {task.fields[loss]:.3f} b/s"),
+        TextColumn("loss {task.fields[loss]:.3f} bits/sample"),
         TextColumn("valid {task.fields[valid]}"),
         TextColumn("{task.fields[rate]:.2f} steps/s"),
         TextColumn("sparsity {task.fields[sparsity]:.1%}"),

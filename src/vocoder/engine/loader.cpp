@@ -551,7 +551,7 @@ std::unique_ptr<Model> load_model_file(const std::string& path, SparseUse use) {
     // A FIFO or device would block or never end: only a regular file is opened.
     std::error_code ec;
     const auto status = std::filesystem::status(path, ec);
-    if (ec || !std::filesystem::exists(status)) throw Error(path + ": cannot open model file");
+    if (ec || !std::filesystem::exists(status)) throw Error(path + ": no such file");
     if (!std::filesystem::is_regular_file(status)) throw Error(path + ": not a regular file");
     std::ifstream f(path, std::ios::binary | std::ios::ate);
     if (!f) throw Error(path + ": cannot open model file");
