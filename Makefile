@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 EXP ?= exp/allison
 
-.PHONY: install demo test lint clean sanitize wheel-check
+.PHONY: install demo test lint clean sanitize wheel-check aarch64-check cross-tools
 
 install: $(STAMP)
 
@@ -23,7 +23,7 @@ $(STAMP): pyproject.toml Makefile CMakeLists.txt $(wildcard src/vocoder/engine/*
 demo: install
 	$(MAKE) -C recipes/allison all VOCODER=$(abspath $(BIN))/vocoder EXP=$(abspath $(EXP))
 
-test: install sanitize wheel-check
+test: install sanitize wheel-check aarch64-check
 	$(BIN)/python -m pytest -q
 
 # The wheel, installed without extras into a fresh venv (no torch), synthesizes.
@@ -36,7 +36,7 @@ SAN := build/sanitize
 TSAN := build/tsan
 ENGINE := src/vocoder/engine
 SAN_FLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-SAN_OBJS := $(addprefix $(SAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o check_engine.o)
+SAN_CORE := $(addprefix $(SAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o)
 ISA_kernels_avx2 := -mavx2 -mfma
 ISA_kernels_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni
 FUZZ_ITERATIONS ?= 2000
@@ -45,19 +45,21 @@ $(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
 	@mkdir -p $(SAN)
 	$(CXX) $(SAN_FLAGS) $(ISA_$*) -c $< -o $@
 
-$(SAN)/check_engine.o: tests/native/check_engine.cpp $(ENGINE)/wrnn.h
-	@mkdir -p $(SAN)
-	$(CXX) $(SAN_FLAGS) -c $< -o $@
+# check_engine and compare_isas (every SIMD kernel table against the scalar one).
+$(SAN)/%: tests/native/%.cpp $(SAN_CORE) $(ENGINE)/wrnn.h
+	$(CXX) $(SAN_FLAGS) $< $(SAN_CORE) -o $@
 
-$(SAN)/check_engine: $(SAN_OBJS)
-	$(CXX) $(SAN_FLAGS) $^ -o $@
+# Random-weight model files (tests/native/make_fixture.py lists them) for these programs.
+$(SAN)/tiny.wrnn: tests/native/make_fixture.py $(STAMP)
+	@mkdir -p $(SAN)
+	$(BIN)/python tests/native/make_fixture.py $@
 
 # The SIMD objects must define no weak (inline/template) symbols: the linker could keep
 # their AVX2/AVX-512 copy for the whole module and break it on older CPUs.
-sanitize: install $(SAN)/check_engine $(SAN)/approx_error $(TSAN)/check_engine
+sanitize: install $(SAN)/tiny.wrnn $(SAN)/check_engine $(SAN)/compare_isas $(SAN)/approx_error $(TSAN)/check_engine
 	@! nm -C $(SAN)/kernels_avx2.o $(SAN)/kernels_avx512.o | grep -E ' [WVu] ' || \
 		(echo "SIMD kernel objects export weak symbols (see Makefile)"; false)
-	$(BIN)/python tests/native/make_fixture.py $(SAN)/tiny.wrnn
+	$(SAN)/compare_isas $(SAN)/*.wrnn
 	$(SAN)/check_engine $(SAN)/tiny.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-bf16.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-int8.wrnn $(FUZZ_ITERATIONS)
@@ -89,6 +91,35 @@ $(TSAN)/check_engine: $(TSAN_OBJS)
 $(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
 	@mkdir -p $(SAN)
 	$(CXX) -std=c++17 -O2 $(ISA_kernels_avx512) -Wno-unused-function $< -o $@
+
+# The engine on AArch64 (issue: any CPU): cross-compiled with Debian's g++-aarch64-linux-gnu,
+# linked statically and run under qemu-aarch64 (qemu-user; scripts/cross-tools.sh installs
+# both when missing): compare_isas (NEON against scalar on every fixture) and
+# check_engine (both ISAs on 1 and 2 threads, streaming, fold mode, a short loader fuzz).
+# Emulation says nothing about speed on ARM, only about correctness.
+ARM := build/aarch64
+ARM_CXX := aarch64-linux-gnu-g++
+ARM_FLAGS := -std=c++17 -O2 -Wall -Wextra
+ARM_CORE := $(addprefix $(ARM)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_neon.o)
+
+# Kept between runs (make would delete them as intermediate files of the pattern rules).
+.SECONDARY: $(ARM_CORE) $(SAN_CORE)
+
+cross-tools:
+	@command -v $(ARM_CXX) >/dev/null && command -v qemu-aarch64 >/dev/null || bash scripts/cross-tools.sh
+
+$(ARM)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h | cross-tools
+	@mkdir -p $(ARM)
+	$(ARM_CXX) $(ARM_FLAGS) -c $< -o $@
+
+$(ARM)/%: tests/native/%.cpp $(ARM_CORE) $(ENGINE)/wrnn.h | cross-tools
+	$(ARM_CXX) $(ARM_FLAGS) -static $< $(ARM_CORE) -o $@ -pthread
+
+aarch64-check: $(SAN)/tiny.wrnn $(ARM)/compare_isas $(ARM)/check_engine
+	qemu-aarch64 $(ARM)/compare_isas $(SAN)/*.wrnn
+	qemu-aarch64 $(ARM)/check_engine $(SAN)/tiny-int8.wrnn 50
+	qemu-aarch64 $(ARM)/check_engine $(SAN)/tiny-sparse16x1-fp32.wrnn 50
+	qemu-aarch64 $(ARM)/check_engine $(SAN)/tiny-subscale-int8.wrnn 50
 
 lint: install
 	$(BIN)/ruff check src tests scripts

@@ -1,7 +1,8 @@
 """Write tiny model files (random weights) for the sanitizer and fuzz program: dense in
 each precision, and block-sparse (16x1 fp32, 4x4 int8; GRU and O1/O3 pruned to 90 %,
 sparse enough that the engine keeps them sparse), and a subscale model (B=4, int8).
-N = 64, so the two-thread step gives each thread one 16-row block of each half."""
+N = 64, so the two-thread step gives each thread one 16-row block of each half. Also
+N = 38 in each precision ("-odd"): sizes off every SIMD width, for compare_isas."""
 
 from __future__ import annotations
 
@@ -30,6 +31,11 @@ def main(out: Path) -> None:
         state = {k: v.detach().numpy() for k, v in model.state_dict().items()}
         name = f"-sparse{block}-{precision}.wrnn"
         write_model_file(out.with_name(out.stem + name), cfg, state, precision)
+    odd = load_config("allison-16k", ["model.hidden_size=38", "model.cond_channels=5", "model.cond_blocks=1"])
+    torch.manual_seed(1)
+    state = {k: v.detach().numpy() for k, v in ckpt_mod.build_model(odd).state_dict().items()}
+    for precision in ("fp32", "bf16", "int8"):
+        write_model_file(out.with_name(f"{out.stem}-odd-{precision}.wrnn"), odd, state, precision)
     sizes = ["model.hidden_size=32", "model.cond_channels=5", "model.cond_blocks=1", "model.kind=subscale"]
     window = ["subscale.batch=4", "subscale.past=2", "subscale.horizon=1", "subscale.context=6"]
     cfg = load_config("allison-16k", [*sizes, *window])

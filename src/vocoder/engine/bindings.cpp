@@ -229,7 +229,7 @@ PYBIND11_MODULE(_engine, m) {
     m.doc() = "WaveRNN native sampling engine (no torch).";
     py::register_exception<wrnn::Error>(m, "EngineError", PyExc_ValueError);
     m.def("select_isa", &wrnn::select_isa, py::arg("name"),
-          "Kernels for engines created from now on: auto, scalar, avx2 or avx512.");
+          "Kernels for engines created from now on: auto, scalar, avx2, avx512 (x86) or neon (AArch64).");
     m.def("active_isa", [] { return std::string(wrnn::active_kernels().name); });
     m.def("supported_isas", &wrnn::supported_isas);
     m.def(

@@ -1,8 +1,10 @@
 // The sequential sampler: conditioning network, then one GRU step per sample with the
 // coarse byte drawn before the fine one (the masked input matrix keeps the coarse half
 // of every gate independent of c_t). Mirrors vocoder.sampler.generate.
+#if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <x86intrin.h>
+#endif
 
 #include <algorithm>
 #include <array>
@@ -41,13 +43,38 @@ class Rng {
     uint64_t s_[4];
 };
 
+// The profile's tick counter: the time-stamp counter on x86, the virtual counter on
+// AArch64 (both constant-rate), else the steady clock in nanoseconds.
+uint64_t ticks() {
+#if defined(__x86_64__) || defined(__i386__)
+    return __rdtsc();
+#elif defined(__aarch64__)
+    uint64_t v;
+    __asm__ volatile("mrs %0, cntvct_el0" : "=r"(v));
+    return v;
+#else
+    return uint64_t(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                        std::chrono::steady_clock::now().time_since_epoch())
+                        .count());
+#endif
+}
+
+// A spin-wait hint: lets the sibling hyperthread run and saves power while we spin.
+inline void cpu_relax() {
+#if defined(__x86_64__) || defined(__i386__)
+    _mm_pause();
+#elif defined(__aarch64__)
+    __asm__ volatile("yield");
+#endif
+}
+
 // A Profile's clock on one thread: lap(s) gives stage s the ticks since the last lap; the
 // destructor gives the rest to Stage::Other and adds the run's ticks and wall time. An
 // empty one (no profile, or not the calling thread) does nothing: one predictable branch.
 class Laps {
   public:
     explicit Laps(Profile* p) : p_(p) {
-        if (p_) start_ = last_ = __rdtsc(), wall_ = std::chrono::steady_clock::now();
+        if (p_) start_ = last_ = ticks(), wall_ = std::chrono::steady_clock::now();
     }
     ~Laps() {
         if (!p_) return;
@@ -59,7 +86,7 @@ class Laps {
     Laps& operator=(const Laps&) = delete;
     void lap(Stage s) {
         if (!p_) return;
-        const uint64_t now = __rdtsc();
+        const uint64_t now = ticks();
         p_->ticks[int(s)] += now - last_;
         last_ = now;
     }
@@ -230,7 +257,7 @@ int draw_one(const Kernels& k, const float* logits, double u, float* scratch) {
 void wait_for(const std::atomic<int64_t>& a, int64_t v) {
     for (int spins = 0; a.load(std::memory_order_acquire) < v; ++spins) {
         if (spins < 4096)
-            _mm_pause();
+            cpu_relax();
         else
             std::this_thread::yield();
     }

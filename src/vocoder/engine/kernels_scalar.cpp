@@ -1,5 +1,5 @@
 // Scalar reference kernels: plain loops and libm functions, the yardstick the SIMD
-// versions are compared with. Compiled for baseline x86-64.
+// versions are compared with. Compiled for the baseline of the target (x86-64, AArch64).
 #include <cmath>
 #include <cstring>
 

@@ -28,10 +28,14 @@ enum DType : uint32_t { kF32 = 1, kBF16 = 2, kI8 = 3, kI32 = 4 };
 
 size_t dtype_size(uint32_t d) { return d == kBF16 ? 2 : d == kI8 ? 1 : 4; }
 
+// The file is little-endian and read by memcpy: the hosts this builds for (x86-64,
+// AArch64 Linux) are too, and a big-endian one is refused at compile time.
+static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__, "the model file reader needs a little-endian host");
+
 uint32_t rd32(const uint8_t* p) {
     uint32_t v;
     std::memcpy(&v, p, 4);
-    return v;  // little-endian hosts only (x86-64)
+    return v;
 }
 uint64_t rd64(const uint8_t* p) {
     uint64_t v;

@@ -11,12 +11,27 @@ namespace {
 
 // Pin a value to a register with no instruction: the chains below can then be neither
 // folded into one closed-form add nor kept in memory.
+// The register class is the ISA's: x (SSE) and v (AVX) on x86, w (SIMD) on AArch64;
+// elsewhere the value goes through memory, which only the probes' figures would notice.
 inline void keep(int32_t& a) { __asm__ volatile("" : "+r"(a)); }
+#if defined(__x86_64__) || defined(__i386__)
 inline void keep(float& a) { __asm__ volatile("" : "+x"(a)); }
 template <class V>
 inline void keep(V& a) {
     __asm__ volatile("" : "+v"(a));
 }
+#elif defined(__aarch64__)
+inline void keep(float& a) { __asm__ volatile("" : "+w"(a)); }
+template <class V>
+inline void keep(V& a) {
+    __asm__ volatile("" : "+w"(a));
+}
+#else
+template <class V>
+inline void keep(V& a) {
+    __asm__ volatile("" : "+m"(a));
+}
+#endif
 
 // kProbeChains accumulators from init, each advanced by op(accumulator, one) once per
 // round; returns the sum of total(accumulator). `one` goes through keep() first, so the

@@ -124,7 +124,7 @@ std::unique_ptr<Model> load_model_bytes(const uint8_t* data, size_t size, const 
 // CRC-32 (zlib / IEEE 802.3 polynomial), the model file's checksum.
 uint32_t crc32(const uint8_t* data, size_t size);
 
-// Kernel table: one scalar reference, AVX2 and AVX-512 versions.
+// Kernel table: one scalar reference; AVX2 and AVX-512 versions on x86, NEON on AArch64.
 struct Kernels {
     const char* name;
     // y = W x + b for the row blocks [rb_begin, rb_end) (16 rows each) of a dense matrix.
@@ -166,11 +166,12 @@ struct Kernels {
 constexpr int kProbeChains = 12;
 
 const Kernels& kernels_scalar();
-const Kernels* kernels_avx2();    // nullptr if not compiled in
-const Kernels* kernels_avx512();  // nullptr if not compiled in
+const Kernels* kernels_avx2();    // nullptr if not compiled in (not x86)
+const Kernels* kernels_avx512();  // nullptr if not compiled in (not x86)
+const Kernels* kernels_neon();    // nullptr if not compiled in (not AArch64)
 // The kernels used by new engines: best supported ISA, or WRNN_ISA / select_isa.
 const Kernels& active_kernels();
-void select_isa(const std::string& name);  // "auto", "scalar", "avx2", "avx512"; throws Error
+void select_isa(const std::string& name);  // "auto", "scalar", "avx2", "avx512", "neon"; throws Error
 std::vector<std::string> supported_isas();
 
 // Inverse-CDF draws for n columns of 256 logits (column b at logits + b * stride, uniform
