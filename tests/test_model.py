@@ -10,8 +10,8 @@ from conftest import CORPUS
 from vocoder.audio import features, load_audio, split_16bit
 from vocoder.config import ModelConfig, load_config
 from vocoder.data import Utterance, WindowCutter
-from vocoder.model import COARSE_INPUT_INIT, WaveRNN, upsample
-from vocoder.sampler import draw, generate, make_draws
+from vocoder.model import COARSE_INPUT_INIT, WaveRNN, draw, make_draws, upsample
+from vocoder.sampler import generate
 from vocoder.train import batch_loss
 
 HOP = 200

@@ -32,6 +32,7 @@ from native_util import (
 from vocoder import _engine, sampler
 from vocoder.cli import app
 from vocoder.export import to_bf16, to_int8_rows, write_model_file
+from vocoder.model import make_draws
 from vocoder.native import NativeVocoder
 
 ISAS = _engine.supported_isas()
@@ -120,7 +121,7 @@ def torch_generation(setup):
     _, mel, _, model, _, _ = setup
     frames = GEN_SAMPLES // 200
     mel = np.ascontiguousarray(mel[:, 10 : 10 + frames])  # speech, not the leading silence
-    draws = sampler.make_draws(frames * 200, seed=7)
+    draws = make_draws(frames * 200, seed=7)
     ref, trace = sampler.generate(model, mel, draws=draws, record=True)
     return mel, draws, ref, trace
 

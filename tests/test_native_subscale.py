@@ -23,10 +23,11 @@ from native_util import (
     speech,
     state_of,
 )
-from vocoder import _engine, sampler
+from vocoder import _engine
 from vocoder.config import Config, PruneConfig
 from vocoder.errors import VocoderError
 from vocoder.export import write_model_file
+from vocoder.model import make_draws
 from vocoder.native import NativeVocoder
 from vocoder.pruning import Pruner
 from vocoder.subscale import allowed, generate
@@ -88,7 +89,7 @@ def test_same_draws_give_the_same_samples(setup, isa: str) -> None:
     """The staggered schedule with waveform-order uniforms: identical to the torch
     sampler except after a near-tie (as for the sequential engine)."""
     _, model, mel, _, files, _ = setup
-    draws = sampler.make_draws(FRAMES * 200, seed=11)
+    draws = make_draws(FRAMES * 200, seed=11)
     ref, trace = generate(model, mel, draws=draws, record=True)
     got = load_with_isa(files["fp32"], isa).generate_with_draws(mel, draws)
     assert got.dtype == np.int16 and got.shape == ref.shape

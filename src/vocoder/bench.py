@@ -374,7 +374,7 @@ def time_torch(
     fastest of ``repeats`` runs."""
     import torch
 
-    from vocoder.sampler import TorchVocoder
+    from vocoder.torch_engine import TorchVocoder
 
     torch.set_num_threads(threads)
     voc = TorchVocoder(model, cfg)

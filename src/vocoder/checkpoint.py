@@ -23,6 +23,7 @@ from vocoder.config import Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path
 from vocoder.model import WaveRNN
+from vocoder.subscale import SubscaleWaveRNN
 
 KIND = "wavernn-vocoder/checkpoint"
 VERSION = 1
@@ -121,8 +122,6 @@ def load(path: Path) -> dict[str, Any]:
 def build_model(cfg: Config) -> WaveRNN:
     """The model ``cfg.model.kind`` names (a SubscaleWaveRNN is a WaveRNN)."""
     if cfg.model.kind == "subscale":
-        from vocoder.subscale import SubscaleWaveRNN
-
         return SubscaleWaveRNN(cfg.model, cfg.subscale, cfg.audio.n_mels, cfg.audio.hop_length)
     return WaveRNN(cfg.model, cfg.audio.n_mels, cfg.audio.hop_length)
 

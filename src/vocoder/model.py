@@ -22,6 +22,7 @@ to the sample rate by linear interpolation between neighbouring frame centres.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -190,3 +191,28 @@ class WaveRNN(nn.Module):
         x = self.gru_inputs(cond, c_prev, f_prev, c_cur)
         states, _ = functional_call(self.gru, {"weight_ih_l0": self.masked_input_weight()}, (x, h0))
         return self.coarse_logits(states), self.fine_logits(states), states
+
+
+# Sampling primitives shared by the torch samplers (sequential, fold mode, subscale): the
+# GRU step outside nn.GRU, and inverse-CDF draws at given or seeded uniforms.
+
+
+def draw(logits: torch.Tensor, u: float) -> int:
+    """Inverse-CDF sampling: the first class whose cumulative probability exceeds u."""
+    cdf = torch.cumsum(torch.softmax(logits, dim=0), dim=0)
+    return min(int(torch.searchsorted(cdf, u * cdf[-1], right=True)), 255)
+
+
+def make_draws(n: int, seed: int) -> np.ndarray:
+    """Uniform numbers in [0, 1), two per sample (coarse, fine), from a seeded generator."""
+    return np.random.default_rng(seed).random((n, 2))
+
+
+def gru_cell(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+    """PyTorch GRU cell from precomputed input (gi) and recurrent (gh) gate vectors
+    (..., 3N); leading dimensions are independent sequences."""
+    n = h.shape[-1]
+    r = torch.sigmoid(gi[..., :n] + gh[..., :n])
+    u = torch.sigmoid(gi[..., n : 2 * n] + gh[..., n : 2 * n])
+    e = torch.tanh(gi[..., 2 * n :] + r * gh[..., 2 * n :])
+    return u * h + (1.0 - u) * e

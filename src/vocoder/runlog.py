@@ -51,7 +51,7 @@ class RunLog:
         recording's (the plot needs matplotlib)."""
         if self.writer is None or seconds <= 0:
             return
-        from vocoder.sampler import TorchVocoder
+        from vocoder.torch_engine import TorchVocoder
 
         a = cfg.audio
         frames = max(1, min(utt.mel.shape[1], int(seconds * a.sample_rate / a.hop_length)))

@@ -12,16 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 
 import numpy as np
 import torch
 
-from vocoder import checkpoint as ckpt_mod
 from vocoder import fold
 from vocoder.audio import join_16bit, split_16bit
-from vocoder.config import Config
-from vocoder.model import WaveRNN, scale_byte
+from vocoder.model import WaveRNN, draw, gru_cell, make_draws, scale_byte
 
 CHUNK = 4096  # samples whose conditioning projection is computed at once
 
@@ -33,27 +30,6 @@ class Trace:
     coarse_logits: np.ndarray
     fine_logits: np.ndarray
     states: np.ndarray
-
-
-def draw(logits: torch.Tensor, u: float) -> int:
-    """Inverse-CDF sampling: the first class whose cumulative probability exceeds u."""
-    cdf = torch.cumsum(torch.softmax(logits, dim=0), dim=0)
-    return min(int(torch.searchsorted(cdf, u * cdf[-1], right=True)), 255)
-
-
-def make_draws(n: int, seed: int) -> np.ndarray:
-    """Uniform numbers in [0, 1), two per sample (coarse, fine), from a seeded generator."""
-    return np.random.default_rng(seed).random((n, 2))
-
-
-def gru_cell(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
-    """PyTorch GRU cell from precomputed input (gi) and recurrent (gh) gate vectors
-    (..., 3N); leading dimensions are independent sequences."""
-    n = h.shape[-1]
-    r = torch.sigmoid(gi[..., :n] + gh[..., :n])
-    u = torch.sigmoid(gi[..., n : 2 * n] + gh[..., n : 2 * n])
-    e = torch.tanh(gi[..., 2 * n :] + r * gh[..., 2 * n :])
-    return u * h + (1.0 - u) * e
 
 
 def step_inputs(model: WaveRNN, mel: np.ndarray) -> tuple[WaveRNN, torch.Tensor, tuple[torch.Tensor, ...]]:
@@ -222,35 +198,3 @@ def generate_fold(model: WaveRNN, mel: np.ndarray, seed: int, target: int, overl
     pos = fold.positions(length, target, overlap)
     segments, _ = generate_batch(model, mel, pos, fold.draws(*pos.shape, seed))
     return fold.unfold(segments, length, target, overlap)
-
-
-class TorchVocoder:
-    """The reference sampler behind the `synthesize` engine interface."""
-
-    def __init__(self, model: WaveRNN, cfg: Config) -> None:
-        self.model = model
-        self.cfg = cfg
-        self.mel_stats: tuple[np.ndarray, np.ndarray] | None = (
-            model.mel_mean.cpu().numpy().astype(np.float64),
-            model.mel_std.cpu().numpy().astype(np.float64),
-        )
-
-    @classmethod
-    def load(cls, model_path: Path, threads: int = 0) -> TorchVocoder:
-        """A checkpoint file or directory (latest); ``threads`` > 0 sets torch's threads."""
-        if threads:
-            torch.set_num_threads(threads)
-        model, cfg, _ = ckpt_mod.load_model(ckpt_mod.resolve(model_path))
-        return cls(model, cfg)
-
-    def generate(self, mel: np.ndarray, seed: int) -> np.ndarray:
-        """The sequential sampler, or the staggered subscale one for a subscale model."""
-        from vocoder.subscale import SubscaleWaveRNN
-        from vocoder.subscale import generate as generate_subscale
-
-        if isinstance(self.model, SubscaleWaveRNN):
-            return generate_subscale(self.model, mel, seed=seed)[0]
-        return generate(self.model, mel, seed=seed)[0]
-
-    def generate_fold(self, mel: np.ndarray, seed: int, target: int, overlap: int) -> np.ndarray:
-        return generate_fold(self.model, mel, seed, target, overlap)

@@ -38,8 +38,7 @@ from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
 from vocoder.config import ModelConfig, SubscaleConfig
-from vocoder.model import WaveRNN, scale_byte
-from vocoder.sampler import gru_cell, make_draws
+from vocoder.model import WaveRNN, gru_cell, make_draws, scale_byte
 
 
 def fold(x: np.ndarray, b: int) -> np.ndarray:
@@ -153,7 +152,7 @@ def fold_losses(
 
 
 def draw_rows(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """``sampler.draw`` for each row of (n, 256) logits at its own uniform u (n,)."""
+    """``model.draw`` for each row of (n, 256) logits at its own uniform u (n,)."""
     cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)
     idx = torch.searchsorted(cdf, (u.float() * cdf[:, -1])[:, None], right=True)[:, 0]
     return idx.clamp(max=255)

@@ -234,7 +234,7 @@ def load_vocoder(
                 f"{model_path}: a {MODEL_EXT} file runs on the native engine (drop --engine torch); "
                 "the torch engine reads checkpoints"
             )
-        from vocoder.sampler import TorchVocoder
+        from vocoder.torch_engine import TorchVocoder
 
         return TorchVocoder.load(model_path, threads)
     if engine == "native":

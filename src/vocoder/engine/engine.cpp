@@ -1,6 +1,9 @@
-// The sequential sampler: conditioning network, then one GRU step per sample with the
-// coarse byte drawn before the fine one (the masked input matrix keeps the coarse half
-// of every gate independent of c_t). Mirrors vocoder.sampler.generate.
+// The samplers: the conditioning network, then one GRU step per sample with the coarse
+// byte drawn before the fine one (the masked input matrix keeps the coarse half of every
+// gate independent of c_t). Engine::run is the sequential sampler (vocoder.sampler.
+// generate); Engine::run_batch steps many sequences at once for fold mode
+// (sampler.generate_batch), and Engine::run_subscale the B sub-tensors of a subscale
+// model (subscale.generate), both through BatchStep.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <x86intrin.h>
@@ -364,13 +367,12 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
         };
         // This thread's W_hh row blocks: with two, the three gates' rows of its state
         // elements; alone, every row (its gates need not start on a 16-row block), in
-        // chunks. With dense int8 weights odd steps take the spans in reverse order: at
-        // N=512 a step's weights slightly exceed a 1 MB L2, and reading them in the same
-        // order every step has a least-recently-used cache evict each line just before it
-        // is read again; reversed, a step starts with what the previous one read last
-        // (N=512: +4 % on one thread; N=896: +5 % on two; N=384, whose weights fit,
-        // unchanged). fp32 lost 2-3 % (N=384, 512) and bf16 gained 1 %, so they keep one
-        // order. A row's result does not depend on the order.
+        // chunks. With dense int8 weights odd steps take the spans in reverse order: when
+        // a step's weights slightly exceed the L2, reading them in the same order every
+        // step has a least-recently-used cache evict each line just before it is read
+        // again; reversed, a step starts with what the previous one read last. It paid
+        // for int8 only (docs/native-engine.md, Speed, has the figures), so fp32 and bf16
+        // keep one order. A row's result does not depend on the order.
         std::vector<std::pair<int, int>> spans;
         if (two) {
             for (int g = 0; g < 3; ++g)

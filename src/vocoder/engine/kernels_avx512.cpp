@@ -208,7 +208,7 @@ void gemm_group(const Matrix& d, const Batch& x, const int32_t* sums, int b0, fl
 // each input broadcast once per pass; every row's result is one chain in k order, so it
 // does not depend on the range [rb_begin, rb_end) a thread is given. fp32 keeps one row
 // block at a time with four chains over k: it reads at the probed bandwidth already, and
-// four blocks per pass measured a few percent slower at N=384.
+// four blocks per pass did not pay (docs/native-engine.md, Speed).
 void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
     if (d.precision == Precision::BF16) {
         const Batch one{1, x, 0, packed.words, 0, &packed.scale};

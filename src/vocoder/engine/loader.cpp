@@ -534,11 +534,10 @@ double Matrix::density() const {
     return double(bcol.size()) * block_rows * block_cols / (double(rows) * double(cols));
 }
 
-// Break-even densities of the sparse kernels against the dense ones, from
-// `vocoder bench -n 512 --sparsity ... --sparse-kernels always` vs `never` on this
-// project's machine (docs/native-engine.md): sparse fp32 beat dense fp32 by ~1.5x
-// already at density 0.5; dense bf16 and int8 read half and a quarter of the bytes per
-// weight, and tied with sparse near densities 0.5 and 0.3.
+// Break-even densities of the sparse kernels against the dense ones, measured by
+// `vocoder bench --sparse-kernels always` against `never` (docs/native-engine.md,
+// "Block-sparse matrices", has the command and figures): lower for bf16 and int8, whose
+// dense weights are half and a quarter the bytes of the sparse kernels' fp32 blocks.
 double sparse_max_density(Precision p) {
     switch (p) {
         case Precision::BF16: return 0.45;

@@ -1,4 +1,5 @@
-// WaveRNN sampling engine: model file loader, kernels and the sequential sampler.
+// WaveRNN sampling engine: model file loader, kernels, and the samplers (sequential,
+// fold mode's batched sequences, subscale).
 // Torch-free; the Python binding (bindings.cpp) and the sanitizer/fuzz programs use
 // only what is declared here.
 #pragma once
