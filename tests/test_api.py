@@ -74,7 +74,7 @@ def test_the_readme_server_runs_without_torch_and_answers_with_the_cli_s_audio(
     mel: np.ndarray, tmp_path: Path
 ) -> None:
     readme = (ROOT / "README.md").read_text()
-    section = readme[readme.index("## Python API") :]
+    section = readme[readme.index("## Use from Python") :]
     code = re.search(r"```python\n(.*?)```", section, re.S).group(1)
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))

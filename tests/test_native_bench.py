@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from vocoder import _engine, bench
-from vocoder.bench import Result, Variant, compute_limit, fastest, multiply_adds, weight_bytes
+from vocoder.bench import BenchRow, Variant, compute_limit, fastest, multiply_adds, weight_bytes
 from vocoder.cli import app
 from vocoder.config import Config
 
@@ -145,11 +145,11 @@ def test_limits_weights_and_shares_match_hand_computed_figures() -> None:
     assert weight_bytes(32, "int8", {"gru.weight_hh_l0": {"kind": "sparse", "density": 0.25}}) == 3264 + 8704
     # 12,000 samples in 0.5 s = 24,000/s = 1x real time at 24 kHz; limits 100k (bandwidth)
     # and 50k (compute): compute-bound at 50k, 48 % of it; BLAS 60k: 40 % of it
-    r = Result.of("native", Variant(32), 1, "int8", (0.5, 12000, "avx2"), (100000.0, 50000.0), 60000.0)
+    r = BenchRow.of("native", Variant(32), 1, "int8", (0.5, 12000, "avx2"), (100000.0, 50000.0), 60000.0)
     assert r.samples_per_second == 24000 and r.times_realtime_24k == 1.0
     assert (r.limit_samples_per_second, r.bound) == (50000.0, "compute")
     assert r.share_of_limit == pytest.approx(0.48) and r.share_of_blas == pytest.approx(0.4)
-    r = Result.of("native", Variant(32), 1, "int8", (0.5, 12000, "avx2"), (40000.0, 50000.0), 60000.0)
+    r = BenchRow.of("native", Variant(32), 1, "int8", (0.5, 12000, "avx2"), (40000.0, 50000.0), 60000.0)
     assert (r.limit_samples_per_second, r.bound, r.share_of_limit) == (40000.0, "bandwidth", 0.6)
 
 

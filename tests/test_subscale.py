@@ -1,4 +1,4 @@
-"""Subscale WaveRNN: folding, the staggered schedule, no leakage (through the real
+"""Subscale WaveRNN: the split into sub-tensors, the staggered schedule, no leakage (through the real
 sampler and model), training-path parity with the sampler, and the CLI."""
 
 from __future__ import annotations
@@ -16,7 +16,15 @@ from conftest import TINY, run_cli
 from native_util import loud_fine_input, small_config, speech
 from vocoder import checkpoint as ckpt_mod
 from vocoder.config import Config
-from vocoder.subscale import SubscaleWaveRNN, allowed, context_mask, fold, generate, steps, unfold
+from vocoder.subscale import (
+    SubscaleWaveRNN,
+    allowed,
+    context_mask,
+    from_subtensors,
+    generate,
+    steps,
+    to_subtensors,
+)
 
 B, HORIZON, PAST = 4, 2, 3
 SUBSCALE = [
@@ -34,13 +42,13 @@ SUBSCALE = [
 
 
 @pytest.mark.parametrize(("t", "b"), [(1, 4), (15, 4), (16, 4), (17, 4), (100, 16), (333, 16)])
-def test_fold_and_unfold_are_exact_inverses(t: int, b: int) -> None:
+def test_to_and_from_subtensors_are_exact_inverses(t: int, b: int) -> None:
     x = np.arange(1, t + 1, dtype=np.int16)
-    u = fold(x, b)
+    u = to_subtensors(x, b)
     assert u.shape == (b, -(-t // b))
     for s, i in itertools.product(range(b), range(u.shape[1])):
         assert u[s, i] == (x[b * i + s] if b * i + s < t else 0)
-    np.testing.assert_array_equal(unfold(u, t), x)
+    np.testing.assert_array_equal(from_subtensors(u, t), x)
 
 
 def test_the_staggered_schedule_only_reads_what_exists() -> None:
@@ -101,11 +109,11 @@ def _logits(model: SubscaleWaveRNN, mel: np.ndarray, samples: np.ndarray, path: 
         return generate(model, mel, force=samples, record=True)[1]
     with torch.no_grad():
         cond = model.conditioning(torch.from_numpy(mel)[None])
-        cl, fl, _ = model.teacher_forced_folded(cond, torch.from_numpy(samples)[None])
+        cl, fl, _ = model.teacher_forced_subtensors(cond, torch.from_numpy(samples)[None])
     t = len(samples)
     return {
-        "coarse": unfold(cl[0].numpy().transpose(2, 0, 1), t).T,
-        "fine": unfold(fl[0].numpy().transpose(2, 0, 1), t).T,
+        "coarse": from_subtensors(cl[0].numpy().transpose(2, 0, 1), t).T,
+        "fine": from_subtensors(fl[0].numpy().transpose(2, 0, 1), t).T,
     }
 
 

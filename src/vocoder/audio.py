@@ -18,6 +18,9 @@ from vocoder.config import AudioConfig
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path
 
+# The audio files every command reads (inputs, datasets, generated and reference speech).
+AUDIO_EXTS = (".wav", ".flac")
+
 
 def split_16bit(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """int16 samples -> (coarse, fine): high and low byte of the offset-binary value."""

@@ -60,6 +60,7 @@ from threadpoolctl import threadpool_limits
 
 from vocoder.config import Config, load_config
 from vocoder.errors import VocoderError
+from vocoder.native import MODEL_EXT, NativeVocoder
 
 TORCH_SAMPLES = 2000
 STREAM_CHUNK = 1024  # samples per chunk of stream rows: synthesize --stdout's
@@ -67,7 +68,7 @@ REALTIME_RATE = 24000  # the conventional "x real time at 24 kHz" yardstick
 
 
 @dataclass
-class Result:
+class BenchRow:
     """One measured configuration, as written to the JSON report."""
 
     engine: str
@@ -108,7 +109,7 @@ class Result:
         mode: str = "sequential",
         repeats: int = 1,
         profile: dict[str, float] | None = None,
-    ) -> Result:
+    ) -> BenchRow:
         wall, count, isa = timing
         sps = count / wall
         bandwidth, compute = limits
@@ -288,8 +289,6 @@ def time_native(
     """((wall, samples, ISA), precision, per-step weight bytes, multiply-adds per sample,
     stage shares) of the fastest of ``repeats`` native runs; with ``profile`` one more run
     is timed stage by stage (else the shares are empty)."""
-    from vocoder.native import NativeVocoder
-
     voc = NativeVocoder.load(path, threads, kernels)
     if voc.threads != threads:
         raise VocoderError(f"the native engine cannot use {threads} threads at N={cfg.model.hidden_size}")
@@ -313,8 +312,6 @@ def time_stream(
     """(fastest time to the first chunk, (fastest whole run, samples, ISA), precision,
     per-step weight bytes, multiply-adds per sample) of ``repeats`` streamed runs in
     chunks of ``STREAM_CHUNK`` (the engine's ``stream``)."""
-    from vocoder.native import NativeVocoder
-
     voc = NativeVocoder.load(path, threads)
     mel = bench_mel(cfg, samples)
     voc.generate(mel[:, :2], 0)  # warm-up: page in the weights
@@ -352,7 +349,6 @@ def time_native_fold(
     bytes, multiply-adds per kept sample, stage shares as in ``time_native``) of the
     fastest of ``repeats`` fold-mode runs."""
     from vocoder import fold
-    from vocoder.native import NativeVocoder
 
     voc = NativeVocoder.load(path, threads, kernels)
     mel = bench_mel(cfg, samples)
@@ -415,9 +411,7 @@ def models_for(
     """(config, torch model, float32 state) for a checkpoint or a random model of size N.
 
     A ``.wrnn`` file gives only its config: it is benchmarked as is, without torch."""
-    if model_path is not None and model_path.suffix == ".wrnn":
-        from vocoder.native import NativeVocoder
-
+    if model_path is not None and model_path.suffix == MODEL_EXT:
         return NativeVocoder.load(model_path).cfg, None, None
     import torch
 
@@ -454,7 +448,7 @@ def run_bench(
     precisions: list[str],
     seconds: float,
     with_torch: bool,
-    on_result: Callable[[Result], None] | None = None,
+    on_result: Callable[[BenchRow], None] | None = None,
     sparse: list[tuple[float, str, str]] | None = None,
     kernels: str = "auto",
     fold: tuple[int, int, float] | None = None,
@@ -462,7 +456,7 @@ def run_bench(
     repeats: int = 1,
     profile: bool = False,
     stream: bool = False,
-) -> list[Result]:
+) -> list[BenchRow]:
     """Measure every (N, dense or sparse variant, precision, threads) natively and
     (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
     timed next to the dense model of each N, with the ``kernels`` choice. ``fold``
@@ -473,7 +467,7 @@ def run_bench(
     (variant, precision, threads) also gets a stream row with its time to first audio."""
     from vocoder.export import write_model_file
 
-    results: list[Result] = []
+    results: list[BenchRow] = []
     rates: dict[str, float] = {}
 
     def limits(bandwidth: float, macs: dict[str, float], threads: int) -> tuple[float, float]:
@@ -484,7 +478,7 @@ def run_bench(
                 rates[p] = multiply_add_rate(p)
         return bandwidth * threads, compute_limit(macs, rates) * threads
 
-    def record(r: Result) -> None:
+    def record(r: BenchRow) -> None:
         results.append(r)
         if on_result is not None:
             on_result(r)
@@ -499,7 +493,7 @@ def run_bench(
         per_step = samples_per_step(cfg, timing[1])
         lim = limits(bandwidth_limit(nbytes) * per_step, macs, threads)
         record(
-            Result.of(
+            BenchRow.of(
                 "native",
                 v,
                 threads,
@@ -523,7 +517,7 @@ def run_bench(
         )
         mode = cfg.model.kind
         record(
-            Result.of(
+            BenchRow.of(
                 "torch",
                 Variant(cfg.model.hidden_size),
                 threads,
@@ -546,7 +540,7 @@ def run_bench(
             )
             lim = limits(bandwidth_limit(nbytes) * per_step, macs, t)
             record(
-                Result.of(
+                BenchRow.of(
                     "native",
                     v,
                     t,
@@ -565,7 +559,7 @@ def run_bench(
         for t in threads:
             first, timing, precision, nbytes, macs = time_stream(path, cfg, samples, t, repeats)
             lim = limits(bandwidth_limit(nbytes), macs, t)
-            r = Result.of("native", v, t, precision, timing, lim, blas, mode="stream", repeats=repeats)
+            r = BenchRow.of("native", v, t, precision, timing, lim, blas, mode="stream", repeats=repeats)
             record(replace(r, first_audio_ms=1000 * first))
 
     sizes = [0] if model_path is not None else hidden_sizes
@@ -601,7 +595,7 @@ def run_bench(
                     if v.sparsity > 0:
                         sub = pruned_state(sub_model, sub_cfg, v)
                 for precision in precisions:
-                    path = Path(tmp) / f"n{n}-{precision}.wrnn"
+                    path = Path(tmp) / f"n{n}-{precision}{MODEL_EXT}"
                     write_model_file(path, v_cfg, v_state, precision)
                     for t in threads:
                         record_native(path, v_cfg, v, t, blas)
@@ -650,5 +644,5 @@ def machine_info() -> dict[str, object]:
     return info
 
 
-def report(results: list[Result]) -> dict[str, object]:
+def report(results: list[BenchRow]) -> dict[str, object]:
     return {"machine": machine_info(), "results": [asdict(r) for r in results]}

@@ -18,7 +18,7 @@ from vocoder.config import MODEL_FILE_SECTIONS, explicit_keys, load_config
 from vocoder.errors import VocoderError
 
 if TYPE_CHECKING:  # the CLI imports command modules only when a command runs
-    from vocoder.bench import Result
+    from vocoder.bench import BenchRow
     from vocoder.mels import MelInput
 
 
@@ -683,7 +683,7 @@ def export(
     )
 
 
-def _sparsity_label(r: Result) -> str:
+def _sparsity_label(r: BenchRow) -> str:
     """'dense', or e.g. '95% 16x1 gru+out' (sparse kernels forced: '... [always]')."""
     if r.sparsity == 0:
         return "dense"
@@ -857,7 +857,7 @@ def bench(
         if r.engine == "native" and r.sparsity == 0
     }
 
-    def weights(r: Result) -> tuple[object, ...]:
+    def weights(r: BenchRow) -> tuple[object, ...]:
         return (r.engine, r.hidden_size, r.sparsity, r.block, r.pruned_layers, r.precision, r.threads)
 
     seq_sps = {weights(r): r.samples_per_second for r in results if r.mode == "sequential"}
@@ -1015,10 +1015,10 @@ def info(
     model: Annotated[Path, typer.Argument(help="Checkpoint file or directory, or a .wrnn model file.")],
 ) -> None:
     """Print a model's step or precision, sizes and config (a .wrnn file: the sections it holds)."""
-    try:
-        if model.suffix == ".wrnn":
-            from vocoder.native import NativeVocoder
+    from vocoder.native import MODEL_EXT, NativeVocoder
 
+    try:
+        if model.suffix == MODEL_EXT:
             native = NativeVocoder.load(model)
             cfg = native.cfg
             coarse_t, fine_t = native.temperature
@@ -1043,7 +1043,7 @@ def info(
             )
     except VocoderError as e:
         fail(str(e))
-    stored = MODEL_FILE_SECTIONS if model.suffix == ".wrnn" else None
+    stored = MODEL_FILE_SECTIONS if model.suffix == MODEL_EXT else None
     out.print(cfg.to_yaml(stored), highlight=False, markup=False, end="")
 
 

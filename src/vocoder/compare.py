@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from vocoder.errors import VocoderError
+from vocoder.native import MODEL_EXT
 
 
 @dataclass
@@ -75,7 +76,7 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
             w = model.gru.weight_hh_l0.detach()
             nonzero = int((w != 0).sum())
             samples = int(seconds * cfg.audio.sample_rate)
-            model_file = Path(tmp) / f"run{i}.wrnn"
+            model_file = Path(tmp) / f"run{i}{MODEL_EXT}"
             export_model(model, cfg, model_file, precision, path)
             (wall, count, _), *_ = time_native(model_file, cfg, samples, 1)
             sps = count / wall

@@ -47,12 +47,10 @@ import numpy as np
 import scipy.fft
 import soundfile as sf
 
-from vocoder.audio import load_audio
+from vocoder.audio import AUDIO_EXTS, load_audio
 from vocoder.errors import VocoderError
 from vocoder.fsutil import write_text_atomic
 
-GENERATED_EXT = (".wav", ".flac")
-REFERENCE_EXT = (".wav", ".flac")
 # name, better direction (+1: higher is better), unit; the order of every table and file
 METRICS: tuple[tuple[str, int, str], ...] = (
     ("pesq", +1, "MOS"),
@@ -120,11 +118,11 @@ def pair_files(generated: Path, reference: Path) -> tuple[list[tuple[str, Path, 
     for p, what in ((generated, "generated"), (reference, "reference")):
         if not p.exists():
             raise VocoderError(f"{p}: no such {what} file or directory")
-    gen = _audio_files(generated, GENERATED_EXT) if generated.is_dir() else {generated.stem: generated}
+    gen = _audio_files(generated, AUDIO_EXTS) if generated.is_dir() else {generated.stem: generated}
     if generated.is_dir() and not gen:
         raise VocoderError(f"{generated}: directory holds no .wav or .flac files")
     if reference.is_dir():
-        ref = _audio_files(reference, REFERENCE_EXT)
+        ref = _audio_files(reference, AUDIO_EXTS)
     elif generated.is_dir():
         ref = {reference.stem: reference}
     else:  # two files are a pair whatever their names

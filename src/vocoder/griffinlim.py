@@ -19,6 +19,7 @@ from vocoder import config as config_mod
 from vocoder.audio import float_to_int16
 from vocoder.config import Config
 from vocoder.errors import VocoderError
+from vocoder.native import MODEL_EXT, NativeVocoder
 
 # librosa's default is 32; 64 buys a clearly better magnitude match for little time
 # (a second of 16 kHz audio takes well under a second).
@@ -30,9 +31,7 @@ def model_settings(model_path: Path) -> tuple[Config, tuple[np.ndarray, np.ndarr
     from a ``.wrnn`` file's header, or a checkpoint file or directory (its latest), so
     Griffin-Lim reads mels the same way and checks them against the same statistics."""
     model_path = Path(model_path)
-    if model_path.suffix == ".wrnn":
-        from vocoder.native import NativeVocoder
-
+    if model_path.suffix == MODEL_EXT:
         native = NativeVocoder.load(model_path)
         return native.cfg, native.mel_stats
     from vocoder import checkpoint as ckpt_mod

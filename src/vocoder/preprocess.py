@@ -18,14 +18,13 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.text import Text
 
 from vocoder import config as config_mod
-from vocoder.audio import features, float_to_int16, load_audio
+from vocoder.audio import AUDIO_EXTS, features, float_to_int16, load_audio
 from vocoder.config import AudioConfig, Config, DataConfig
 from vocoder.data import feature_paths, read_features
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path, write_text_atomic
 from vocoder.mels import NATIVE, read_mel
 
-AUDIO_EXTENSIONS = (".wav", ".flac")
 # The largest amplitude a 16-bit target holds: 32767 / 32768.
 FULL_SCALE = 32767 / 32768
 
@@ -77,7 +76,7 @@ def read_metadata(data_dir: Path) -> tuple[list[Item], list[Outcome]]:
             continue
         seen.add(uid)
         path = next(
-            (p for ext in AUDIO_EXTENSIONS if (p := data_dir / "wavs" / f"{uid}{ext}").is_file()),
+            (p for ext in AUDIO_EXTS if (p := data_dir / "wavs" / f"{uid}{ext}").is_file()),
             None,
         )
         items.append(Item(uid, path))

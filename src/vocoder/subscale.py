@@ -1,7 +1,7 @@
 """Subscale WaveRNN (Kalchbrenner et al. 2018, section 5): B samples per step.
 
 Folding. A waveform u of length T is padded at the end with zeros to L * B samples,
-L = ceil(T / B), and folded into B sub-tensors: U[s, i] = u[B i + s]. ``unfold``
+L = ceil(T / B), and split into B sub-tensors: U[s, i] = u[B i + s]. ``from_subtensors``
 inverts it exactly and drops the padding.
 
 Factorisation. Sample (s, i) is conditioned on its own sub-tensor's past (U[s, k],
@@ -41,7 +41,7 @@ from vocoder.config import ModelConfig, SubscaleConfig
 from vocoder.model import WaveRNN, gru_cell, make_draws, scale_byte
 
 
-def fold(x: np.ndarray, b: int) -> np.ndarray:
+def to_subtensors(x: np.ndarray, b: int) -> np.ndarray:
     """(..., T) -> (..., B, L): U[..., s, i] = x[..., B i + s], zero-padded at the end."""
     t = x.shape[-1]
     length = -(-t // b)
@@ -49,8 +49,8 @@ def fold(x: np.ndarray, b: int) -> np.ndarray:
     return np.swapaxes(np.concatenate([x, pad], axis=-1).reshape(*x.shape[:-1], length, b), -1, -2)
 
 
-def unfold(u: np.ndarray, t: int) -> np.ndarray:
-    """(..., B, L) -> (..., T): the inverse of ``fold`` (padding dropped)."""
+def from_subtensors(u: np.ndarray, t: int) -> np.ndarray:
+    """(..., B, L) -> (..., T): the inverse of ``to_subtensors`` (padding dropped)."""
     return np.swapaxes(u, -1, -2).reshape(*u.shape[:-2], -1)[..., :t]
 
 
@@ -70,7 +70,7 @@ def allowed(p: int, q: int, b: int, horizon: int) -> bool:
 
 
 class SubscaleWaveRNN(WaveRNN):
-    """WaveRNN over B folded sub-tensors with a masked context layer (module docstring)."""
+    """WaveRNN over B sub-tensors with a masked context layer (module docstring)."""
 
     def __init__(self, cfg: ModelConfig, sub: SubscaleConfig, n_mels: int, hop_length: int) -> None:
         super().__init__(cfg, n_mels, hop_length, extra_inputs=sub.context)
@@ -100,7 +100,7 @@ class SubscaleWaveRNN(WaveRNN):
         w = self.masked_context_weight()[subs]
         return F.relu(torch.einsum("nk,ndk->nd", windows, w) + self.ctx_bias[subs])
 
-    def teacher_forced_folded(
+    def teacher_forced_subtensors(
         self, cond: torch.Tensor, audio: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Per-sample conditioning (n, B*L, C) and int16 samples (n, B*L) -> coarse and
@@ -133,17 +133,17 @@ def split_bytes(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return u >> 8, u & 0xFF
 
 
-def fold_losses(
+def subtensor_losses(
     model: SubscaleWaveRNN, cond: torch.Tensor, audio: torch.Tensor
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean coarse and fine cross-entropy (nats) over a batch of windows.
 
-    Windows are cut to a multiple of B samples from their start; the fold is relative
+    Windows are cut to a multiple of B samples from their start; the split is relative
     to the window start, which is what inference does from the utterance start.
     """
     total = audio.shape[1] // model.b * model.b
     cond, audio = cond[:, :total], audio[:, :total]
-    cl, fl, _ = model.teacher_forced_folded(cond, audio)
+    cl, fl, _ = model.teacher_forced_subtensors(cond, audio)
     u = audio.reshape(audio.shape[0], -1, model.b).transpose(1, 2)
     c, f = split_bytes(u)
     return F.cross_entropy(cl.reshape(-1, 256), c.reshape(-1)), F.cross_entropy(
@@ -191,7 +191,7 @@ def generate(
         draws = make_draws(t_total, seed)
     # waveform-order tables padded to L * B: uniforms, and the forced samples if any
     u_table = torch.from_numpy(np.concatenate([draws, np.zeros((length * b - t_total, 2))]))
-    forced = None if force is None else split_bytes(torch.from_numpy(fold(np.asarray(force), b)))
+    forced = None if force is None else split_bytes(torch.from_numpy(to_subtensors(np.asarray(force), b)))
     # generated samples in [-1, 1] for the context layer, with its P / F zero margins
     u = torch.zeros(b, model.past + length + model.horizon)
     out = torch.zeros(b, length, dtype=torch.long)
@@ -227,4 +227,4 @@ def generate(
             keep = p[real].numpy()
             logits["coarse"][keep] = coarse_logits[real].numpy()
             logits["fine"][keep] = fine_logits[real].numpy()
-    return unfold(out.numpy(), t_total).astype(np.int16), logits if record else None
+    return from_subtensors(out.numpy(), t_total).astype(np.int16), logits if record else None

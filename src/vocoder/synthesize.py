@@ -28,7 +28,7 @@ import numpy as np
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
-from vocoder.audio import load_audio, log_mel, write_wav
+from vocoder.audio import AUDIO_EXTS, load_audio, log_mel, write_wav
 from vocoder.config import Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import remove_stale_temps
@@ -38,11 +38,10 @@ from vocoder.native import MODEL_EXT, NativeVocoder
 # The longest input vocoded by default: an hour, far beyond any TTS utterance, yet a
 # bound, so a header that claims 10^8 frames is refused instead of allocated.
 MAX_SECONDS = 3600.0
-AUDIO_EXT = (".wav", ".flac")
 
 
 @dataclass
-class Result:
+class Outcome:
     """Outcome of one input: the wav written, or the reason it failed."""
 
     source: Path
@@ -54,26 +53,26 @@ class Result:
     warning: str = ""
 
 
-def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Result]]:
+def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Outcome]]:
     """Expand directories (their mel and audio files, sorted); flag unusable paths.
 
     A file reached twice (named twice, or named and inside a named directory) is kept
     once, by resolved path: the same input twice is a harmless slip, not a clash.
     """
     files: list[Path] = []
-    bad: list[Result] = []
+    bad: list[Outcome] = []
     for p in inputs:
         if p.is_dir():
-            found = sorted(q for q in p.iterdir() if q.suffix in (*MEL_EXTS, *AUDIO_EXT))
+            found = sorted(q for q in p.iterdir() if q.suffix in (*MEL_EXTS, *AUDIO_EXTS))
             if not found:
-                bad.append(Result(p, None, error=f"{p}: directory holds no .npy, .npz, .pt, .wav or .flac"))
+                bad.append(Outcome(p, None, error=f"{p}: directory holds no .npy, .npz, .pt, .wav or .flac"))
             files.extend(found)
         elif not p.exists():
-            bad.append(Result(p, None, error=f"{p}: no such file or directory"))
+            bad.append(Outcome(p, None, error=f"{p}: no such file or directory"))
         elif not p.is_file():  # a FIFO or device would block the reader forever
-            bad.append(Result(p, None, error=f"{p}: not a regular file"))
-        elif p.suffix not in (*MEL_EXTS, *AUDIO_EXT):
-            bad.append(Result(p, None, error=f"{p}: not a mel (.npy/.npz/.pt) or audio (.wav/.flac) file"))
+            bad.append(Outcome(p, None, error=f"{p}: not a regular file"))
+        elif p.suffix not in (*MEL_EXTS, *AUDIO_EXTS):
+            bad.append(Outcome(p, None, error=f"{p}: not a mel (.npy/.npz/.pt) or audio (.wav/.flac) file"))
         else:
             files.append(p)
     unique = {f.resolve(): f for f in reversed(files)}
@@ -253,7 +252,7 @@ def synthesize_file(
     seed: int,
     max_seconds: float = MAX_SECONDS,
     how: MelInput = NATIVE,
-) -> Result:
+) -> Outcome:
     """Vocode one input into ``output``; errors come back in the result, not raised.
 
     Any exception counts as this input's failure (an engine's allocation error, a
@@ -268,10 +267,10 @@ def synthesize_file(
         write_wav(output, samples, cfg.audio.sample_rate)
     except VocoderError as e:
         message = str(e) if str(e).startswith(str(source)) else f"{source}: {e}"
-        return Result(source, None, error=message)
+        return Outcome(source, None, error=message)
     except Exception as e:
-        return Result(source, None, error=f"{source}: {type(e).__name__}: {e}")
-    return Result(source, output, len(samples), len(samples) / cfg.audio.sample_rate, warning=warning or "")
+        return Outcome(source, None, error=f"{source}: {type(e).__name__}: {e}")
+    return Outcome(source, output, len(samples), len(samples) / cfg.audio.sample_rate, warning=warning or "")
 
 
 def wav_stream_header(rate: int) -> bytes:
@@ -348,17 +347,17 @@ def _init_worker(model_path: Path, engine: str | None, threads: int, fold: tuple
     _worker = load_vocoder(model_path, engine, threads=threads, fold=fold)
 
 
-def _work(source: Path, output: Path, seed: int, max_seconds: float, how: MelInput) -> Result:
+def _work(source: Path, output: Path, seed: int, max_seconds: float, how: MelInput) -> Outcome:
     assert _worker is not None
     return synthesize_file(_worker, source, output, seed, max_seconds, how)
 
 
-def _collect(future: Future[Result], source: Path) -> Result:
+def _collect(future: Future[Outcome], source: Path) -> Outcome:
     """A worker's result; a worker that died (killed, out of memory) fails its input."""
     try:
         return future.result()
     except BrokenProcessPool:
-        return Result(source, None, error=f"{source}: the worker process died while vocoding it")
+        return Outcome(source, None, error=f"{source}: the worker process died while vocoding it")
 
 
 def synthesize(
@@ -375,10 +374,10 @@ def synthesize(
     fold: tuple[int, int] | None = None,
     max_seconds: float = MAX_SECONDS,
     how: MelInput = NATIVE,
-) -> tuple[list[Result], float]:
+) -> tuple[list[Outcome], float]:
     """Vocode every input (of this shard); returns per-input results and the wall time.
 
-    An input whose output exists is skipped (a ``Result`` with ``skipped`` set) unless
+    An input whose output exists is skipped (a ``Outcome`` with ``skipped`` set) unless
     ``overwrite``. With ``jobs`` > 1 each worker process loads its own engine instance
     and takes inputs as they come. ``threads`` is per engine instance (0: the engine's
     default, and one thread in each worker so that jobs do not oversubscribe the cores).
@@ -396,7 +395,7 @@ def synthesize(
     outputs: list[Path] = []
     for f, o in zip(selected, all_outputs, strict=True):
         if o.exists() and not overwrite:
-            results.append(Result(f, o, skipped=True))
+            results.append(Outcome(f, o, skipped=True))
         else:
             files.append(f)
             outputs.append(o)
@@ -413,7 +412,7 @@ def synthesize(
         task = progress.add_task("synthesize", total=len(files), audio=0.0, rtf="-")
         done_audio = 0.0
 
-        def finished(r: Result) -> None:
+        def finished(r: Outcome) -> None:
             nonlocal done_audio
             results.append(r)
             done_audio += r.seconds

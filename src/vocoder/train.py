@@ -48,7 +48,7 @@ from vocoder.fsutil import remove_stale_temps, write_text_atomic
 from vocoder.model import WaveRNN
 from vocoder.pruning import Pruner
 from vocoder.runlog import RunLog
-from vocoder.subscale import SubscaleWaveRNN, fold_losses
+from vocoder.subscale import SubscaleWaveRNN, subtensor_losses
 
 LN2 = math.log(2.0)
 
@@ -186,7 +186,7 @@ def batch_losses(model: WaveRNN, batch: Batch, device: torch.device) -> tuple[to
 
     cond = model.window_conditioning(t(batch.mel))
     if isinstance(model, SubscaleWaveRNN):
-        return fold_losses(model, cond, t(join_16bit(batch.coarse, batch.fine)))
+        return subtensor_losses(model, cond, t(join_16bit(batch.coarse, batch.fine)))
     coarse_logits, fine_logits, _ = model.teacher_forced(
         cond, t(batch.c_prev), t(batch.f_prev), t(batch.coarse)
     )

@@ -91,7 +91,7 @@ void compare_matrix(const Kernels& k, const Matrix& m, const std::string& name, 
     }
     const int out_stride = m.rows_padded + 16;
     std::vector<float> batched(size_t(nb) * out_stride);
-    const wrnn::Batch batch{nb, xs.data(), cols, m.sparse ? nullptr : words.data(), stride, scales.data()};
+    const wrnn::Columns batch{nb, xs.data(), cols, m.sparse ? nullptr : words.data(), stride, scales.data()};
     for (bool relu : {false, true}) {
         if (m.sparse) k.spmm(m, batch, batched.data(), out_stride, relu);
         else k.gemm(m, batch, batched.data(), out_stride, relu);

@@ -105,7 +105,7 @@ class Laps {
 std::vector<float> conv_valid(const Kernels& K, const Conv1d& c, const std::vector<float>& x, int len, bool relu) {
     const int olen = len - c.kernel + 1, out = c.w.rows, rp = c.w.rows_padded;
     std::vector<float> y(size_t(olen) * rp);
-    K.gemm(c.w, Batch{olen, x.data(), c.in, nullptr, 0, nullptr}, y.data(), rp, relu);
+    K.gemm(c.w, Columns{olen, x.data(), c.in, nullptr, 0, nullptr}, y.data(), rp, relu);
     if (rp != out) {  // drop the padding rows: the next layer's windows must be contiguous
         for (int i = 1; i < olen; ++i) std::copy_n(&y[size_t(i) * rp], out, &y[size_t(i) * out]);
         y.resize(size_t(olen) * out);
@@ -230,7 +230,7 @@ std::vector<float> Engine::project_frames(const float* mel, int frames) const {
     // a is (frames, C): each frame projected by W_cond, then the edge frames repeated.
     const int rp = m.w_cond.rows_padded;
     std::vector<float> p(size_t(frames) * rp);
-    kernels_.gemm(m.w_cond, Batch{frames, a.data(), c, nullptr, 0, nullptr}, p.data(), rp, false);
+    kernels_.gemm(m.w_cond, Columns{frames, a.data(), c, nullptr, 0, nullptr}, p.data(), rp, false);
     std::vector<float> proj(size_t(frames + 2) * n3);
     for (int f = 0; f < frames + 2; ++f)
         std::copy_n(&p[size_t(std::min(std::max(f - 1, 0), frames - 1)) * rp], n3, &proj[size_t(f) * n3]);
@@ -480,7 +480,7 @@ class BatchStep {
         x += size_t(b0) * x_stride, y += size_t(b0) * y_stride;
         uint32_t* words = words_.data() + size_t(b0) * ws_;
         float* scales = scales_.data() + b0;
-        Batch in{nb, x, x_stride, words, ws_, scales};
+        Columns in{nb, x, x_stride, words, ws_, scales};
         if (!d.sparse)
             for (int b = 0; b < nb; ++b) {
                 const float* xb = x + size_t(b) * x_stride;

@@ -196,7 +196,7 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
 // loaded (and, for bf16, widened) once and used G times. 16 ymm registers hold two
 // accumulators per column for 4 columns.
 template <int G>
-void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
+void gemm_group(const Matrix& d, const Columns& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
     const float* xc[G];
     const uint32_t* wc[G];
     for (int j = 0; j < G; ++j) {
@@ -267,7 +267,7 @@ void gemm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
 }
 
 template <int G>
-void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
+void spmm_group(const Matrix& d, const Columns& x, int b0, float* y, int y_stride, bool relu, int u0, int u1) {
     const float* w = d.w32.data();
     const int32_t* col = d.bcol.data();
     const float* xc[G];
@@ -320,12 +320,12 @@ void spmm_group(const Matrix& d, const Batch& x, int b0, float* y, int y_stride,
     }
 }
 
-using Group = void (*)(const Matrix&, const Batch&, int, float*, int, bool, int, int);
+using Group = void (*)(const Matrix&, const Columns&, int, float*, int, bool, int, int);
 
 // Row blocks (dense) or stripes (sparse) in chunks of `chunk`; each chunk runs every
 // group of `max` columns, then one group of the rest, so a chunk's weights come from
 // memory once per step and from cache for the other groups, whatever the batch size.
-void by_groups(const Group* groups, int max, int units, int chunk, const Matrix& d, const Batch& x, float* y,
+void by_groups(const Group* groups, int max, int units, int chunk, const Matrix& d, const Columns& x, float* y,
                int y_stride, bool relu) {
     for (int u0 = 0; u0 < units; u0 += chunk) {
         const int u1 = u0 + chunk < units ? u0 + chunk : units;
@@ -338,10 +338,10 @@ void by_groups(const Group* groups, int max, int units, int chunk, const Matrix&
 const Group kGemm[4] = {gemm_group<1>, gemm_group<2>, gemm_group<3>, gemm_group<4>};
 const Group kSpmm[4] = {spmm_group<1>, spmm_group<2>, spmm_group<3>, spmm_group<4>};
 
-void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+void gemm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
     by_groups(kGemm, 4, d.rows_padded / 16, 1, d, x, y, y_stride, relu);
 }
-void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+void spmm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
     by_groups(kSpmm, 4, d.rows / d.block_rows, 64 / d.block_rows, d, x, y, y_stride, relu);
 }
 

@@ -127,7 +127,7 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
 // groups of 8, then one group of the rest. A column's sums are one chain in k order
 // whatever G and R are, so its result does not depend on the group it falls in.
 template <int G, int R>
-void gemm_blocks(const Matrix& d, const Batch& x, const int32_t* sums, int b0, float* y, int y_stride, bool relu,
+void gemm_blocks(const Matrix& d, const Columns& x, const int32_t* sums, int b0, float* y, int y_stride, bool relu,
                  int rb) {
     __m512 acc[R][G];
     if (d.precision == Precision::INT8) {
@@ -197,7 +197,7 @@ void gemm_blocks(const Matrix& d, const Batch& x, const int32_t* sums, int b0, f
 
 // R row blocks at a time, then one at a time for the rest.
 template <int G, int R>
-void gemm_group(const Matrix& d, const Batch& x, const int32_t* sums, int b0, float* y, int y_stride, bool relu,
+void gemm_group(const Matrix& d, const Columns& x, const int32_t* sums, int b0, float* y, int y_stride, bool relu,
                 int u0, int u1) {
     int rb = u0;
     for (; rb + R <= u1; rb += R) gemm_blocks<G, R>(d, x, sums, b0, y, y_stride, relu, rb);
@@ -211,7 +211,7 @@ void gemm_group(const Matrix& d, const Batch& x, const int32_t* sums, int b0, fl
 // four blocks per pass did not pay (docs/native-engine.md, Speed).
 void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb_begin, int rb_end) {
     if (d.precision == Precision::BF16) {
-        const Batch one{1, x, 0, packed.words, 0, &packed.scale};
+        const Columns one{1, x, 0, packed.words, 0, &packed.scale};
         return gemm_group<1, 4>(d, one, nullptr, 0, y, 0, relu, rb_begin, rb_end);
     }
     if (d.precision == Precision::FP32) {
@@ -241,7 +241,7 @@ void gemv(const Matrix& d, const float* x, Packed packed, float* y, bool relu, i
 // 16x1: two accumulators per column, for even and odd blocks as in spmv, so that even
 // one column has two chains in flight.
 template <int G>
-void spmm_group(const Matrix& d, const Batch& x, const int32_t*, int b0, float* y, int y_stride, bool relu, int u0,
+void spmm_group(const Matrix& d, const Columns& x, const int32_t*, int b0, float* y, int y_stride, bool relu, int u0,
                 int u1) {
     const float* w = d.w32.data();
     const int32_t* col = d.bcol.data();
@@ -294,13 +294,13 @@ void spmm_group(const Matrix& d, const Batch& x, const int32_t*, int b0, float* 
     }
 }
 
-using Group = void (*)(const Matrix&, const Batch&, const int32_t*, int, float*, int, bool, int, int);
+using Group = void (*)(const Matrix&, const Columns&, const int32_t*, int, float*, int, bool, int, int);
 
 // Row blocks (dense) or stripes (sparse) in chunks of `chunk`; each chunk runs every
 // group of 8 columns, then one group of the rest, so a chunk's weights come from memory
 // once per step and from cache for the other groups, whatever the batch size. sums: the
 // int8 column sums (gemm_group), else null.
-void by_groups(const Group (&groups)[8], int units, int chunk, const Matrix& d, const Batch& x, const int32_t* sums,
+void by_groups(const Group (&groups)[8], int units, int chunk, const Matrix& d, const Columns& x, const int32_t* sums,
                float* y, int y_stride, bool relu) {
     for (int u0 = 0; u0 < units; u0 += chunk) {
         const int u1 = u0 + chunk < units ? u0 + chunk : units;
@@ -325,21 +325,21 @@ int32_t quad_sum(const uint32_t* p, int n) {
     return _mm512_reduce_add_epi32(s);
 }
 
-void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+void gemm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
     const int units = d.rows_padded / 16, chunk = 4;  // row blocks: the most a group takes per pass
     if (d.precision != Precision::INT8) return by_groups(kGemm, units, chunk, d, x, nullptr, y, y_stride, relu);
     // int8 column sums on the stack, kSumCols columns at a time (more would add nothing:
     // each weight byte already feeds that many multiply-adds per read).
     constexpr int kSumCols = 64;
     for (int c0 = 0; c0 < x.n; c0 += kSumCols) {
-        const Batch part{x.n - c0 < kSumCols ? x.n - c0 : kSumCols, x.x + size_t(c0) * x.x_stride, x.x_stride,
+        const Columns part{x.n - c0 < kSumCols ? x.n - c0 : kSumCols, x.x + size_t(c0) * x.x_stride, x.x_stride,
                          x.words + size_t(c0) * x.w_stride, x.w_stride, x.scales + c0};
         int32_t sums[kSumCols];
         for (int b = 0; b < part.n; ++b) sums[b] = quad_sum(part.words + size_t(b) * x.w_stride, d.col_quads);
         by_groups(kGemm, units, chunk, d, part, sums, y + size_t(c0) * y_stride, y_stride, relu);
     }
 }
-void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+void spmm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
     by_groups(kSpmm, d.rows / d.block_rows, 64 / d.block_rows, d, x, nullptr, y, y_stride, relu);
 }
 

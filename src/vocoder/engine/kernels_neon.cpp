@@ -120,14 +120,14 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
 }
 
 // The batched products as one matvec per column (fold mode and the conditioning convs).
-void gemm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+void gemm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
     for (int b = 0; b < x.n; ++b) {
         Packed p{x.words ? x.words + size_t(b) * x.w_stride : nullptr, x.scales ? x.scales[b] : 1.0f};
         gemv(d, x.x + size_t(b) * x.x_stride, p, y + size_t(b) * y_stride, relu, 0, d.rows_padded / 16);
     }
 }
 
-void spmm(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu) {
+void spmm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
     for (int b = 0; b < x.n; ++b)
         spmv(d, x.x + size_t(b) * x.x_stride, y + size_t(b) * y_stride, relu, 0, d.rows / d.block_rows);
 }

@@ -74,7 +74,7 @@ struct Packed {
 // B matvec inputs at once, for fold mode's batched steps: column b is the fp32 vector
 // x + b * x_stride; dense bf16/int8 layers read its packed form words + b * w_stride with
 // scale scales[b] instead (Packed's words and scale, per column).
-struct Batch {
+struct Columns {
     int n = 0;
     const float* x = nullptr;
     int x_stride = 0;
@@ -146,9 +146,9 @@ struct Kernels {
     // Y = W X + b (optionally relu) for the B columns of x (column b of Y at
     // y + b * y_stride), every row of a dense matrix. Each weight block is loaded once for
     // a group of columns: a step is memory-bound, so B columns cost little more than one.
-    void (*gemm)(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu);
+    void (*gemm)(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu);
     // The same for a block-sparse matrix (every stripe; x in fp32).
-    void (*spmm)(const Matrix& d, const Batch& x, float* y, int y_stride, bool relu);
+    void (*spmm)(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu);
     // Symmetric int8 quantisation of x[0..n) (scale = max|x| / 127, q = round-to-nearest-
     // even of x * 127 / max|x|), four per word, zero-padded; returns the scale. Every ISA
     // computes the same q bit for bit.
