@@ -41,7 +41,7 @@ ISA_kernels_avx2 := -mavx2 -mfma
 ISA_kernels_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni
 FUZZ_ITERATIONS ?= 2000
 
-$(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
+$(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns.h
 	@mkdir -p $(SAN)
 	$(CXX) $(SAN_FLAGS) $(ISA_$*) -c $< -o $@
 
@@ -76,7 +76,7 @@ sanitize: install $(SAN)/tiny.wrnn $(SAN)/check_engine $(SAN)/compare_isas $(SAN
 TSAN_FLAGS := -std=c++17 -O1 -g -fsanitize=thread
 TSAN_OBJS := $(addprefix $(TSAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o check_engine.o)
 
-$(TSAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
+$(TSAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns.h
 	@mkdir -p $(TSAN)
 	$(CXX) $(TSAN_FLAGS) $(ISA_$*) -c $< -o $@
 
@@ -88,7 +88,7 @@ $(TSAN)/check_engine: $(TSAN_OBJS)
 	$(CXX) $(TSAN_FLAGS) $^ -o $@
 
 # The SIMD exp/sigmoid/tanh against libm (the whole program is built for AVX-512).
-$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
+$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns.h
 	@mkdir -p $(SAN)
 	$(CXX) -std=c++17 -O2 $(ISA_kernels_avx512) -Wno-unused-function $< -o $@
 
@@ -108,7 +108,7 @@ ARM_CORE := $(addprefix $(ARM)/,loader.o engine.o dispatch.o kernels_scalar.o ke
 cross-tools:
 	@command -v $(ARM_CXX) >/dev/null && command -v qemu-aarch64 >/dev/null || bash scripts/cross-tools.sh
 
-$(ARM)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h | cross-tools
+$(ARM)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns.h | cross-tools
 	@mkdir -p $(ARM)
 	$(ARM_CXX) $(ARM_FLAGS) -c $< -o $@
 

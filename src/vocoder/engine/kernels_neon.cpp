@@ -6,6 +6,7 @@
 // and sharing quantize keeps every ISA's int8 inputs bit for bit the same.
 #include <arm_neon.h>
 
+#include "columns.h"
 #include "wrnn.h"
 
 namespace wrnn {
@@ -38,25 +39,25 @@ void gemv_fp32(const Matrix& d, const float* x, float* y, bool relu, int rb) {
     store16(a, d.bias.data() + rb * 16, y + rb * 16, relu);
 }
 
-// bf16 column pairs (rb, k/2, 16, 2): a bf16 widens to fp32 by a 16-bit shift; eight
-// values hold four rows' pairs, multiplied by (x0, x1, x0, x1) and added pairwise at the end.
+// bf16 column pairs (rb, k/2, 16, 2): vld2q de-interleaves eight rows' pairs into the
+// rows' first and second columns, which widen to fp32 by a 16-bit shift.
+inline float32x4_t widen(uint16x4_t v) { return vreinterpretq_f32_u32(vshll_n_u16(v, 16)); }
+
 void gemv_bf16(const Matrix& d, Packed packed, float* y, bool relu, int rb) {
     const uint16_t* w = d.w16.data() + size_t(rb) * d.col_pairs * 32;
-    float32x4_t acc[8];
-    for (auto& v : acc) v = vdupq_n_f32(0.0f);
+    float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
     for (int kp = 0; kp < d.col_pairs; ++kp, w += 32) {
-        // (x0 | x1 << 16) twice is the bf16 lanes (x0, x1, x0, x1); widened to fp32.
-        const uint16x4_t xb = vreinterpret_u16_u32(vdup_n_u32(packed.words[kp]));
-        const float32x4_t x01 = vreinterpretq_f32_u32(vshll_n_u16(xb, 16));
-        for (int i = 0; i < 4; ++i) {  // rows 4i..4i+3: 8 values
-            const uint16x8_t v = vld1q_u16(w + 8 * i);
-            acc[2 * i] = vfmaq_f32(acc[2 * i], vreinterpretq_f32_u32(vshll_n_u16(vget_low_u16(v), 16)), x01);
-            acc[2 * i + 1] = vfmaq_f32(acc[2 * i + 1], vreinterpretq_f32_u32(vshll_n_u16(vget_high_u16(v), 16)), x01);
+        const uint16x4_t xb = vreinterpret_u16_u32(vdup_n_u32(packed.words[kp]));  // (x0, x1, x0, x1)
+        const float x0 = vgetq_lane_f32(widen(xb), 0), x1 = vgetq_lane_f32(widen(xb), 1);
+        for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7
+            const uint16x8x2_t v = vld2q_u16(w + 16 * h);
+            acc[2 * h] = vfmaq_n_f32(vfmaq_n_f32(acc[2 * h], widen(vget_low_u16(v.val[0])), x0),
+                                     widen(vget_low_u16(v.val[1])), x1);
+            acc[2 * h + 1] = vfmaq_n_f32(vfmaq_n_f32(acc[2 * h + 1], widen(vget_high_u16(v.val[0])), x0),
+                                         widen(vget_high_u16(v.val[1])), x1);
         }
     }
-    float32x4_t out[4];
-    for (int i = 0; i < 4; ++i) out[i] = vpaddq_f32(acc[2 * i], acc[2 * i + 1]);
-    store16(out, d.bias.data() + rb * 16, y + rb * 16, relu);
+    store16(acc, d.bias.data() + rb * 16, y + rb * 16, relu);
 }
 
 // int8 column quads (rb, k/4, 16, 4): one input quad, repeated over 16 bytes, multiplies
@@ -119,26 +120,13 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
     }
 }
 
-// The batched products as one matvec per column (fold mode and the conditioning convs).
-void gemm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
-    for (int b = 0; b < x.n; ++b) {
-        Packed p{x.words ? x.words + size_t(b) * x.w_stride : nullptr, x.scales ? x.scales[b] : 1.0f};
-        gemv(d, x.x + size_t(b) * x.x_stride, p, y + size_t(b) * y_stride, relu, 0, d.rows_padded / 16);
-    }
-}
-
-void spmm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
-    for (int b = 0; b < x.n; ++b)
-        spmv(d, x.x + size_t(b) * x.x_stride, y + size_t(b) * y_stride, relu, 0, d.rows / d.block_rows);
-}
-
 Kernels make_table() {
     Kernels k = kernels_scalar();
     k.name = "neon";
     k.gemv = gemv;
     k.spmv = spmv;
-    k.gemm = gemm;
-    k.spmm = spmm;
+    k.gemm = gemm_by_columns<gemv>;
+    k.spmm = spmm_by_columns<spmv>;
     return k;
 }
 

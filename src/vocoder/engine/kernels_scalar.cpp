@@ -3,6 +3,7 @@
 #include <cmath>
 #include <cstring>
 
+#include "columns.h"
 #include "probe.h"
 #include "wrnn.h"
 
@@ -63,20 +64,6 @@ void spmv(const Matrix& d, const float* x, float* y, bool relu, int s_begin, int
     }
 }
 
-// The batched products are defined as B independent matrix-vector products (the SIMD
-// versions load each weight once per group of columns instead).
-void gemm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
-    for (int b = 0; b < x.n; ++b) {
-        Packed p{x.words ? x.words + size_t(b) * x.w_stride : nullptr, x.scales ? x.scales[b] : 1.0f};
-        gemv(d, x.x + size_t(b) * x.x_stride, p, y + size_t(b) * y_stride, relu, 0, d.rows_padded / 16);
-    }
-}
-
-void spmm(const Matrix& d, const Columns& x, float* y, int y_stride, bool relu) {
-    for (int b = 0; b < x.n; ++b)
-        spmv(d, x.x + size_t(b) * x.x_stride, y + size_t(b) * y_stride, relu, 0, d.rows / d.block_rows);
-}
-
 float sigmoid(float x) { return 1.0f / (1.0f + std::exp(-x)); }
 
 void gru_rows(const float* gi, const float* gh, const float* col, float s, const float* h_in, float* h_out, int n,
@@ -135,7 +122,11 @@ uint64_t madd(Precision p, uint64_t rounds) {
         rounds, 0.0f, 1.0f, [](float v, float one) { return v * one + one; }, [](float v) { return uint64_t(v); });
 }
 
-const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, exps, gemm, spmm, quantize, stream, madd};
+// The batched products are defined as B independent matrix-vector products (the SIMD
+// versions load each weight once per group of columns instead).
+const Kernels kScalar = {
+    "scalar", gemv, spmv, gru_rows, gate_inputs, exps, gemm_by_columns<gemv>, spmm_by_columns<spmv>,
+    quantize, stream, madd};
 
 }  // namespace
 
