@@ -9,7 +9,17 @@ import pytest
 from typer.testing import CliRunner
 
 from vocoder import _engine, bench
-from vocoder.bench import BenchRow, Variant, compute_limit, fastest, multiply_adds, weight_bytes
+from vocoder.bench import (
+    HEADER,
+    BenchRow,
+    Variant,
+    compute_limit,
+    fastest,
+    findings,
+    multiply_adds,
+    table_rows,
+    weight_bytes,
+)
 from vocoder.cli import app
 from vocoder.config import Config
 
@@ -151,6 +161,39 @@ def test_limits_weights_and_shares_match_hand_computed_figures() -> None:
     assert r.share_of_limit == pytest.approx(0.48) and r.share_of_blas == pytest.approx(0.4)
     r = BenchRow.of("native", Variant(32), 1, "int8", (0.5, 12000, "avx2"), (40000.0, 50000.0), 60000.0)
     assert (r.limit_samples_per_second, r.bound, r.share_of_limit) == (40000.0, "bandwidth", 0.6)
+
+
+def test_table_ratios_compare_rows_of_the_same_run() -> None:
+    """x torch against the best torch row of the N, x dense against the dense row of the
+    same N, precision, threads and mode, x seq against the sequential row of the same
+    weights; a row with no such partner gets '-'."""
+
+    def row(
+        engine: str, variant: Variant, sps: float, mode: str = "sequential", threads: int = 1
+    ) -> BenchRow:
+        return BenchRow.of(
+            engine, variant, threads, "int8", (1.0, int(sps), "avx2"), (1e6, 1e6), 1e6, mode=mode
+        )
+
+    sparse = Variant(32, 0.9, "16x1", "gru")
+    results = [
+        row("torch", Variant(32), 1000),
+        row("torch", Variant(32), 2000, threads=2),
+        row("native", Variant(32), 30000),
+        row("native", sparse, 60000),
+        row("native", Variant(32), 90000, mode="fold"),
+        row("native", Variant(64), 5000),
+    ]
+    cells = [dict(zip(HEADER, r, strict=True)) for r in table_rows(results)]
+    assert [c["x torch"] for c in cells] == ["0.5", "1.0", "15.0", "30.0", "45.0", "-"]
+    assert [c["x dense"] for c in cells] == ["-", "-", "-", "2.0", "-", "-"]
+    assert [c["x seq"] for c in cells] == ["-", "-", "-", "-", "3.0", "-"]
+    assert [c["weights"] for c in cells][2:4] == ["dense", "90% 16x1 gru"]
+    lines = findings(results)
+    assert lines == [
+        "sequential N=32 int8 threads=1: x torch 15.0; "
+        "at this machine's bandwidth limit it could be at most 500.0"
+    ]
 
 
 def test_bench_times_sparse_rows_next_to_the_dense_one(tmp_path: Path) -> None:

@@ -646,3 +646,156 @@ def machine_info() -> dict[str, object]:
 
 def report(results: list[BenchRow]) -> dict[str, object]:
     return {"machine": machine_info(), "results": [asdict(r) for r in results]}
+
+
+# The printed table: a row per measurement, with its ratios against rows of the same run.
+TITLE = "WaveRNN sampling (sequential; fold: segments as one batch; subscale: B per step)"
+HEADER = (
+    "engine",
+    "mode",
+    "N",
+    "weights",
+    "prec",
+    "thr",
+    "ISA",
+    "samples/s",
+    "xRT 24k",
+    "x torch",
+    "x dense",
+    "x seq",
+    "% of limit",
+    "vs BLAS",
+)
+LEFT = {"engine", "mode", "weights", "prec", "ISA"}  # left-aligned columns
+NOTE = (
+    "% of limit: of the lower of two probed limits: bw, read bandwidth / per-step weight bytes "
+    "(each step reads every weight once; the probe reads a buffer of that size), or mac, the "
+    "multiply-add rate of the kernels' dot-product instruction / multiply-adds per sample; both "
+    "probed on one core, times the row's threads. "
+    "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread. "
+    "Fold and subscale rows: bw and BLAS per step, times the samples a step yields."
+)
+
+
+def sparsity_label(r: BenchRow) -> str:
+    """'dense', or e.g. '95% 16x1 gru+out' (sparse kernels forced: '... [always]')."""
+    if r.sparsity == 0:
+        return "dense"
+    forced = f" [{r.sparse_kernels}]" if r.sparse_kernels != "auto" else ""
+    return f"{100 * r.sparsity:g}% {r.block} {r.pruned_layers}{forced}"
+
+
+def progress(r: BenchRow) -> str:
+    """The line printed as each measurement finishes."""
+    return (
+        f"  {r.engine} {r.mode} N={r.hidden_size} {sparsity_label(r)} {r.precision} "
+        f"threads={r.threads}: {r.samples_per_second:,.0f} samples/s"
+    )
+
+
+def _weights(r: BenchRow) -> tuple[object, ...]:
+    """What makes two rows the same model and setting, whatever their mode."""
+    return (r.engine, r.hidden_size, r.sparsity, r.block, r.pruned_layers, r.precision, r.threads)
+
+
+@dataclass
+class Baselines:
+    """The rows a row is compared with, from the same run: the best torch row per N (its
+    threads vary a lot on a busy machine), the dense native row of the same N, precision,
+    threads and mode, and the sequential row of the same weights."""
+
+    torch: dict[int, float]
+    dense: dict[tuple[object, ...], float]
+    sequential: dict[tuple[object, ...], float]
+
+    @classmethod
+    def of(cls, results: list[BenchRow]) -> Baselines:
+        torch_sps: dict[int, float] = {}
+        for r in results:
+            if r.engine == "torch" and r.mode == "sequential":
+                torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
+        dense = {
+            (r.hidden_size, r.precision, r.threads, r.mode): r.samples_per_second
+            for r in results
+            if r.engine == "native" and r.sparsity == 0
+        }
+        seq = {_weights(r): r.samples_per_second for r in results if r.mode == "sequential"}
+        return cls(torch_sps, dense, seq)
+
+    def x_torch(self, r: BenchRow) -> float | None:
+        ref = self.torch.get(r.hidden_size)
+        return r.samples_per_second / ref if ref else None
+
+    def x_dense(self, r: BenchRow) -> float | None:
+        dense = self.dense.get((r.hidden_size, r.precision, r.threads, r.mode)) if r.sparsity > 0 else None
+        return r.samples_per_second / dense if dense else None
+
+    def x_seq(self, r: BenchRow) -> float | None:
+        seq = self.sequential.get(_weights(r)) if r.mode != "sequential" else None
+        return r.samples_per_second / seq if seq else None
+
+
+def _ratio(x: float | None) -> str:
+    return f"{x:.1f}" if x is not None else "-"
+
+
+def table_rows(results: list[BenchRow]) -> list[tuple[str, ...]]:
+    """The cells of HEADER for each result."""
+    base = Baselines.of(results)
+    return [
+        (
+            r.engine,
+            r.mode,
+            str(r.hidden_size),
+            sparsity_label(r),
+            r.precision,
+            str(r.threads),
+            r.isa,
+            f"{r.samples_per_second:,.0f}",
+            f"{r.times_realtime_24k:.2f}",
+            _ratio(base.x_torch(r)),
+            _ratio(base.x_dense(r)),
+            _ratio(base.x_seq(r)),
+            f"{100 * r.share_of_limit:.0f}% {'bw' if r.bound == 'bandwidth' else 'mac'}",
+            f"{r.share_of_blas:.2f}x",
+        )
+        for r in results
+    ]
+
+
+def findings(results: list[BenchRow]) -> list[str]:
+    """The lines under the table: each dense sequential row against torch and what its
+    limit would allow, each subscale row against sequential, time to first audio, and
+    where the profiled runs' time went."""
+    base = Baselines.of(results)
+    lines = []
+    for r in results:
+        ref = base.torch.get(r.hidden_size)
+        if r.mode == "sequential" and r.engine == "native" and r.sparsity == 0 and ref:
+            lines.append(
+                f"sequential N={r.hidden_size} {r.precision} threads={r.threads}: x torch "
+                f"{r.samples_per_second / ref:.1f}; at this machine's {r.bound} limit it could be at most "
+                f"{r.limit_samples_per_second / ref:.1f}"
+            )
+    for r in results:
+        seq = base.sequential.get(_weights(r))
+        if r.mode == "subscale" and r.engine == "native" and seq:
+            lines.append(
+                f"subscale N={r.hidden_size} {sparsity_label(r)} {r.precision} threads={r.threads}: "
+                f"x seq {r.samples_per_second / seq:.1f}; at this machine's multiply-add limit it could be "
+                f"at most {r.compute_limit_samples_per_second / seq:.1f}"
+            )
+    for r in results:
+        if r.first_audio_ms is not None:
+            lines.append(
+                f"stream N={r.hidden_size} {sparsity_label(r)} {r.precision} threads={r.threads}: "
+                f"first audio after {r.first_audio_ms:.1f} ms (mel in, model loaded, first 1024 samples out)"
+            )
+    for r in results:
+        if r.profile:
+            stages = sorted(r.profile.items(), key=lambda kv: -kv[1])
+            lines.append(
+                f"profile {r.mode} N={r.hidden_size} {sparsity_label(r)} {r.precision} threads={r.threads}: "
+                + ", ".join(f"{name} {100 * share:.0f}%" for name, share in stages if share >= 0.005)
+            )
+    return lines

@@ -18,7 +18,6 @@ from vocoder.config import MODEL_FILE_SECTIONS, explicit_keys, load_config
 from vocoder.errors import VocoderError
 
 if TYPE_CHECKING:  # the CLI imports command modules only when a command runs
-    from vocoder.bench import BenchRow
     from vocoder.mels import MelInput
 
 
@@ -683,14 +682,6 @@ def export(
     )
 
 
-def _sparsity_label(r: BenchRow) -> str:
-    """'dense', or e.g. '95% 16x1 gru+out' (sparse kernels forced: '... [always]')."""
-    if r.sparsity == 0:
-        return "dense"
-    forced = f" [{r.sparse_kernels}]" if r.sparse_kernels != "auto" else ""
-    return f"{100 * r.sparsity:g}% {r.block} {r.pruned_layers}{forced}"
-
-
 @app.command(cls=Command)
 def bench(
     model: Annotated[
@@ -800,7 +791,7 @@ def bench(
 
     from rich.table import Table
 
-    from vocoder.bench import report, run_bench
+    from vocoder.bench import HEADER, LEFT, NOTE, TITLE, findings, progress, report, run_bench, table_rows
     from vocoder.fsutil import check_output_file, write_text_atomic
 
     if train:
@@ -831,12 +822,7 @@ def bench(
             precisions,
             seconds,
             torch_ref,
-            on_result=lambda r: say(
-                f"  {r.engine} {r.mode} N={r.hidden_size} {_sparsity_label(r)} {r.precision} "
-                f"threads={r.threads}: "
-                f"{r.samples_per_second:,.0f} samples/s",
-                to=console,
-            ),
+            on_result=lambda r: say(progress(r), to=console),
             sparse=variants,
             kernels=sparse_kernels,
             fold=(target, overlap, fold_seconds) if fold else None,
@@ -847,106 +833,16 @@ def bench(
         )
     except VocoderError as e:
         fail(str(e))
-    torch_sps: dict[int, float] = {}  # the best torch result per N (its threads vary a lot on a busy machine)
-    for r in results:
-        if r.engine == "torch" and r.mode == "sequential":
-            torch_sps[r.hidden_size] = max(torch_sps.get(r.hidden_size, 0.0), r.samples_per_second)
-    dense_sps = {
-        (r.hidden_size, r.precision, r.threads, r.mode): r.samples_per_second
-        for r in results
-        if r.engine == "native" and r.sparsity == 0
-    }
-
-    def weights(r: BenchRow) -> tuple[object, ...]:
-        return (r.engine, r.hidden_size, r.sparsity, r.block, r.pruned_layers, r.precision, r.threads)
-
-    seq_sps = {weights(r): r.samples_per_second for r in results if r.mode == "sequential"}
-    table = Table(title="WaveRNN sampling (sequential; fold: segments as one batch; subscale: B per step)")
-    columns = (
-        "engine",
-        "mode",
-        "N",
-        "weights",
-        "prec",
-        "thr",
-        "ISA",
-        "samples/s",
-        "xRT 24k",
-        "x torch",
-        "x dense",
-        "x seq",
-        "% of limit",
-        "vs BLAS",
-    )
-    for col in columns:
-        table.add_column(
-            col,
-            justify="left" if col in ("engine", "mode", "weights", "prec", "ISA") else "right",
-            no_wrap=True,
-        )
-    for r in results:
-        ref = torch_sps.get(r.hidden_size)
-        dense = dense_sps.get((r.hidden_size, r.precision, r.threads, r.mode)) if r.sparsity > 0 else None
-        table.add_row(
-            r.engine,
-            r.mode,
-            str(r.hidden_size),
-            _sparsity_label(r),
-            r.precision,
-            str(r.threads),
-            r.isa,
-            f"{r.samples_per_second:,.0f}",
-            f"{r.times_realtime_24k:.2f}",
-            f"{r.samples_per_second / ref:.1f}" if ref else "-",
-            f"{r.samples_per_second / dense:.1f}" if dense else "-",
-            f"{r.samples_per_second / seq:.1f}"
-            if (seq := seq_sps.get(weights(r))) and r.mode != "sequential"
-            else "-",
-            f"{100 * r.share_of_limit:.0f}% {'bw' if r.bound == 'bandwidth' else 'mac'}",
-            f"{r.share_of_blas:.2f}x",
-        )
+    table = Table(title=TITLE)
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in LEFT else "right", no_wrap=True)
+    for row in table_rows(results):
+        table.add_row(*row)
     # never truncate figures (a pipe or log gets 80 columns by default)
     (out if out.width >= 150 else Console(width=150)).print(table)
-    say(
-        "% of limit: of the lower of two probed limits: bw, read bandwidth / per-step weight bytes "
-        "(each step reads every weight once; the probe reads a buffer of that size), or mac, the "
-        "multiply-add rate of the kernels' dot-product instruction / multiply-adds per sample; both "
-        "probed on one core, times the row's threads. "
-        "vs BLAS: over the same matvecs in numpy's fp32 BLAS, 1 thread. "
-        "Fold and subscale rows: bw and BLAS per step, times the samples a step yields."
-    )
-    for r in results:
-        if (
-            r.mode == "sequential"
-            and r.engine == "native"
-            and r.sparsity == 0
-            and (ref := torch_sps.get(r.hidden_size))
-        ):
-            say(
-                f"sequential N={r.hidden_size} {r.precision} threads={r.threads}: x torch "
-                f"{r.samples_per_second / ref:.1f}; at this machine's {r.bound} limit it could be at most "
-                f"{r.limit_samples_per_second / ref:.1f}"
-            )
-    for r in results:
-        if r.mode == "subscale" and r.engine == "native" and (seq := seq_sps.get(weights(r))):
-            say(
-                f"subscale N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
-                f"x seq {r.samples_per_second / seq:.1f}; at this machine's multiply-add limit it could be "
-                f"at most {r.compute_limit_samples_per_second / seq:.1f}"
-            )
-    for r in results:
-        if r.first_audio_ms is not None:
-            say(
-                f"stream N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
-                f"first audio after {r.first_audio_ms:.1f} ms (mel in, model loaded, first 1024 samples out)"
-            )
-    for r in results:
-        if r.profile:
-            stages = sorted(r.profile.items(), key=lambda kv: -kv[1])
-            say(
-                f"profile {r.mode} N={r.hidden_size} {_sparsity_label(r)} {r.precision} threads={r.threads}: "
-                + ", ".join(f"{name} {100 * share:.0f}%" for name, share in stages if share >= 0.005)
-            )
+    say(NOTE)
+    for line in findings(results):
+        say(line)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report(results), indent=2) + "\n")
         say(f"-> {json_out}")
@@ -967,7 +863,14 @@ def _bench_train(
     from rich.table import Table
 
     from vocoder.fsutil import check_output_file, write_text_atomic
-    from vocoder.train_bench import report, run_train_bench
+    from vocoder.train_bench import (
+        TRAIN_HEADER,
+        TRAIN_TITLE,
+        report,
+        run_train_bench,
+        train_progress,
+        train_table_rows,
+    )
 
     precisions = [p.value for p in precision] if precision else ["fp32", "bf16"]
     if "int8" in precisions:
@@ -980,30 +883,15 @@ def _bench_train(
             process_counts,
             batch,
             seconds,
-            on_result=lambda r: say(
-                f"  train N={r.hidden_size} {r.precision} processes={r.processes}: "
-                f"{r.steps_per_second:.2f} steps/s",
-                to=console,
-            ),
+            on_result=lambda r: say(f"  {train_progress(r)}", to=console),
         )
     except VocoderError as e:
         fail(str(e))
-    single = {(r.hidden_size, r.precision): r.samples_per_second for r in rows if r.processes == 1}
-    table = Table(title="WaveRNN training step (random windows, one torch thread per process)")
-    for col in ("N", "batch", "window", "prec", "processes", "steps/s", "samples/s", "x 1 process"):
+    table = Table(title=TRAIN_TITLE)
+    for col in TRAIN_HEADER:
         table.add_column(col, justify="left" if col == "prec" else "right", no_wrap=True)
-    for r in rows:
-        one = single.get((r.hidden_size, r.precision))
-        table.add_row(
-            str(r.hidden_size),
-            str(r.batch_size),
-            str(r.seq_frames),
-            r.precision,
-            str(r.processes),
-            f"{r.steps_per_second:.2f}",
-            f"{r.samples_per_second:,.0f}",
-            f"{r.samples_per_second / one:.2f}" if one else "-",
-        )
+    for row in train_table_rows(rows):
+        table.add_row(*row)
     (out if out.width >= 100 else Console(width=100)).print(table)
     if json_out is not None:
         write_text_atomic(json_out, json.dumps(report(rows), indent=2) + "\n")

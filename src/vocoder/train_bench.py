@@ -162,3 +162,34 @@ def report(rows: list[TrainRow]) -> dict[str, object]:
     from vocoder.bench import machine_info
 
     return {"machine": machine_info(), "results": [asdict(r) for r in rows]}
+
+
+TRAIN_TITLE = "WaveRNN training step (random windows, one torch thread per process)"
+TRAIN_HEADER = ("N", "batch", "window", "prec", "processes", "steps/s", "samples/s", "x 1 process")
+
+
+def train_progress(r: TrainRow) -> str:
+    """The line printed as each measurement finishes."""
+    return f"train N={r.hidden_size} {r.precision} processes={r.processes}: {r.steps_per_second:.2f} steps/s"
+
+
+def train_table_rows(rows: list[TrainRow]) -> list[tuple[str, ...]]:
+    """The cells of TRAIN_HEADER per row; "x 1 process" against the 1-process row of the
+    same N and precision from the same run."""
+    single = {(r.hidden_size, r.precision): r.samples_per_second for r in rows if r.processes == 1}
+    cells = []
+    for r in rows:
+        one = single.get((r.hidden_size, r.precision))
+        cells.append(
+            (
+                str(r.hidden_size),
+                str(r.batch_size),
+                str(r.seq_frames),
+                r.precision,
+                str(r.processes),
+                f"{r.steps_per_second:.2f}",
+                f"{r.samples_per_second:,.0f}",
+                f"{r.samples_per_second / one:.2f}" if one else "-",
+            )
+        )
+    return cells
