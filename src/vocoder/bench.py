@@ -277,6 +277,25 @@ def fastest(run: Callable[[], int], repeats: int) -> tuple[float, int]:
     return best, count
 
 
+@dataclass
+class Timed:
+    """The fastest of a few native runs, and what the model file costs per sample."""
+
+    wall: float
+    samples: int
+    isa: str
+    precision: str
+    step_bytes: int  # weight bytes one step reads
+    macs: dict[str, float]  # multiply-adds per sample, by the precision they run in
+    per_step: float = 1.0  # samples one step yields (fold mode: kept samples per batched step)
+    shares: dict[str, float] = field(default_factory=dict)  # stage shares, when profiled
+    first_audio: float | None = None  # streamed runs: seconds to the first chunk
+
+    @property
+    def timing(self) -> tuple[float, int, str]:
+        return self.wall, self.samples, self.isa
+
+
 def time_native(
     path: Path,
     cfg: Config,
@@ -285,10 +304,9 @@ def time_native(
     kernels: str = "auto",
     repeats: int = 1,
     profile: bool = False,
-) -> tuple[tuple[float, int, str], str, int, dict[str, float], dict[str, float]]:
-    """((wall, samples, ISA), precision, per-step weight bytes, multiply-adds per sample,
-    stage shares) of the fastest of ``repeats`` native runs; with ``profile`` one more run
-    is timed stage by stage (else the shares are empty)."""
+) -> Timed:
+    """The fastest of ``repeats`` native runs; with ``profile`` one more run is timed
+    stage by stage."""
     voc = NativeVocoder.load(path, threads, kernels)
     if voc.threads != threads:
         raise VocoderError(f"the native engine cannot use {threads} threads at N={cfg.model.hidden_size}")
@@ -297,21 +315,20 @@ def time_native(
     wall, count = fastest(lambda: len(voc.generate(mel, 0)), repeats)
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
     shares = voc.profile(lambda: voc.generate(mel, 0)) if profile else {}
-    return (
-        (wall, count, voc.isa),
+    return Timed(
+        wall,
+        count,
+        voc.isa,
         voc.precision,
         nbytes,
         multiply_adds(cfg, voc.precision, voc.layout),
-        shares,
+        shares=shares,
     )
 
 
-def time_stream(
-    path: Path, cfg: Config, samples: int, threads: int, repeats: int = 1
-) -> tuple[float, tuple[float, int, str], str, int, dict[str, float]]:
-    """(fastest time to the first chunk, (fastest whole run, samples, ISA), precision,
-    per-step weight bytes, multiply-adds per sample) of ``repeats`` streamed runs in
-    chunks of ``STREAM_CHUNK`` (the engine's ``stream``)."""
+def time_stream(path: Path, cfg: Config, samples: int, threads: int, repeats: int = 1) -> Timed:
+    """The fastest time to the first chunk and the fastest whole run of ``repeats``
+    streamed runs in chunks of ``STREAM_CHUNK`` (the engine's ``stream``)."""
     voc = NativeVocoder.load(path, threads)
     mel = bench_mel(cfg, samples)
     voc.generate(mel[:, :2], 0)  # warm-up: page in the weights
@@ -325,13 +342,8 @@ def time_stream(
         count += sum(len(c) for c in chunks)
         whole = min(whole, time.perf_counter() - start)
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
-    return (
-        first,
-        (whole, count, voc.isa),
-        voc.precision,
-        nbytes,
-        multiply_adds(cfg, voc.precision, voc.layout),
-    )
+    macs = multiply_adds(cfg, voc.precision, voc.layout)
+    return Timed(whole, count, voc.isa, voc.precision, nbytes, macs, first_audio=first)
 
 
 def time_native_fold(
@@ -344,10 +356,8 @@ def time_native_fold(
     kernels: str = "auto",
     repeats: int = 1,
     profile: bool = False,
-) -> tuple[tuple[float, int, str], str, float, int, dict[str, float], dict[str, float]]:
-    """((wall, samples, ISA), precision, kept samples per batched step, per-step weight
-    bytes, multiply-adds per kept sample, stage shares as in ``time_native``) of the
-    fastest of ``repeats`` fold-mode runs."""
+) -> Timed:
+    """The fastest of ``repeats`` fold-mode runs; multiply-adds are per kept sample."""
     from vocoder import fold
 
     voc = NativeVocoder.load(path, threads, kernels)
@@ -360,7 +370,7 @@ def time_native_fold(
     nbytes = weight_bytes(cfg.model.hidden_size, voc.precision, voc.layout)
     generated = segments * steps
     macs = {p: m * generated / count for p, m in multiply_adds(cfg, voc.precision, voc.layout).items()}
-    return (wall, count, voc.isa), voc.precision, count / steps, nbytes, macs, shares
+    return Timed(wall, count, voc.isa, voc.precision, nbytes, macs, count / steps, shares)
 
 
 def time_torch(
@@ -487,25 +497,22 @@ def run_bench(
         """One native row: sequential, or subscale for a subscale model (limits per step
         times the samples a step yields)."""
         samples = int(seconds * cfg.audio.sample_rate)
-        timing, precision, nbytes, macs, shares = time_native(
-            path, cfg, samples, threads, v.kernels, repeats, profile
+        t = time_native(path, cfg, samples, threads, v.kernels, repeats, profile)
+        per_step = samples_per_step(cfg, t.samples)
+        lim = limits(bandwidth_limit(t.step_bytes) * per_step, t.macs, threads)
+        row = BenchRow.of(
+            "native",
+            v,
+            threads,
+            t.precision,
+            t.timing,
+            lim,
+            blas * per_step,
+            cfg.model.kind,
+            repeats,
+            t.shares,
         )
-        per_step = samples_per_step(cfg, timing[1])
-        lim = limits(bandwidth_limit(nbytes) * per_step, macs, threads)
-        record(
-            BenchRow.of(
-                "native",
-                v,
-                threads,
-                precision,
-                timing,
-                lim,
-                blas * per_step,
-                mode=cfg.model.kind,
-                repeats=repeats,
-                profile=shares,
-            )
-        )
+        record(row)
 
     def record_torch(model: object, cfg: Config, threads: int, blas: float) -> None:
         timing = time_torch(model, cfg, TORCH_SAMPLES, threads, repeats)
@@ -534,33 +541,22 @@ def run_bench(
         assert fold is not None
         target, overlap, fold_seconds = fold
         fold_samples = int(fold_seconds * cfg.audio.sample_rate)
-        for t in threads:
-            timing, precision, per_step, nbytes, macs, shares = time_native_fold(
-                path, cfg, fold_samples, target, overlap, t, v.kernels, repeats, profile
-            )
-            lim = limits(bandwidth_limit(nbytes) * per_step, macs, t)
+        for n in threads:
+            t = time_native_fold(path, cfg, fold_samples, target, overlap, n, v.kernels, repeats, profile)
+            lim = limits(bandwidth_limit(t.step_bytes) * t.per_step, t.macs, n)
             record(
                 BenchRow.of(
-                    "native",
-                    v,
-                    t,
-                    precision,
-                    timing,
-                    lim,
-                    blas * per_step,
-                    mode="fold",
-                    repeats=repeats,
-                    profile=shares,
+                    "native", v, n, t.precision, t.timing, lim, blas * t.per_step, "fold", repeats, t.shares
                 )
             )
 
     def record_stream(path: Path, cfg: Config, v: Variant, blas: float) -> None:
         samples = int(seconds * cfg.audio.sample_rate)
-        for t in threads:
-            first, timing, precision, nbytes, macs = time_stream(path, cfg, samples, t, repeats)
-            lim = limits(bandwidth_limit(nbytes), macs, t)
-            r = BenchRow.of("native", v, t, precision, timing, lim, blas, mode="stream", repeats=repeats)
-            record(replace(r, first_audio_ms=1000 * first))
+        for n in threads:
+            t = time_stream(path, cfg, samples, n, repeats)
+            lim = limits(bandwidth_limit(t.step_bytes), t.macs, n)
+            r = BenchRow.of("native", v, n, t.precision, t.timing, lim, blas, mode="stream", repeats=repeats)
+            record(replace(r, first_audio_ms=1000 * (t.first_audio or 0.0)))
 
     sizes = [0] if model_path is not None else hidden_sizes
 

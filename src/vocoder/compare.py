@@ -78,8 +78,8 @@ def compare_runs(runs: list[Path], precision: str = "fp32", seconds: float = 1.0
             samples = int(seconds * cfg.audio.sample_rate)
             model_file = Path(tmp) / f"run{i}{MODEL_EXT}"
             export_model(model, cfg, model_file, precision, path)
-            (wall, count, _), *_ = time_native(model_file, cfg, samples, 1)
-            sps = count / wall
+            timed = time_native(model_file, cfg, samples, 1)
+            sps = timed.samples / timed.wall
             rows.append(
                 Row(
                     run=str(run),
