@@ -21,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vocoder.audio import split_16bit
 from vocoder.data import load_utterances, read_features_config
 from vocoder.errors import VocoderError
 from vocoder.native import MODEL_EXT, NativeVocoder
@@ -67,9 +68,9 @@ def score_model_file(
     counts = np.zeros(b)
     for u in utts:
         coarse, fine, _ = voc.teacher_forced(np.asarray(u.mel), np.asarray(u.audio))
-        offset = np.asarray(u.audio, np.int64) + 32768
-        nll_c, nll_f = byte_nll(coarse, offset >> 8), byte_nll(fine, offset & 0xFF)
-        sub = np.arange(len(offset)) % b
+        target_c, target_f = split_16bit(np.asarray(u.audio))
+        nll_c, nll_f = byte_nll(coarse, target_c), byte_nll(fine, target_f)
+        sub = np.arange(len(target_c)) % b
         np.add.at(sums, (sub, 0), nll_c)
         np.add.at(sums, (sub, 1), nll_f)
         counts += np.bincount(sub, minlength=b)
