@@ -115,7 +115,7 @@ $(ARM)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns
 $(ARM)/%: tests/native/%.cpp $(ARM_CORE) $(ENGINE)/wrnn.h | cross-tools
 	$(ARM_CXX) $(ARM_FLAGS) -static $< $(ARM_CORE) -o $@ -pthread
 
-aarch64-check: $(SAN)/tiny.wrnn $(ARM)/compare_isas $(ARM)/check_engine
+aarch64-check: cross-tools $(SAN)/tiny.wrnn $(ARM)/compare_isas $(ARM)/check_engine
 	qemu-aarch64 $(ARM)/compare_isas $(SAN)/*.wrnn
 	qemu-aarch64 $(ARM)/check_engine $(SAN)/tiny-int8.wrnn 50
 	qemu-aarch64 $(ARM)/check_engine $(SAN)/tiny-sparse16x1-fp32.wrnn 50
