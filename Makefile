@@ -88,7 +88,7 @@ $(TSAN)/check_engine: $(TSAN_OBJS)
 	$(CXX) $(TSAN_FLAGS) $^ -o $@
 
 # The SIMD exp/sigmoid/tanh against libm (the whole program is built for AVX-512).
-$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns.h
+$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
 	@mkdir -p $(SAN)
 	$(CXX) -std=c++17 -O2 $(ISA_kernels_avx512) -Wno-unused-function $< -o $@
 

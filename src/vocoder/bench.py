@@ -785,7 +785,8 @@ def findings(results: list[BenchRow]) -> list[str]:
         if r.first_audio_ms is not None:
             lines.append(
                 f"stream N={r.hidden_size} {sparsity_label(r)} {r.precision} threads={r.threads}: "
-                f"first audio after {r.first_audio_ms:.1f} ms (mel in, model loaded, first 1024 samples out)"
+                f"first audio after {r.first_audio_ms:.1f} ms "
+                f"(mel in, model loaded, first {STREAM_CHUNK} samples out)"
             )
     for r in results:
         if r.profile:

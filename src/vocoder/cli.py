@@ -883,7 +883,7 @@ def _bench_train(
             process_counts,
             batch,
             seconds,
-            on_result=lambda r: say(f"  {train_progress(r)}", to=console),
+            on_result=lambda r: say(train_progress(r), to=console),
         )
     except VocoderError as e:
         fail(str(e))
@@ -905,8 +905,10 @@ def info(
     """Print a model's step or precision, sizes and config (a .wrnn file: the sections it holds)."""
     from vocoder.native import MODEL_EXT, NativeVocoder
 
+    sections = None  # a checkpoint holds the whole config
     try:
         if model.suffix == MODEL_EXT:
+            sections = MODEL_FILE_SECTIONS
             native = NativeVocoder.load(model)
             cfg = native.cfg
             coarse_t, fine_t = native.temperature
@@ -931,8 +933,7 @@ def info(
             )
     except VocoderError as e:
         fail(str(e))
-    stored = MODEL_FILE_SECTIONS if model.suffix == MODEL_EXT else None
-    out.print(cfg.to_yaml(stored), highlight=False, markup=False, end="")
+    out.print(cfg.to_yaml(sections), highlight=False, markup=False, end="")
 
 
 @app.command(cls=Command)

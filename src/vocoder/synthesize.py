@@ -377,7 +377,7 @@ def synthesize(
 ) -> tuple[list[Outcome], float]:
     """Vocode every input (of this shard); returns per-input results and the wall time.
 
-    An input whose output exists is skipped (a ``Outcome`` with ``skipped`` set) unless
+    An input whose output exists is skipped (an ``Outcome`` with ``skipped`` set) unless
     ``overwrite``. With ``jobs`` > 1 each worker process loads its own engine instance
     and takes inputs as they come. ``threads`` is per engine instance (0: the engine's
     default, and one thread in each worker so that jobs do not oversubscribe the cores).

@@ -170,7 +170,9 @@ TRAIN_HEADER = ("N", "batch", "window", "prec", "processes", "steps/s", "samples
 
 def train_progress(r: TrainRow) -> str:
     """The line printed as each measurement finishes."""
-    return f"train N={r.hidden_size} {r.precision} processes={r.processes}: {r.steps_per_second:.2f} steps/s"
+    return (
+        f"  train N={r.hidden_size} {r.precision} processes={r.processes}: {r.steps_per_second:.2f} steps/s"
+    )
 
 
 def train_table_rows(rows: list[TrainRow]) -> list[tuple[str, ...]]:

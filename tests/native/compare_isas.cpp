@@ -55,11 +55,11 @@ Matrix magnitudes(const Matrix& m) {
 }
 
 // x in the layer's precision, as the engine packs it (Engine::pack) with the scalar table.
-wrnn::Packed pack(const Matrix& m, const float* x, std::vector<uint32_t>& words) {
-    wrnn::Packed p{words.data(), 1.0f};
+wrnn::Packed pack(const Matrix& m, const float* x, uint32_t* words) {
+    wrnn::Packed p{words, 1.0f};
     if (m.sparse) return p;
-    if (m.precision == Precision::BF16) wrnn::pack_bf16_pairs(x, m.cols, words.data());
-    if (m.precision == Precision::INT8) p.scale = wrnn::kernels_scalar().quantize(x, m.cols, words.data());
+    if (m.precision == Precision::BF16) wrnn::pack_bf16_pairs(x, m.cols, words);
+    if (m.precision == Precision::INT8) p.scale = wrnn::kernels_scalar().quantize(x, m.cols, words);
     return p;
 }
 
@@ -68,7 +68,7 @@ std::vector<float> matvec(const Kernels& k, const Matrix& m, const float* x, boo
     std::vector<uint32_t> words(size_t(m.cols) + 8);
     std::vector<float> y(size_t(m.rows_padded) + 16);
     if (m.sparse) k.spmv(m, x, y.data(), relu, 0, m.rows / m.block_rows);
-    else k.gemv(m, x, pack(m, x, words), y.data(), relu, 0, m.rows_padded / 16);
+    else k.gemv(m, x, pack(m, x, words.data()), y.data(), relu, 0, m.rows_padded / 16);
     y.resize(size_t(m.rows));
     return y;
 }
@@ -78,17 +78,19 @@ void compare_matrix(const Kernels& k, const Matrix& m, const std::string& name, 
     const int cols = m.cols, nb = 5;
     std::vector<float> xs(size_t(nb) * cols), ax(cols);
     for (float& v : xs) v = rnd.uniform(-1.0f, 1.0f);
+    // Per column, the size of each row's terms: the magnitudes applied to |x|.
     const Matrix mag = magnitudes(m);
+    std::vector<std::vector<float>> sizes;
+    for (int b = 0; b < nb; ++b) {
+        for (int c = 0; c < cols; ++c) ax[c] = std::fabs(xs[size_t(b) * cols + c]);
+        sizes.push_back(matvec(ref, mag, ax.data(), false));
+    }
     // Batched inputs as the engine lays them out: column b at x + b * cols, packed words
     // at words + b * stride.
     const int stride = cols + 8;
     std::vector<uint32_t> words(size_t(nb) * stride);
     std::vector<float> scales(nb);
-    for (int b = 0; b < nb; ++b) {
-        std::vector<uint32_t> w(stride);
-        scales[b] = pack(m, &xs[size_t(b) * cols], w).scale;
-        std::copy(w.begin(), w.end(), words.begin() + size_t(b) * stride);
-    }
+    for (int b = 0; b < nb; ++b) scales[b] = pack(m, &xs[size_t(b) * cols], words.data() + size_t(b) * stride).scale;
     const int out_stride = m.rows_padded + 16;
     std::vector<float> batched(size_t(nb) * out_stride);
     const wrnn::Columns batch{nb, xs.data(), cols, m.sparse ? nullptr : words.data(), stride, scales.data()};
@@ -97,11 +99,9 @@ void compare_matrix(const Kernels& k, const Matrix& m, const std::string& name, 
         else k.gemm(m, batch, batched.data(), out_stride, relu);
         for (int b = 0; b < nb; ++b) {
             const float* x = &xs[size_t(b) * cols];
-            for (int c = 0; c < cols; ++c) ax[c] = std::fabs(x[c]);
             const std::vector<float> want = matvec(ref, m, x, relu), got = matvec(k, m, x, relu);
-            const std::vector<float> size = matvec(ref, mag, ax.data(), false);
             for (int r = 0; r < m.rows; ++r) {
-                const float tol = 1e-5f * size[r] + 1e-30f;
+                const float tol = 1e-5f * sizes[size_t(b)][r] + 1e-30f;
                 const float g2 = batched[size_t(b) * out_stride + r];
                 if (std::fabs(got[r] - want[r]) > tol || std::fabs(g2 - want[r]) > tol) {
                     check(false, std::string(k.name) + " " + name + (relu ? " relu" : "") + " row " +

@@ -47,8 +47,8 @@ void gemv_bf16(const Matrix& d, Packed packed, float* y, bool relu, int rb) {
     const uint16_t* w = d.w16.data() + size_t(rb) * d.col_pairs * 32;
     float32x4_t acc[4] = {vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f), vdupq_n_f32(0.0f)};
     for (int kp = 0; kp < d.col_pairs; ++kp, w += 32) {
-        const uint16x4_t xb = vreinterpret_u16_u32(vdup_n_u32(packed.words[kp]));  // (x0, x1, x0, x1)
-        const float x0 = vgetq_lane_f32(widen(xb), 0), x1 = vgetq_lane_f32(widen(xb), 1);
+        const float32x4_t xs = widen(vreinterpret_u16_u32(vdup_n_u32(packed.words[kp])));  // (x0, x1, x0, x1)
+        const float x0 = vgetq_lane_f32(xs, 0), x1 = vgetq_lane_f32(xs, 1);
         for (int h = 0; h < 2; ++h) {  // rows 8h..8h+7
             const uint16x8x2_t v = vld2q_u16(w + 16 * h);
             acc[2 * h] = vfmaq_n_f32(vfmaq_n_f32(acc[2 * h], widen(vget_low_u16(v.val[0])), x0),

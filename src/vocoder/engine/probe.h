@@ -21,7 +21,6 @@ inline void keep(V& a) {
     __asm__ volatile("" : "+v"(a));
 }
 #elif defined(__aarch64__)
-inline void keep(float& a) { __asm__ volatile("" : "+w"(a)); }
 template <class V>
 inline void keep(V& a) {
     __asm__ volatile("" : "+w"(a));
