@@ -29,7 +29,8 @@ from native_util import (
     state_of,
     torch_teacher_forced,
 )
-from vocoder import _engine, sampler
+from vocoder import _engine
+from vocoder import model as model_mod
 from vocoder.cli import app
 from vocoder.export import to_bf16, to_int8_rows, write_model_file
 from vocoder.model import make_draws
@@ -122,7 +123,7 @@ def torch_generation(setup):
     frames = GEN_SAMPLES // 200
     mel = np.ascontiguousarray(mel[:, 10 : 10 + frames])  # speech, not the leading silence
     draws = make_draws(frames * 200, seed=7)
-    ref, trace = sampler.generate(model, mel, draws=draws, record=True)
+    ref, trace = model_mod.generate(model, mel, draws=draws, record=True)
     return mel, draws, ref, trace
 
 

@@ -16,13 +16,13 @@ from conftest import TINY, run_cli
 from native_util import loud_fine_input, small_config, speech
 from vocoder import checkpoint as ckpt_mod
 from vocoder.config import Config
+from vocoder.kinds import subscale_steps
 from vocoder.subscale import (
     SubscaleWaveRNN,
     allowed,
     context_mask,
     from_subtensors,
     generate,
-    steps,
     to_subtensors,
 )
 
@@ -56,7 +56,7 @@ def test_the_staggered_schedule_only_reads_what_exists() -> None:
     lets it see is done, and every step yields B samples once the ramp is over."""
     b, hor, length = 5, 2, 12
     done_at = {}
-    for t in range(steps(b * length, b, hor)):
+    for t in range(subscale_steps(b * length, b, hor)):
         active = [(s, t - s * (hor + 1)) for s in range(b) if 0 <= t - s * (hor + 1) < length]
         for s, i in active:
             for q in range(b * length):
@@ -67,7 +67,7 @@ def test_the_staggered_schedule_only_reads_what_exists() -> None:
         if (b - 1) * (hor + 1) <= t < length:
             assert len(active) == b
     assert len(done_at) == b * length
-    assert steps(b * length, b, hor) == length + (b - 1) * (hor + 1)
+    assert subscale_steps(b * length, b, hor) == length + (b - 1) * (hor + 1)
 
 
 def test_context_mask_follows_the_factorisation() -> None:

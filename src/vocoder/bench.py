@@ -60,6 +60,7 @@ from threadpoolctl import threadpool_limits
 
 from vocoder.config import Config, load_config
 from vocoder.errors import VocoderError
+from vocoder.kinds import kind_of
 from vocoder.native import MODEL_EXT, NativeVocoder
 
 TORCH_SAMPLES = 2000
@@ -234,11 +235,9 @@ def multiply_adds(
     out = {precision: 0.0, "fp32": 0.0}
     for count, sparse in stored_weights(n, layout):
         out["fp32" if sparse else precision] += count
-    if cfg.model.kind == "subscale":
-        sub = cfg.subscale
-        width = sub.past + sub.horizon + 1
-        out["fp32"] += sub.context * width * (sub.batch + 1) / 2
-        out[precision] += 3 * n * sub.context
+    fp32, in_precision = kind_of(cfg).context_multiply_adds(cfg)
+    out["fp32"] += fp32
+    out[precision] += in_precision
     return out
 
 
@@ -390,17 +389,6 @@ def time_torch(
     return wall, count, "torch"
 
 
-def samples_per_step(cfg: Config, samples: int) -> float:
-    """Samples one step yields on average: T for one step per sample, or T over the
-    subscale schedule's steps."""
-    if cfg.model.kind != "subscale":
-        return 1.0
-    from vocoder.subscale import steps
-
-    t = max(1, -(-samples // cfg.audio.hop_length)) * cfg.audio.hop_length
-    return t / steps(t, cfg.subscale.batch, cfg.subscale.horizon)
-
-
 def subscale_model(cfg: Config) -> tuple[Config, object]:
     """A random subscale model of the same size as ``cfg``'s (subscale defaults)."""
     import copy
@@ -498,7 +486,7 @@ def run_bench(
         times the samples a step yields)."""
         samples = int(seconds * cfg.audio.sample_rate)
         t = time_native(path, cfg, samples, threads, v.kernels, repeats, profile)
-        per_step = samples_per_step(cfg, t.samples)
+        per_step = kind_of(cfg).samples_per_step(cfg, t.samples)
         lim = limits(bandwidth_limit(t.step_bytes) * per_step, t.macs, threads)
         row = BenchRow.of(
             "native",
@@ -516,7 +504,7 @@ def run_bench(
 
     def record_torch(model: object, cfg: Config, threads: int, blas: float) -> None:
         timing = time_torch(model, cfg, TORCH_SAMPLES, threads, repeats)
-        per_step = samples_per_step(cfg, TORCH_SAMPLES)
+        per_step = kind_of(cfg).samples_per_step(cfg, TORCH_SAMPLES)
         lim = limits(
             bandwidth_limit(weight_bytes(cfg.model.hidden_size, "fp32")) * per_step,
             multiply_adds(cfg, "fp32"),
@@ -572,9 +560,9 @@ def run_bench(
                 v = Variant(n, p.sparsity, p.block, p.layers, kernels) if p.sparsity > 0 else Variant(n)
                 for t in threads:
                     record_native(model_path, cfg, v, t, blas)
-                if fold is not None and cfg.model.kind == "sequential":
+                if fold is not None and kind_of(cfg).in_time_order:
                     record_fold(model_path, cfg, v, blas)
-                if stream and cfg.model.kind == "sequential":
+                if stream and kind_of(cfg).in_time_order:
                     record_stream(model_path, cfg, v, blas)
                 continue
             variants = [(Variant(n), cfg, state)]
@@ -582,7 +570,7 @@ def run_bench(
                 v = Variant(n, sparsity, block, layers, kernels)
                 variants.append((v, *pruned_state(model, cfg, v)))
             sub_cfg, sub_model = (cfg, None)
-            if subscale and cfg.model.kind == "sequential":
+            if subscale and kind_of(cfg).in_time_order:
                 sub_cfg, sub_model = subscale_model(cfg)
             for v, v_cfg, v_state in variants:
                 sub = None
@@ -595,9 +583,9 @@ def run_bench(
                     write_model_file(path, v_cfg, v_state, precision)
                     for t in threads:
                         record_native(path, v_cfg, v, t, blas)
-                    if fold is not None and cfg.model.kind == "sequential":
+                    if fold is not None and kind_of(cfg).in_time_order:
                         record_fold(path, v_cfg, v, blas)
-                    if stream and cfg.model.kind == "sequential":
+                    if stream and kind_of(cfg).in_time_order:
                         record_stream(path, v_cfg, v, blas)
                     if sub is not None:
                         write_model_file(path, sub[0], sub[1], precision)

@@ -119,11 +119,14 @@ def load(path: Path) -> dict[str, Any]:
     return data
 
 
+# The class of each model kind (``kinds.KINDS`` names the same ones, torch-free); a
+# SubscaleWaveRNN is a WaveRNN.
+MODEL_CLASSES: dict[str, type[WaveRNN]] = {"sequential": WaveRNN, "subscale": SubscaleWaveRNN}
+
+
 def build_model(cfg: Config) -> WaveRNN:
-    """The model ``cfg.model.kind`` names (a SubscaleWaveRNN is a WaveRNN)."""
-    if cfg.model.kind == "subscale":
-        return SubscaleWaveRNN(cfg.model, cfg.subscale, cfg.audio.n_mels, cfg.audio.hop_length)
-    return WaveRNN(cfg.model, cfg.audio.n_mels, cfg.audio.hop_length)
+    """The model ``cfg.model.kind`` names, freshly initialised."""
+    return MODEL_CLASSES[cfg.model.kind].from_config(cfg)
 
 
 def uses_average(data: dict[str, Any]) -> bool:

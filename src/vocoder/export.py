@@ -19,6 +19,7 @@ import numpy as np
 from vocoder.config import MODEL_FILE_SECTIONS, Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path, check_output_file
+from vocoder.kinds import kind_of
 
 if TYPE_CHECKING:  # torch is not needed to write a file from arrays
     from vocoder.model import WaveRNN
@@ -196,8 +197,8 @@ def write_model_file(
         blobs.append((off, raw))
         off = _align(off + len(raw), ALIGN)
     size = off + CHECKSUM_SIZE
-    a, m, sub = cfg.audio, cfg.model, cfg.subscale
-    subscale = (sub.batch, sub.past, sub.horizon, sub.context) if m.kind == "subscale" else (0, 0, 0, 0)
+    a, m = cfg.audio, cfg.model
+    subscale = kind_of(cfg).subscale_dims(cfg)
     buf = bytearray(size - CHECKSUM_SIZE)
     struct.pack_into(
         "<8sIIQIIQQ11I",

@@ -22,13 +22,17 @@ to the sample rate by linear interpolation between neighbouring frame centres.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 from torch import nn
 from torch.func import functional_call
 from torch.nn import functional as F  # noqa: N812
 
-from vocoder.config import ModelConfig
+from vocoder.audio import join_16bit, split_16bit
+from vocoder.config import Config, ModelConfig
 
 N_CLASSES = 256
 # Initial scale of the input weights of the two coarse-byte inputs, c_{t-1} and c_t.
@@ -125,6 +129,11 @@ class WaveRNN(nn.Module):
         self.O3 = nn.Linear(self.half, self.half)
         self.O4 = nn.Linear(self.half, N_CLASSES)
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> WaveRNN:
+        """The model a full config describes (the kind's own constructor arguments)."""
+        return cls(cfg.model, cfg.audio.n_mels, cfg.audio.hop_length)
+
     @property
     def radius(self) -> int:
         """Mel frames of context the conditioning stack needs on each side."""
@@ -192,15 +201,36 @@ class WaveRNN(nn.Module):
         states, _ = functional_call(self.gru, {"weight_ih_l0": self.masked_input_weight()}, (x, h0))
         return self.coarse_logits(states), self.fine_logits(states), states
 
+    def losses(
+        self,
+        cond: torch.Tensor,
+        coarse: torch.Tensor,
+        fine: torch.Tensor,
+        c_prev: torch.Tensor,
+        f_prev: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training's losses on a batch of windows (cond (B, L, C), bytes (B, L)): mean
+        cross-entropy in nats of the coarse byte and of the fine byte given the coarse."""
+        coarse_logits, fine_logits, _ = self.teacher_forced(cond, c_prev, f_prev, coarse)
+        ce_c = F.cross_entropy(coarse_logits.reshape(-1, N_CLASSES), coarse.reshape(-1))
+        ce_f = F.cross_entropy(fine_logits.reshape(-1, N_CLASSES), fine.reshape(-1))
+        return ce_c, ce_f
+
+    def sample(self, mel: np.ndarray, seed: int) -> np.ndarray:
+        """The kind's reference sampler: mel (n_mels, T) -> T * hop int16 samples."""
+        return generate(self, mel, seed=seed)[0]
+
 
 # Sampling primitives shared by the torch samplers (sequential, fold mode, subscale): the
 # GRU step outside nn.GRU, and inverse-CDF draws at given or seeded uniforms.
 
 
-def draw(logits: torch.Tensor, u: float) -> int:
-    """Inverse-CDF sampling: the first class whose cumulative probability exceeds u."""
-    cdf = torch.cumsum(torch.softmax(logits, dim=0), dim=0)
-    return min(int(torch.searchsorted(cdf, u * cdf[-1], right=True)), 255)
+def draw(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+    """Inverse-CDF sampling, one class per row of (n, 256) logits at the row's own uniform
+    u (n,): the first class whose cumulative probability exceeds u."""
+    cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)
+    idx = torch.searchsorted(cdf, (u.float() * cdf[:, -1])[:, None], right=True)[:, 0]
+    return idx.clamp(max=N_CLASSES - 1)
 
 
 def make_draws(n: int, seed: int) -> np.ndarray:
@@ -216,3 +246,104 @@ def gru_cell(gi: torch.Tensor, gh: torch.Tensor, h: torch.Tensor) -> torch.Tenso
     u = torch.sigmoid(gi[..., n : 2 * n] + gh[..., n : 2 * n])
     e = torch.tanh(gi[..., 2 * n :] + r * gh[..., 2 * n :])
     return u * h + (1.0 - u) * e
+
+
+# The sequential kind's reference sampler: the ground truth that faster engines must match,
+# written to be obviously right rather than fast. The GRU cell is evaluated once before c_t
+# is known (the masked input matrix makes the coarse half independent of c_t) and once
+# after, and each byte is drawn by inverting the CDF at a uniform number. The uniforms come
+# from a seeded generator, or from the caller (``draws``), so another engine given the same
+# numbers must produce the same samples.
+
+CHUNK = 4096  # samples whose conditioning projection is computed at once
+
+
+@dataclass
+class Trace:
+    """Per-step internals, recorded on request for parity tests: (L, 256) and (L, N)."""
+
+    coarse_logits: np.ndarray
+    fine_logits: np.ndarray
+    states: np.ndarray
+
+
+def step_inputs(model: WaveRNN, mel: np.ndarray) -> tuple[WaveRNN, torch.Tensor, tuple[torch.Tensor, ...]]:
+    """The model in fp32 on the CPU, the per-sample conditioning of ``mel`` (L, C), and
+    what every step reads: the byte and conditioning columns of the masked W_ih, b_ih,
+    W_hh and b_hh."""
+    model = model.float().cpu().eval()
+    cond = model.conditioning(torch.from_numpy(mel).float()[None])[0]
+    gru = model.gru
+    return model, cond, (*model.input_columns(), gru.bias_ih_l0, gru.weight_hh_l0, gru.bias_hh_l0)
+
+
+def draw_one(logits: torch.Tensor, u: float) -> int:
+    """``draw`` for one step's (256,) logits."""
+    return int(draw(logits[None], torch.tensor([u], dtype=torch.float64))[0])
+
+
+@torch.no_grad()
+def generate(
+    model: WaveRNN,
+    mel: np.ndarray,
+    seed: int = 0,
+    draws: np.ndarray | None = None,
+    force: np.ndarray | None = None,
+    record: bool = False,
+    progress: Callable[[int], None] | None = None,
+) -> tuple[np.ndarray, Trace | None]:
+    """Vocode one mel (n_mels, T) into T * hop int16 samples.
+
+    ``force`` (int16, T * hop) replaces each drawn sample by the given one (teacher
+    forcing through the sampler, for tests); ``record`` returns the per-step logits and
+    states; ``progress`` is called with the number of samples done now and then.
+    """
+    model, cond, (w_cprev, w_fprev, w_c, w_cond, b_ih, w_hh, b_hh) = step_inputs(model, mel)
+    length = cond.shape[0]
+    if draws is None:
+        draws = make_draws(length, seed)
+    if draws.shape != (length, 2):
+        raise ValueError(f"draws must have shape ({length}, 2), got {draws.shape}")
+    if force is not None:
+        forced_c, forced_f = split_16bit(force)
+
+    n = model.hidden_size
+
+    h = torch.zeros(n)
+    c_prev, f_prev = 128, 0  # the sample value 0 in offset binary
+    coarse = np.zeros(length, np.int64)
+    fine = np.zeros(length, np.int64)
+    trace = (
+        Trace(
+            np.zeros((length, 256), np.float32),
+            np.zeros((length, 256), np.float32),
+            np.zeros((length, n), np.float32),
+        )
+        if record
+        else None
+    )
+
+    for start in range(0, length, CHUNK):
+        proj = cond[start : start + CHUNK] @ w_cond.T + b_ih  # (chunk, 3N)
+        for i in range(proj.shape[0]):
+            t = start + i
+            gh = w_hh @ h + b_hh
+            gi = (
+                proj[i]
+                + w_cprev * scale_byte(torch.tensor(c_prev))
+                + w_fprev * scale_byte(torch.tensor(f_prev))
+            )
+            coarse_logits = model.coarse_logits(gru_cell(gi, gh, h))
+            c = draw_one(coarse_logits, float(draws[t, 0])) if force is None else int(forced_c[t])
+            h = gru_cell(gi + w_c * scale_byte(torch.tensor(c)), gh, h)
+            fine_logits = model.fine_logits(h)
+            f = draw_one(fine_logits, float(draws[t, 1])) if force is None else int(forced_f[t])
+            coarse[t], fine[t] = c, f
+            c_prev, f_prev = c, f
+            if trace is not None:
+                trace.coarse_logits[t] = coarse_logits.numpy()
+                trace.fine_logits[t] = fine_logits.numpy()
+                trace.states[t] = h.numpy()
+        if progress is not None:
+            progress(min(start + CHUNK, length))
+    return join_16bit(coarse, fine), trace

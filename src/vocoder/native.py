@@ -18,8 +18,9 @@ import numpy as np
 
 from vocoder import config as config_mod
 from vocoder import fold
-from vocoder.config import Config, SubscaleConfig
+from vocoder.config import Config
 from vocoder.errors import VocoderError
+from vocoder.kinds import kind_of
 
 MODEL_EXT = ".wrnn"
 
@@ -79,12 +80,12 @@ class NativeVocoder:
         except (KeyError, TypeError, ValueError):
             raise VocoderError(f"{path}: model file header has a malformed 'temperature' entry") from None
         dims = engine.dims
-        sub = cfg.subscale if cfg.model.kind == "subscale" else SubscaleConfig(0, 0, 0, 0)
+        batch, past, horizon, context = kind_of(cfg).subscale_dims(cfg)
         stored = {
-            "subscale_batch": sub.batch,
-            "subscale_past": sub.past,
-            "subscale_horizon": sub.horizon,
-            "subscale_context": sub.context,
+            "subscale_batch": batch,
+            "subscale_past": past,
+            "subscale_horizon": horizon,
+            "subscale_context": context,
             "hidden_size": cfg.model.hidden_size,
             "cond_channels": cfg.model.cond_channels,
             "cond_blocks": cfg.model.cond_blocks,
@@ -172,7 +173,7 @@ class NativeVocoder:
             engine.join()
 
     def generate_with_draws(self, mel: np.ndarray, draws: np.ndarray) -> np.ndarray:
-        """Test hook: sample with caller-given uniforms (L, 2), as ``sampler.generate(draws=...)``."""
+        """Test hook: sample with caller-given uniforms (L, 2), as ``model.generate(draws=...)``."""
         return self._call("generate_with_draws", np.asarray(mel, np.float32), np.asarray(draws, np.float64))
 
     def teacher_forced(

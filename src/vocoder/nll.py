@@ -24,6 +24,7 @@ import numpy as np
 from vocoder.audio import split_16bit
 from vocoder.data import load_utterances, read_features_config
 from vocoder.errors import VocoderError
+from vocoder.kinds import kind_of
 from vocoder.native import MODEL_EXT, NativeVocoder
 
 
@@ -63,7 +64,7 @@ def score_model_file(
     utts = load_utterances(features_dir, split, cfg.audio.hop_length, cfg.audio.n_mels)
     if not utts:
         raise VocoderError(f"{features_dir}: the {split} split is empty")
-    b = cfg.subscale.batch if cfg.model.kind == "subscale" else 1
+    b = kind_of(cfg).subtensors(cfg)
     sums = np.zeros((b, 2))
     counts = np.zeros(b)
     for u in utts:

@@ -37,8 +37,9 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
-from vocoder.config import ModelConfig, SubscaleConfig
-from vocoder.model import WaveRNN, gru_cell, make_draws, scale_byte
+from vocoder.config import Config, ModelConfig, SubscaleConfig
+from vocoder.kinds import subscale_steps
+from vocoder.model import WaveRNN, draw, gru_cell, make_draws, scale_byte
 
 
 def to_subtensors(x: np.ndarray, b: int) -> np.ndarray:
@@ -85,6 +86,10 @@ class SubscaleWaveRNN(WaveRNN):
         )
         self.ctx_bias = nn.Parameter(torch.zeros(sub.batch, sub.context))
 
+    @classmethod
+    def from_config(cls, cfg: Config) -> SubscaleWaveRNN:
+        return cls(cfg.model, cfg.subscale, cfg.audio.n_mels, cfg.audio.hop_length)
+
     def context_windows(self, u: torch.Tensor) -> torch.Tensor:
         """Folded samples (n, B, L) in [-1, 1] -> windows (n, L, B * (P + F + 1))."""
         x = F.pad(u, (self.past, self.horizon))
@@ -119,6 +124,23 @@ class SubscaleWaveRNN(WaveRNN):
         cl, fl, st = self.teacher_forced(cond_all, c_prev, f_prev, c_cur)
         return cl.reshape(n, b, length, -1), fl.reshape(n, b, length, -1), st.reshape(n, b, length, -1)
 
+    def losses(
+        self,
+        cond: torch.Tensor,
+        coarse: torch.Tensor,
+        fine: torch.Tensor,
+        c_prev: torch.Tensor,
+        f_prev: torch.Tensor,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Training's losses on a batch of windows, as ``WaveRNN.losses``; the previous
+        bytes the sub-tensors read come from the window itself (``previous_samples``), so
+        the batch's sequential ``c_prev``/``f_prev`` go unused."""
+        return subtensor_losses(self, cond, coarse * 256 + fine - 32768)
+
+    def sample(self, mel: np.ndarray, seed: int) -> np.ndarray:
+        """The staggered subscale sampler (``generate``)."""
+        return generate(self, mel, seed=seed)[0]
+
 
 def previous_samples(u: torch.Tensor) -> torch.Tensor:
     """Folded samples (..., B, L) -> each position's byte-input sample: U[s - 1, i] (the
@@ -149,18 +171,6 @@ def subtensor_losses(
     return F.cross_entropy(cl.reshape(-1, 256), c.reshape(-1)), F.cross_entropy(
         fl.reshape(-1, 256), f.reshape(-1)
     )
-
-
-def draw_rows(logits: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
-    """``model.draw`` for each row of (n, 256) logits at its own uniform u (n,)."""
-    cdf = torch.cumsum(torch.softmax(logits, dim=-1), dim=-1)
-    idx = torch.searchsorted(cdf, (u.float() * cdf[:, -1])[:, None], right=True)[:, 0]
-    return idx.clamp(max=255)
-
-
-def steps(t: int, b: int, horizon: int) -> int:
-    """Generation steps for T samples: ceil(T / B) + (B - 1)(F + 1)."""
-    return -(-t // b) + (b - 1) * (horizon + 1)
 
 
 @torch.no_grad()
@@ -199,7 +209,7 @@ def generate(
     w_cprev, w_fprev, w_c, w_in = model.input_columns()
     h = torch.zeros(b, model.hidden_size)
     starts = torch.arange(b) * (hor + 1)
-    for step in range(steps(t_total, b, hor)):
+    for step in range(subscale_steps(t_total, b, hor)):
         active = (step - starts >= 0) & (step - starts < length)
         subs = torch.nonzero(active).flatten()  # the sub-tensors that produce a sample now
         pos = step - starts[subs]  # and the index i each produces
@@ -215,11 +225,11 @@ def generate(
         gi = gi + scale_byte(f_prev)[:, None] * w_fprev
         gh = h[subs] @ model.gru.weight_hh_l0.T + model.gru.bias_hh_l0
         coarse_logits = model.coarse_logits(gru_cell(gi, gh, h[subs]))
-        c = forced[0][subs, pos] if forced is not None else draw_rows(coarse_logits, u_table[p, 0])
+        c = forced[0][subs, pos] if forced is not None else draw(coarse_logits, u_table[p, 0])
         c = torch.where(real, c, 128)
         h[subs] = gru_cell(gi + scale_byte(c)[:, None] * w_c, gh, h[subs])
         fine_logits = model.fine_logits(h[subs])
-        f = forced[1][subs, pos] if forced is not None else draw_rows(fine_logits, u_table[p, 1])
+        f = forced[1][subs, pos] if forced is not None else draw(fine_logits, u_table[p, 1])
         f = torch.where(real, f, 0)
         out[subs, pos] = c * 256 + f - 32768
         u[subs, pos + model.past] = out[subs, pos].float() / 32768.0

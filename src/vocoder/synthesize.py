@@ -32,6 +32,7 @@ from vocoder.audio import AUDIO_EXTS, load_audio, log_mel, write_wav
 from vocoder.config import Config
 from vocoder.errors import VocoderError
 from vocoder.fsutil import remove_stale_temps
+from vocoder.kinds import kind_of
 from vocoder.mels import MEL_EXTS, NATIVE, MelInput, frame_limit, prepare, read_mel
 from vocoder.native import MODEL_EXT, NativeVocoder
 
@@ -221,7 +222,7 @@ def load_vocoder(
         if engine not in ("torch", "native"):
             raise VocoderError(f"--fold: the {engine} engine has no fold mode (use native or torch)")
         inner = load_vocoder(model_path, engine, threads)
-        if inner.cfg.model.kind != "sequential":
+        if not kind_of(inner.cfg).in_time_order:
             raise VocoderError(
                 f"{model_path}: --fold runs sequential models; this one is {inner.cfg.model.kind} "
                 "(it already generates many samples per step)"

@@ -2,7 +2,7 @@
 
 Beside the native engine (``native.NativeVocoder``) and the Griffin-Lim baseline
 (``griffinlim.GriffinLimVocoder``): it loads a checkpoint and runs the model kind's own
-torch sampler, ``sampler.generate`` or ``subscale.generate``.
+torch sampler, ``model.generate`` or ``subscale.generate``.
 """
 
 from __future__ import annotations
@@ -13,10 +13,9 @@ import numpy as np
 import torch
 
 from vocoder import checkpoint as ckpt_mod
-from vocoder import subscale
 from vocoder.config import Config
 from vocoder.model import WaveRNN
-from vocoder.sampler import generate, generate_fold
+from vocoder.sampler import generate_fold
 
 
 class TorchVocoder:
@@ -39,10 +38,8 @@ class TorchVocoder:
         return cls(model, cfg)
 
     def generate(self, mel: np.ndarray, seed: int) -> np.ndarray:
-        """The sequential sampler, or the staggered subscale one for a subscale model."""
-        if isinstance(self.model, subscale.SubscaleWaveRNN):
-            return subscale.generate(self.model, mel, seed=seed)[0]
-        return generate(self.model, mel, seed=seed)[0]
+        """The model kind's own sampler: sequential, or staggered for a subscale model."""
+        return self.model.sample(mel, seed)
 
     def generate_fold(self, mel: np.ndarray, seed: int, target: int, overlap: int) -> np.ndarray:
         return generate_fold(self.model, mel, seed, target, overlap)

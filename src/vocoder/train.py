@@ -27,13 +27,11 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from torch.nn import functional as F  # noqa: N812
 from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from vocoder import checkpoint as ckpt_mod
 from vocoder import config as config_mod
 from vocoder import distributed
-from vocoder.audio import join_16bit
 from vocoder.config import Config, TrainConfig
 from vocoder.data import (
     Batch,
@@ -48,7 +46,6 @@ from vocoder.fsutil import remove_stale_temps, write_text_atomic
 from vocoder.model import WaveRNN
 from vocoder.pruning import Pruner
 from vocoder.runlog import RunLog
-from vocoder.subscale import SubscaleWaveRNN, subtensor_losses
 
 LN2 = math.log(2.0)
 
@@ -185,14 +182,7 @@ def batch_losses(model: WaveRNN, batch: Batch, device: torch.device) -> tuple[to
         return tensor.to(device, non_blocking=True)
 
     cond = model.window_conditioning(t(batch.mel))
-    if isinstance(model, SubscaleWaveRNN):
-        return subtensor_losses(model, cond, t(join_16bit(batch.coarse, batch.fine)))
-    coarse_logits, fine_logits, _ = model.teacher_forced(
-        cond, t(batch.c_prev), t(batch.f_prev), t(batch.coarse)
-    )
-    ce_c = F.cross_entropy(coarse_logits.reshape(-1, 256), t(batch.coarse).reshape(-1))
-    ce_f = F.cross_entropy(fine_logits.reshape(-1, 256), t(batch.fine).reshape(-1))
-    return ce_c, ce_f
+    return model.losses(cond, t(batch.coarse), t(batch.fine), t(batch.c_prev), t(batch.f_prev))
 
 
 def batch_loss(model: WaveRNN, batch: Batch, device: torch.device) -> torch.Tensor:
