@@ -148,3 +148,17 @@ def load_model(path: Path) -> tuple[WaveRNN, Config, dict[str, Any]]:
         raise VocoderError(f"{path}: weights do not match the stored config ({first[:120]})") from None
     model.eval()
     return model, cfg, data
+
+
+def describe(model: Path) -> tuple[list[str], Config]:
+    """What `vocoder info` says of a checkpoint (file, or directory: its latest): step,
+    parameters, size, and whether the weights are an average; and its config."""
+    path = resolve(model)
+    net, cfg, data = load_model(path)
+    params = sum(p.numel() for p in net.parameters())
+    weights = f", weight average (train.ema {cfg.train.ema})" if uses_average(data) else ""
+    line = (
+        f"{path}: step {data['step']}, {params:,} parameters, "
+        f"N={cfg.model.hidden_size}, {cfg.audio.sample_rate} Hz{weights}"
+    )
+    return [line], cfg

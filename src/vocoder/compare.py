@@ -142,3 +142,14 @@ def markdown(rows: list[Row], note: str) -> str:
     lines = ["| " + " | ".join(HEADER) + " |", "|" + "---|" * len(HEADER)]
     lines += ["| " + " | ".join(cells(r)) + " |" for r in rows]
     return "\n".join(lines) + "\n\n" + note + "\n"
+
+
+def note(seconds: float) -> str:
+    """The line under the table: what each column measured, and on which CPU."""
+    from vocoder.bench import cpu_model
+
+    return (
+        "Validation NLL: the last validation of each run (bits/sample, coarse + fine). "
+        f"Speed: 1 thread, {seconds:g} s of random mel, {cpu_model()}; the native engine on the "
+        "exported model (the staggered schedule for subscale runs)."
+    )

@@ -100,6 +100,27 @@ class Report:
         return means
 
 
+def table_header() -> list[str]:
+    """Column titles of the scores table: utterance, seconds, each metric with its arrow."""
+    titles = [
+        f"{name}{f' ({unit})' if unit else ''} {'↑' if sign > 0 else '↓'}" for name, sign, unit in METRICS
+    ]
+    return ["utterance", "s", *titles]
+
+
+def table_rows(report: Report) -> list[list[str]]:
+    """Cells under ``table_header``: one row per utterance, then the mean ("-" where undefined)."""
+
+    def fmt(v: float) -> str:
+        return f"{v:.3f}" if math.isfinite(v) else "-"
+
+    rows = [
+        [s.id, f"{s.seconds:.2f}", *(fmt(getattr(s, n)) for n, _, _ in METRICS)] for s in report.utterances
+    ]
+    mean = report.mean()
+    return [*rows, ["mean", "", *(fmt(mean[n]) for n, _, _ in METRICS)]]
+
+
 def _audio_files(directory: Path, exts: tuple[str, ...]) -> dict[str, Path]:
     files: dict[str, Path] = {}
     for p in sorted(directory.iterdir()):

@@ -243,6 +243,19 @@ def export_model(
     write_model_file(out_path, cfg, state, precision, origin=origin.name, temperature=temperature)
 
 
+def summary(
+    cfg: Config, averaged: bool, precision: str, temperature: tuple[float, float], out_file: Path
+) -> str:
+    """The line `vocoder export` ends with: what was exported, and the file's size."""
+    weights = f", the weight average of train.ema {cfg.train.ema}" if averaged else ""
+    if temperature != (1.0, 1.0):
+        weights += f", sampling temperature {temperature[0]:g} (coarse) {temperature[1]:g} (fine)"
+    return (
+        f"exported N={cfg.model.hidden_size} ({precision}{weights}) -> {out_file} "
+        f"({out_file.stat().st_size / 1e6:.1f} MB)"
+    )
+
+
 def export_checkpoint(
     ckpt_path: Path, out_path: Path, precision: str = "fp32", temperature: tuple[float, float] = (1.0, 1.0)
 ) -> tuple[Config, bool]:

@@ -117,6 +117,20 @@ class NativeVocoder:
         """Per matrix: kind (dense/sparse), block (e.g. 16x1) and density as loaded."""
         return self.engine.layout
 
+    def describe(self) -> list[str]:
+        """What `vocoder info` says of a model file: precision, size, kernels, temperature,
+        and each block-sparse matrix."""
+        cfg, (coarse_t, fine_t) = self.cfg, self.temperature
+        lines = [
+            f"{self.path}: native model file, {self.precision} weights, N={cfg.model.hidden_size}, "
+            f"{cfg.audio.sample_rate} Hz, kernels {self.isa}, sampling temperature {coarse_t:g} (coarse) "
+            f"{fine_t:g} (fine)"
+        ]
+        for name, lay in self.layout.items():
+            if lay["kind"] == "sparse":
+                lines.append(f"  {name}: {lay['block']} block-sparse, density {lay['density']:.4f}")
+        return lines
+
     def profile(self, run: Callable[[], object]) -> dict[str, float]:
         """Each stage's share of the wall time of ``run`` (calls on this vocoder): the
         engine times the stages of every step (conditioning, gate inputs, context, W_hh,

@@ -43,6 +43,18 @@ class NllReport:
     def total(self) -> float:
         return self.coarse + self.fine
 
+    def table_rows(self) -> list[tuple[str, str, str, str]]:
+        """Cells under ``HEADER``: the whole split, then one row per sub-tensor."""
+        rows = [("all", f"{self.coarse:.3f}", f"{self.fine:.3f}", f"{self.total:.3f}")]
+        rows += [
+            (f"B i + {s}", f"{c:.3f}", f"{f:.3f}", f"{c + f:.3f}")
+            for s, (c, f) in enumerate(self.by_subtensor)
+        ]
+        return rows
+
+
+HEADER = ("samples", "coarse", "fine", "NLL bits/sample")
+
 
 def byte_nll(logits: np.ndarray, target: np.ndarray) -> np.ndarray:
     """Per-row -log2 softmax(logits)[target] for logits (T, 256), in float64."""

@@ -207,6 +207,15 @@ def _check_existing(features_dir: Path, cfg: Config) -> None:
         )
 
 
+def summary(stats: dict, features_dir: Path) -> str:
+    """The line `vocoder preprocess` ends with, from ``preprocess``'s counts."""
+    return (
+        f"preprocessed {stats['processed']} new, reused {stats['reused']}, skipped {stats['skipped']} "
+        f"({stats['seconds']:.1f} s of audio); train {stats['train']}, valid {stats['valid']}, "
+        f"test {stats['test']} -> {features_dir}"
+    )
+
+
 def preprocess(
     data_dir: Path,
     features_dir: Path,

@@ -54,6 +54,31 @@ class Outcome:
     warning: str = ""
 
 
+def summary(
+    results: list[Outcome], wall: float, engine: str, fold: bool, shard: str | None, out_dir: Path
+) -> str:
+    """The line a `vocoder synthesize` batch ends with: counts, and the speed of the new audio."""
+    good = [r for r in results if r.output is not None and not r.skipped]
+    skipped = sum(r.skipped for r in results)
+    audio = sum(r.seconds for r in good)
+    samples = sum(r.samples for r in good)
+    if audio:
+        rtf = wall / audio
+        speed = (
+            f"{audio:.2f} s of audio in {wall:.2f} s, {samples / wall:.0f} samples/s, "
+            f"RTF {rtf:.2f} ({1 / rtf:.3f}x real time)"
+        )
+    else:
+        speed = f"no new audio in {wall:.2f} s"
+    part = f" (shard {shard})" if shard is not None else ""
+    done = f", {skipped} already done (their wav exists; --overwrite redoes them)" if skipped else ""
+    failed = sum(r.output is None for r in results)
+    return (
+        f"synthesized {len(good)} of {len(results)} inputs{part}{done}, {failed} failed, "
+        f"with the {engine} engine{' in fold mode' if fold else ''}: {speed} -> {out_dir}"
+    )
+
+
 def gather_inputs(inputs: list[Path]) -> tuple[list[Path], list[Outcome]]:
     """Expand directories (their mel and audio files, sorted); flag unusable paths.
 

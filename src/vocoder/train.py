@@ -50,6 +50,11 @@ from vocoder.runlog import RunLog
 LN2 = math.log(2.0)
 
 
+def bits_text(bits: float | None) -> str:
+    """A validation NLL as the summaries print it ("-" before the first validation)."""
+    return "-" if bits is None else f"{bits:.3f}"
+
+
 @dataclass
 class TrainResult:
     step: int
@@ -57,6 +62,14 @@ class TrainResult:
     last_valid_bits: float | None
     seconds: float
     stopped_by: str
+
+    def summary(self, ckpt_dir: Path) -> str:
+        """The line `vocoder train` ends with."""
+        return (
+            f"trained to step {self.step} in {self.seconds:.0f} s (stopped by {self.stopped_by}); "
+            f"validation NLL {bits_text(self.first_valid_bits)} -> {bits_text(self.last_valid_bits)} "
+            f"bits/sample; checkpoints in {ckpt_dir}"
+        )
 
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
@@ -722,6 +735,16 @@ class PruneResult:
     train: TrainResult
     start: int
     ramp: int
+    sparsity: float
+    block: str
+
+    def summary(self, ckpt_dir: Path) -> str:
+        """The line `vocoder prune` ends with."""
+        return (
+            f"pruned to step {self.train.step} ({self.sparsity:.1%} in {self.block} blocks, ramp from "
+            f"step {self.start} over {self.ramp}); validation NLL {bits_text(self.train.last_valid_bits)} "
+            f"bits/sample; checkpoints in {ckpt_dir}"
+        )
 
 
 def prune(
@@ -761,4 +784,4 @@ def prune(
         raise VocoderError(f"{source}: does not record its features directory; pass --features")
     explicit = frozenset(config_mod.explicit_keys(config, overrides))
     result = train(feats, ckpt_dir, cfg, True, console, explicit, (source, state))
-    return PruneResult(result, start, ramp)
+    return PruneResult(result, start, ramp, schedule["sparsity"], schedule["block"])

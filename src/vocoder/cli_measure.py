@@ -1,0 +1,408 @@
+"""The commands that measure: `evaluate`, `nll`, `plot`, `bench` (synthesis and training)
+and `compare`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+from rich.console import Console
+
+from vocoder.cli_common import (
+    Precision,
+    console,
+    fail,
+    out,
+    say,
+)
+from vocoder.errors import VocoderError
+
+if TYPE_CHECKING:  # the CLI imports command modules only when a command runs
+    pass
+
+
+def evaluate(
+    generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
+    reference: Annotated[
+        Path, typer.Argument(help="Reference file, or a directory of <id>.wav|.flac (paired by file name).")
+    ],
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the scores as JSON here.")] = None,
+    csv_out: Annotated[Path | None, typer.Option("--csv", help="Write the scores as CSV here.")] = None,
+    length_tolerance: Annotated[
+        float,
+        typer.Option(min=0.0, help="Seconds the lengths of a pair may differ before it is reported."),
+    ] = 0.02,
+    fail_on_length: Annotated[
+        bool, typer.Option(help="A pair whose lengths differ beyond the tolerance is an error, not scored.")
+    ] = False,
+) -> None:
+    """Score generated speech against references: PESQ (wideband), STOI, MCD, LSD, F0 RMSE, VDE.
+
+    Files are paired by name; the generated audio is resampled to the reference's rate
+    and both are trimmed to the shorter; a length difference beyond the tolerance is
+    reported. Unpaired or unreadable files are reported by name, the rest are scored,
+    and the exit status is then 1. Definitions: README.
+    """
+    from rich.table import Table
+
+    from vocoder.evaluate import evaluate as run
+    from vocoder.evaluate import table_header, table_rows, write_outputs
+    from vocoder.fsutil import check_output_file
+
+    try:
+        check_output_file(json_out, csv_out)
+        report, n_pairs = run(
+            generated,
+            reference,
+            lambda uid: say(f"  scored {uid}", to=console),
+            length_tolerance,
+            fail_on_length,
+        )
+        write_outputs(report, json_out, csv_out)
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title=f"{generated} vs {reference}")
+    for col in table_header():
+        left = col == "utterance"
+        table.add_column(
+            col, justify="left" if left else "right", no_wrap=True, min_width=None if left else 5
+        )
+    rows = table_rows(report)
+    for row in rows[:-1]:
+        table.add_row(*row)
+    table.add_row(*rows[-1], style="bold", end_section=True)
+    (out if out.width >= 120 else Console(width=120)).print(table)
+    for mismatch in report.length_mismatches:
+        say(mismatch, "length:", "yellow", console)
+    for error in report.errors:
+        say(error, "failed:", "red", console)
+    written = [str(p) for p in (json_out, csv_out) if p is not None]
+    say(
+        f"evaluated {len(report.utterances)} of {n_pairs} pairs, {len(report.errors)} problems"
+        + (f" -> {', '.join(written)}" if written else "")
+    )
+    if report.errors:
+        raise typer.Exit(1)
+
+
+def nll(
+    model: Annotated[Path, typer.Argument(help=".wrnn model file, or a checkpoint (exported first).")],
+    features: Annotated[Path, typer.Argument(help="Features directory written by `preprocess`.")],
+    split: Annotated[str, typer.Option(help="Split to score: train, valid or test.")] = "test",
+    precision: Annotated[Precision, typer.Option(help="Export precision for a checkpoint.")] = Precision.fp32,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the figures as JSON here.")] = None,
+) -> None:
+    """Teacher-forced NLL (bits/sample) of real speech through the native engine.
+
+    Scores the model as synthesis runs it (precision, sparse kernels, subscale
+    schedule); a subscale model also gets one row per sub-tensor.
+    """
+    import json
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from vocoder.data import SPLITS
+    from vocoder.fsutil import check_output_file, write_text_atomic
+    from vocoder.nll import HEADER, score
+
+    if split not in SPLITS:
+        fail(f"--split {split}: use train, valid or test")
+    try:
+        check_output_file(json_out)
+        report = score(
+            model, features, split, precision.value, lambda uid: say(f"  scored {uid}", to=console)
+        )
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title=f"{model} on {features} ({split}: {report.utterances} utterances)")
+    for col in HEADER:
+        table.add_column(col, justify="right", no_wrap=True)
+    rows = report.table_rows()
+    table.add_row(*rows[0], style="bold")
+    for row in rows[1:]:
+        table.add_row(*row)
+    out.print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(asdict(report) | {"total": report.total}, indent=2) + "\n")
+        say(f"-> {json_out}")
+
+
+def plot(
+    generated: Annotated[Path, typer.Argument(help="Generated wav/flac file, or a directory of them.")],
+    reference: Annotated[
+        Path, typer.Argument(help="Reference file, or a directory of <id>.wav|.flac (paired by file name).")
+    ],
+    out_dir: Annotated[Path, typer.Option("--out-dir", "-o", help="Where <id>.png files go.")],
+) -> None:
+    """Draw reference vs generated waveforms and log-mel spectrograms, one PNG per utterance.
+
+    Needs matplotlib (pip install 'wavernn-vocoder\\[plot]').
+    """
+    from vocoder.plot import plot as run
+
+    try:
+        written, errors = run(generated, reference, out_dir)
+    except VocoderError as e:
+        fail(str(e))
+    for error in errors:
+        say(error, "failed:", "red", console)
+    say(f"plotted {len(written)} utterances -> {out_dir}")
+    if errors:
+        raise typer.Exit(1)
+
+
+def bench(
+    model: Annotated[
+        Path | None,
+        typer.Argument(
+            help="Checkpoint or .wrnn file to time (default: random models, one per --hidden-size)."
+        ),
+    ] = None,
+    hidden_size: Annotated[
+        list[int] | None,
+        typer.Option(
+            "--hidden-size", "-n", metavar="N", help="GRU width N, repeatable (default: 384 512 896)."
+        ),
+    ] = None,
+    threads: Annotated[
+        list[int] | None,
+        typer.Option("--threads", "-t", metavar="T", help="Threads, repeatable (default: 1 2)."),
+    ] = None,
+    precision: Annotated[
+        list[Precision] | None,
+        typer.Option(metavar="fp32|bf16|int8", help="Native weight precisions, repeatable (default: all)."),
+    ] = None,
+    sparsity: Annotated[
+        list[float] | None,
+        typer.Option(
+            min=0.0,
+            max=0.999,
+            metavar="S",
+            help="Also time the same model pruned to this sparsity, repeatable (e.g. 0.95).",
+        ),
+    ] = None,
+    block: Annotated[
+        list[str] | None,
+        typer.Option(
+            metavar="BLOCK", help="Block shape of the sparse rows, repeatable: 16x1, 4x4 (default 16x1)."
+        ),
+    ] = None,
+    prune_layers: Annotated[
+        str,
+        typer.Option(help="Matrices the sparse rows prune: gru (R_u, R_r, R_e) or gru+out (also O1, O3)."),
+    ] = "gru",
+    sparse_kernels: Annotated[
+        str,
+        typer.Option(
+            help="Sparse rows: auto (sparse kernels below the break-even density), always or never."
+        ),
+    ] = "auto",
+    seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per native measurement.")] = 1.0,
+    torch_ref: Annotated[bool, typer.Option("--torch/--no-torch", help="Time torch too.")] = True,
+    fold: Annotated[
+        bool, typer.Option(help="Also time fold mode for every native configuration and thread count.")
+    ] = False,
+    target: Annotated[int, typer.Option(help="Fold rows: samples per segment, overlaps excluded.")] = 11000,
+    overlap: Annotated[int, typer.Option(help="Fold rows: samples neighbouring segments share.")] = 550,
+    fold_seconds: Annotated[
+        float, typer.Option(min=0.05, help="Fold rows: audio seconds (the batch is its number of segments).")
+    ] = 10.0,
+    subscale: Annotated[
+        bool,
+        typer.Option(help="Also time a subscale model (B=16, F=4) of each N, sparsity and thread count."),
+    ] = False,
+    repeats: Annotated[
+        int, typer.Option(min=1, help="Timed runs per row; the fastest counts (the least disturbed).")
+    ] = 3,
+    profile: Annotated[
+        bool,
+        typer.Option(
+            help="Also print where each native row's time goes (the engine's stage timers, one more run)."
+        ),
+    ] = False,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the results as JSON here.")] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            help="Also time streaming (synthesize --stdout) for every sequential native row: "
+            "time to first audio (chunks of 1024 samples) and samples/s."
+        ),
+    ] = False,
+    train: Annotated[
+        bool,
+        typer.Option(
+            "--train",
+            help="Time training instead: the training step on random windows for each --hidden-size "
+            "(default 256), --precision (fp32, bf16) and --processes (data-parallel, gloo).",
+        ),
+    ] = False,
+    processes: Annotated[
+        list[int] | None,
+        typer.Option(min=1, metavar="P", help="--train: data-parallel processes, repeatable (default: 1 2)."),
+    ] = None,
+    batch: Annotated[int, typer.Option(min=1, help="--train: global batch (windows per step).")] = 32,
+    train_seconds: Annotated[float, typer.Option(min=0.1, help="--train: timed seconds per row.")] = 10.0,
+) -> None:
+    """Time the native engine and the torch sampler, or with --train the training step.
+
+    Synthesis rows give samples/s and x real time; training rows steps/s, samples/s and
+    the speed-up over one process.
+
+    Timings only: correctness is the tests' job. Torch runs on a 2000-sample input. Each
+    row is the fastest of --repeats runs.
+    "x torch" is against the best sequential torch row of the same N; "x dense" against
+    the dense native row of the same N, precision, threads and mode; "x seq" (fold and
+    subscale rows) against the sequential native row of the same N, weights, precision
+    and threads.
+    """
+    import json
+
+    from rich.table import Table
+
+    from vocoder.bench import HEADER, LEFT, NOTE, TITLE, findings, progress, report, run_bench, table_rows
+    from vocoder.fsutil import check_output_file, write_text_atomic
+
+    if train:
+        _bench_train(hidden_size or [256], precision, processes or [1, 2], batch, train_seconds, json_out)
+        return
+    sizes = hidden_size or [384, 512, 896]
+    thread_counts = threads or [1, 2]
+    precisions = [p.value for p in precision] if precision else [p.value for p in Precision]
+    blocks = block or ["16x1"]
+    for b in blocks:
+        if b not in ("16x1", "4x4"):
+            fail(f"--block {b}: the engine has sparse kernels for 16x1 and 4x4")
+    if prune_layers not in ("gru", "gru+out"):
+        fail(f"--prune-layers {prune_layers}: use gru or gru+out")
+    if sparse_kernels not in ("auto", "always", "never"):
+        fail(f"--sparse-kernels {sparse_kernels}: use auto, always or never")
+    variants = [(s, b, prune_layers) for s in sparsity or [] for b in blocks]
+    try:
+        check_output_file(json_out)
+        if fold:
+            from vocoder.fold import check_fold
+
+            check_fold(target, overlap)
+        results = run_bench(
+            model,
+            sizes,
+            thread_counts,
+            precisions,
+            seconds,
+            torch_ref,
+            on_result=lambda r: say(progress(r), to=console),
+            sparse=variants,
+            kernels=sparse_kernels,
+            fold=(target, overlap, fold_seconds) if fold else None,
+            subscale=subscale,
+            repeats=repeats,
+            profile=profile,
+            stream=stream,
+        )
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title=TITLE)
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in LEFT else "right", no_wrap=True)
+    for row in table_rows(results):
+        table.add_row(*row)
+    # never truncate figures (a pipe or log gets 80 columns by default)
+    (out if out.width >= 150 else Console(width=150)).print(table)
+    say(NOTE)
+    for line in findings(results):
+        say(line)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report(results), indent=2) + "\n")
+        say(f"-> {json_out}")
+
+
+def _bench_train(
+    sizes: list[int],
+    precision: list[Precision] | None,
+    process_counts: list[int],
+    batch: int,
+    seconds: float,
+    json_out: Path | None,
+) -> None:
+    """`bench --train`: run the rows, print the table (x 1 process: against the 1-process
+    row of the same N and precision), write the JSON."""
+    import json
+
+    from rich.table import Table
+
+    from vocoder.fsutil import check_output_file, write_text_atomic
+    from vocoder.train_bench import (
+        TRAIN_HEADER,
+        TRAIN_TITLE,
+        report,
+        run_train_bench,
+        train_progress,
+        train_table_rows,
+    )
+
+    precisions = [p.value for p in precision] if precision else ["fp32", "bf16"]
+    if "int8" in precisions:
+        fail("--train --precision: training runs in fp32 or bf16")
+    try:
+        check_output_file(json_out)
+        rows = run_train_bench(
+            sizes,
+            precisions,
+            process_counts,
+            batch,
+            seconds,
+            on_result=lambda r: say(train_progress(r), to=console),
+        )
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title=TRAIN_TITLE)
+    for col in TRAIN_HEADER:
+        table.add_column(col, justify="left" if col == "prec" else "right", no_wrap=True)
+    for row in train_table_rows(rows):
+        table.add_row(*row)
+    (out if out.width >= 100 else Console(width=100)).print(table)
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps(report(rows), indent=2) + "\n")
+        say(f"-> {json_out}")
+
+
+def compare(
+    runs: Annotated[list[Path], typer.Argument(help="Checkpoint directories (their latest) or files.")],
+    precision: Annotated[Precision, typer.Option(help="Export precision for speed.")] = Precision.fp32,
+    seconds: Annotated[float, typer.Option(min=0.05, help="Audio seconds per speed measurement.")] = 1.0,
+    markdown_out: Annotated[Path | None, typer.Option("--markdown", help="Write a markdown table.")] = None,
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the rows as JSON.")] = None,
+) -> None:
+    """Tabulate runs side by side: N, sparsity, validation NLL and synthesis speed.
+
+    Sparsity and non-zeros are W_hh's; NLL is each run's last validation; speed is one
+    thread, timed here one run after another."""
+    import json
+    from dataclasses import asdict
+
+    from rich.table import Table
+
+    from vocoder.compare import HEADER, cells, compare_runs, markdown, note
+    from vocoder.fsutil import check_output_file, write_text_atomic
+
+    try:
+        check_output_file(json_out, markdown_out)
+        rows = compare_runs(runs, precision.value, seconds)
+    except VocoderError as e:
+        fail(str(e))
+    table = Table(title="runs compared")
+    for col in HEADER:
+        table.add_column(col, justify="left" if col in ("run", "block") else "right", no_wrap=True)
+    for r in rows:
+        table.add_row(*cells(r))
+    (out if out.width >= 160 else Console(width=160)).print(table)
+    text = note(seconds)
+    say(text)
+    if markdown_out is not None:
+        write_text_atomic(markdown_out, markdown(rows, text))
+        say(f"-> {markdown_out}")
+    if json_out is not None:
+        write_text_atomic(json_out, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
+        say(f"-> {json_out}")
