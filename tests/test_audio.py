@@ -26,6 +26,19 @@ def test_16bit_round_trip_over_all_values() -> None:
     assert split_16bit(np.array([0], np.int16)) == (128, 0)
 
 
+def test_16bit_split_of_tensors_is_the_split_of_arrays() -> None:
+    """The torch samplers and losses split tensors with the same function."""
+    import torch
+
+    values = np.arange(-32768, 32768, dtype=np.int64).astype(np.int16)
+    coarse, fine = split_16bit(torch.from_numpy(values))
+    assert coarse.dtype == torch.int64
+    assert np.array_equal(coarse.numpy(), split_16bit(values)[0])
+    assert np.array_equal(fine.numpy(), split_16bit(values)[1])
+    joined = join_16bit(coarse, fine)
+    assert joined.dtype == torch.int16 and np.array_equal(joined.numpy(), values)
+
+
 def _reference_log_mel(y: np.ndarray, cfg: AudioConfig) -> np.ndarray:
     """Slow, independent HiFi-GAN mel: explicit framing, periodic Hann, numpy rfft."""
     import librosa  # only for the Slaney filterbank, which is a published table

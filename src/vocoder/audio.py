@@ -9,6 +9,7 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING, TypeVar
 
 import librosa
 import numpy as np
@@ -18,20 +19,28 @@ from vocoder.config import AudioConfig
 from vocoder.errors import VocoderError
 from vocoder.fsutil import atomic_path
 
+if TYPE_CHECKING:
+    import torch
+
+Samples = TypeVar("Samples", np.ndarray, "torch.Tensor")
+
 # The audio files every command reads (inputs, datasets, generated and reference speech).
 AUDIO_EXTS = (".wav", ".flac")
 
 
-def split_16bit(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """int16 samples -> (coarse, fine): high and low byte of the offset-binary value."""
-    u = samples.astype(np.int32) + 32768
-    return (u >> 8).astype(np.int64), (u & 0xFF).astype(np.int64)
+def split_16bit(samples: Samples) -> tuple[Samples, Samples]:
+    """int16-valued samples -> (coarse, fine), int64: high and low byte of the offset-binary
+    value. Numpy arrays or torch tensors (the torch samplers and losses split tensors), so
+    the split is written once; torch itself is never imported here."""
+    u = (samples.astype(np.int64) if isinstance(samples, np.ndarray) else samples.long()) + 32768
+    return u >> 8, u & 0xFF
 
 
-def join_16bit(coarse: np.ndarray, fine: np.ndarray) -> np.ndarray:
-    """Inverse of :func:`split_16bit`."""
-    u = coarse.astype(np.int32) * 256 + fine.astype(np.int32)
-    return (u - 32768).astype(np.int16)
+def join_16bit(coarse: Samples, fine: Samples) -> Samples:
+    """Inverse of :func:`split_16bit`: int16 samples, of the arguments' array type."""
+    if isinstance(coarse, np.ndarray):
+        return (coarse.astype(np.int32) * 256 + np.asarray(fine, np.int32) - 32768).astype(np.int16)
+    return (coarse.long() * 256 + fine.long() - 32768).short()
 
 
 def float_to_int16(y: np.ndarray) -> np.ndarray:

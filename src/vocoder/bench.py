@@ -60,6 +60,7 @@ from threadpoolctl import threadpool_limits
 
 from vocoder.config import Config, load_config
 from vocoder.errors import VocoderError
+from vocoder.export import per_sample_shapes
 from vocoder.kinds import kind_of
 from vocoder.native import MODEL_EXT, NativeVocoder
 
@@ -168,18 +169,6 @@ def bench_mel(cfg: Config, samples: int, seed: int = 0) -> np.ndarray:
     """A log-mel-like random input of at least ``samples`` samples."""
     frames = max(1, -(-samples // cfg.audio.hop_length))
     return np.random.default_rng(seed).normal(-5.0, 2.0, (cfg.audio.n_mels, frames)).astype(np.float32)
-
-
-def per_sample_shapes(hidden: int) -> dict[str, tuple[int, int]]:
-    """(rows, columns) of the matrices every sample applies: W_hh and O1..O4."""
-    half = hidden // 2
-    return {
-        "gru.weight_hh_l0": (3 * hidden, hidden),
-        "O1.weight": (half, half),
-        "O2.weight": (256, half),
-        "O3.weight": (half, half),
-        "O4.weight": (256, half),
-    }
 
 
 def stored_weights(hidden: int, layout: dict[str, dict[str, object]] | None) -> list[tuple[float, bool]]:

@@ -37,6 +37,16 @@ DTYPES = {"f32": 1, "bf16": 2, "i8": 3, "i32": 4}
 PRECISIONS = {"fp32": 1, "bf16": 2, "int8": 3}
 # The matrices applied once per sample: these take the export precision.
 PER_SAMPLE = ("gru.weight_hh_l0", "O1.weight", "O2.weight", "O3.weight", "O4.weight")
+
+
+def per_sample_shapes(hidden: int) -> dict[str, tuple[int, int]]:
+    """(rows, columns) of each ``PER_SAMPLE`` matrix for N = ``hidden``: W_hh, then O1..O4
+    (the heads read and write half the state; O2 and O4 give the 256 classes)."""
+    half = hidden // 2
+    shapes = ((3 * hidden, hidden), (half, half), (256, half), (half, half), (256, half))
+    return dict(zip(PER_SAMPLE, shapes, strict=True))
+
+
 # Masked weights (stored multiplied by their mask buffer, which is not stored).
 MASKS = {"gru.weight_ih_l0": "input_mask", "ctx_weight": "context_mask"}
 # Block shapes the engine has sparse kernels for; other pruning blocks export dense.

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F  # noqa: N812
 
+from vocoder.audio import join_16bit, split_16bit
 from vocoder.config import Config, ModelConfig, SubscaleConfig
 from vocoder.kinds import subscale_steps
 from vocoder.model import WaveRNN, draw, gru_cell, make_draws, scale_byte
@@ -119,8 +120,8 @@ class SubscaleWaveRNN(WaveRNN):
         ctx = F.relu(ctx + self.ctx_bias[None, :, None, :])  # (n, B, L, D)
         cond_all = torch.cat([cond_f.reshape(n * b, length, -1), ctx.reshape(n * b, length, -1)], dim=-1)
         prev = previous_samples(u)
-        c_prev, f_prev = (v.reshape(n * b, length) for v in split_bytes(prev))
-        c_cur, _ = (v.reshape(n * b, length) for v in split_bytes(u))
+        c_prev, f_prev = (v.reshape(n * b, length) for v in split_16bit(prev))
+        c_cur, _ = (v.reshape(n * b, length) for v in split_16bit(u))
         cl, fl, st = self.teacher_forced(cond_all, c_prev, f_prev, c_cur)
         return cl.reshape(n, b, length, -1), fl.reshape(n, b, length, -1), st.reshape(n, b, length, -1)
 
@@ -135,7 +136,7 @@ class SubscaleWaveRNN(WaveRNN):
         """Training's losses on a batch of windows, as ``WaveRNN.losses``; the previous
         bytes the sub-tensors read come from the window itself (``previous_samples``), so
         the batch's sequential ``c_prev``/``f_prev`` go unused."""
-        return subtensor_losses(self, cond, coarse * 256 + fine - 32768)
+        return subtensor_losses(self, cond, join_16bit(coarse, fine))
 
     def sample(self, mel: np.ndarray, seed: int) -> np.ndarray:
         """The staggered subscale sampler (``generate``)."""
@@ -147,12 +148,6 @@ def previous_samples(u: torch.Tensor) -> torch.Tensor:
     waveform's previous sample) for s >= 1, U[0, i - 1] (zero at i = 0) for s = 0."""
     own = F.pad(u[..., :1, :], (1, 0))[..., :-1]
     return torch.cat([own, u[..., :-1, :]], dim=-2)
-
-
-def split_bytes(samples: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """int16-valued samples -> (coarse, fine) bytes, as ``audio.split_16bit`` for tensors."""
-    u = samples.long() + 32768
-    return u >> 8, u & 0xFF
 
 
 def subtensor_losses(
@@ -167,7 +162,7 @@ def subtensor_losses(
     cond, audio = cond[:, :total], audio[:, :total]
     cl, fl, _ = model.teacher_forced_subtensors(cond, audio)
     u = audio.reshape(audio.shape[0], -1, model.b).transpose(1, 2)
-    c, f = split_bytes(u)
+    c, f = split_16bit(u)
     return F.cross_entropy(cl.reshape(-1, 256), c.reshape(-1)), F.cross_entropy(
         fl.reshape(-1, 256), f.reshape(-1)
     )
@@ -201,7 +196,7 @@ def generate(
         draws = make_draws(t_total, seed)
     # waveform-order tables padded to L * B: uniforms, and the forced samples if any
     u_table = torch.from_numpy(np.concatenate([draws, np.zeros((length * b - t_total, 2))]))
-    forced = None if force is None else split_bytes(torch.from_numpy(to_subtensors(np.asarray(force), b)))
+    forced = None if force is None else split_16bit(torch.from_numpy(to_subtensors(np.asarray(force), b)))
     # generated samples in [-1, 1] for the context layer, with its P / F zero margins
     u = torch.zeros(b, model.past + length + model.horizon)
     out = torch.zeros(b, length, dtype=torch.long)
@@ -220,7 +215,7 @@ def generate(
         # the byte input (previous_samples): U[s - 1, i] was drawn F + 1 steps ago
         own = torch.where(pos > 0, out[0, (pos - 1).clamp(min=0)], 0)
         prev = torch.where(subs > 0, out[(subs - 1).clamp(min=0), pos], own)
-        c_prev, f_prev = split_bytes(prev)
+        c_prev, f_prev = split_16bit(prev)
         gi = feats @ w_in.T + model.gru.bias_ih_l0 + scale_byte(c_prev)[:, None] * w_cprev
         gi = gi + scale_byte(f_prev)[:, None] * w_fprev
         gh = h[subs] @ model.gru.weight_hh_l0.T + model.gru.bias_hh_l0
@@ -231,7 +226,7 @@ def generate(
         fine_logits = model.fine_logits(h[subs])
         f = forced[1][subs, pos] if forced is not None else draw(fine_logits, u_table[p, 1])
         f = torch.where(real, f, 0)
-        out[subs, pos] = c * 256 + f - 32768
+        out[subs, pos] = join_16bit(c, f).long()
         u[subs, pos + model.past] = out[subs, pos].float() / 32768.0
         if record:
             keep = p[real].numpy()
