@@ -194,7 +194,7 @@ def prune(
     R_e are pruned separately (plus O1 and O3 with --set prune.layers=gru+out). Rerunning
     with the same CKPT_DIR resumes.
     """
-    from vocoder.train import prune as run
+    from vocoder.prune_job import prune as run
 
     schedule = {"sparsity": sparsity, "block": block, "start": start, "ramp": ramp, "steps": steps}
     try:
