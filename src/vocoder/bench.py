@@ -428,138 +428,182 @@ def pruned_state(model: object, cfg: Config, v: Variant) -> tuple[Config, dict[s
     return cfg, state_of(pruned)
 
 
-def run_bench(
-    model_path: Path | None,
-    hidden_sizes: list[int],
-    threads: list[int],
-    precisions: list[str],
-    seconds: float,
-    with_torch: bool,
-    on_result: Callable[[BenchRow], None] | None = None,
-    sparse: list[tuple[float, str, str]] | None = None,
-    kernels: str = "auto",
-    fold: tuple[int, int, float] | None = None,
-    subscale: bool = False,
-    repeats: int = 1,
-    profile: bool = False,
-    stream: bool = False,
-) -> list[BenchRow]:
-    """Measure every (N, dense or sparse variant, precision, threads) natively and
-    (N, threads) with torch. ``sparse`` lists (sparsity, block, pruned layers) variants
-    timed next to the dense model of each N, with the ``kernels`` choice. ``fold``
-    (target, overlap, seconds) adds fold-mode rows per native (variant, precision, threads);
-    ``subscale`` subscale rows (per thread count) and a torch subscale row per N. Each
-    row is the fastest of ``repeats`` timed runs; with ``profile`` each native row also
-    gets its stage shares from one more run; with ``stream`` each sequential native
-    (variant, precision, threads) also gets a stream row with its time to first audio."""
-    from vocoder.export import write_model_file
+@dataclass
+class Plan:
+    """What one `vocoder bench` run times. Each of ``sparsities`` x ``blocks`` is a pruned
+    variant (of the ``prune_layers`` matrices) timed next to the dense model of each N,
+    with the ``kernels`` choice;
+    ``fold`` (target, overlap, seconds) adds fold-mode rows per native (variant,
+    precision, threads); ``subscale`` subscale rows (per thread count) and a torch
+    subscale row per N; ``stream`` a stream row, with its time to first audio, per
+    sequential native (variant, precision, threads). Each row is the fastest of
+    ``repeats`` timed runs; with ``profile`` each native row also gets its stage shares
+    from one more run."""
 
-    results: list[BenchRow] = []
-    rates: dict[str, float] = {}
+    model_path: Path | None = None
+    hidden_sizes: list[int] = field(default_factory=lambda: [384, 512, 896])
+    threads: list[int] = field(default_factory=lambda: [1, 2])
+    precisions: list[str] = field(default_factory=lambda: ["fp32", "bf16", "int8"])
+    seconds: float = 1.0
+    with_torch: bool = True
+    sparsities: list[float] = field(default_factory=list)
+    blocks: list[str] = field(default_factory=lambda: ["16x1"])
+    prune_layers: str = "gru"
+    kernels: str = "auto"
+    fold: tuple[int, int, float] | None = None
+    subscale: bool = False
+    repeats: int = 1
+    profile: bool = False
+    stream: bool = False
 
-    def limits(bandwidth: float, macs: dict[str, float], threads: int) -> tuple[float, float]:
+    def __post_init__(self) -> None:
+        """The choices the engine has kernels and modes for, checked before any timing."""
+        from vocoder.fold import check_fold
+
+        for block in self.blocks:
+            if block not in ("16x1", "4x4"):
+                raise VocoderError(f"--block {block}: the engine has sparse kernels for 16x1 and 4x4")
+        if self.prune_layers not in ("gru", "gru+out"):
+            raise VocoderError(f"--prune-layers {self.prune_layers}: use gru or gru+out")
+        if self.kernels not in ("auto", "always", "never"):
+            raise VocoderError(f"--sparse-kernels {self.kernels}: use auto, always or never")
+        if self.fold is not None:
+            check_fold(*self.fold[:2])
+
+
+class Recorder:
+    """The rows of one run as they are timed, and the probed multiply-add rates they share."""
+
+    def __init__(self, plan: Plan, on_result: Callable[[BenchRow], None] | None) -> None:
+        self.plan = plan
+        self.on_result = on_result
+        self.rows: list[BenchRow] = []
+        self.rates: dict[str, float] = {}
+
+    def limits(self, bandwidth: float, macs: dict[str, float], threads: int) -> tuple[float, float]:
         """Both limits for ``threads`` cores: each probe ran on one core, and a thread
         reads and multiplies its own share of the weights."""
         for p in macs:
-            if p not in rates:
-                rates[p] = multiply_add_rate(p)
-        return bandwidth * threads, compute_limit(macs, rates) * threads
+            if p not in self.rates:
+                self.rates[p] = multiply_add_rate(p)
+        return bandwidth * threads, compute_limit(macs, self.rates) * threads
 
-    def record(r: BenchRow) -> None:
-        results.append(r)
-        if on_result is not None:
-            on_result(r)
+    def record(self, r: BenchRow) -> None:
+        self.rows.append(r)
+        if self.on_result is not None:
+            self.on_result(r)
 
-    def record_native(path: Path, cfg: Config, v: Variant, threads: int, blas: float) -> None:
+    def native(self, path: Path, cfg: Config, v: Variant, threads: int, blas: float) -> None:
         """One native row: sequential, or subscale for a subscale model (limits per step
         times the samples a step yields)."""
-        samples = int(seconds * cfg.audio.sample_rate)
-        t = time_native(path, cfg, samples, threads, v.kernels, repeats, profile)
+        plan = self.plan
+        samples = int(plan.seconds * cfg.audio.sample_rate)
+        t = time_native(path, cfg, samples, threads, v.kernels, plan.repeats, plan.profile)
         per_step = kind_of(cfg).samples_per_step(cfg, t.samples)
-        lim = limits(bandwidth_limit(t.step_bytes) * per_step, t.macs, threads)
-        row = BenchRow.of(
-            "native",
-            v,
-            threads,
-            t.precision,
-            t.timing,
-            lim,
-            blas * per_step,
-            cfg.model.kind,
-            repeats,
-            t.shares,
+        lim = self.limits(bandwidth_limit(t.step_bytes) * per_step, t.macs, threads)
+        mode = cfg.model.kind
+        self.record(
+            BenchRow.of(
+                "native",
+                v,
+                threads,
+                t.precision,
+                t.timing,
+                lim,
+                blas * per_step,
+                mode,
+                plan.repeats,
+                t.shares,
+            )
         )
-        record(row)
 
-    def record_torch(model: object, cfg: Config, threads: int, blas: float) -> None:
-        timing = time_torch(model, cfg, TORCH_SAMPLES, threads, repeats)
+    def model_file(self, path: Path, cfg: Config, v: Variant, blas: float) -> None:
+        """Every row of one model file: one per thread count, then fold-mode and stream
+        rows when the plan asks and the kind makes samples in time order."""
+        for t in self.plan.threads:
+            self.native(path, cfg, v, t, blas)
+        if kind_of(cfg).in_time_order:
+            if self.plan.fold is not None:
+                self.fold(path, cfg, v, blas)
+            if self.plan.stream:
+                self.stream(path, cfg, v, blas)
+
+    def fold(self, path: Path, cfg: Config, v: Variant, blas: float) -> None:
+        plan = self.plan
+        assert plan.fold is not None
+        target, overlap, fold_seconds = plan.fold
+        fold_samples = int(fold_seconds * cfg.audio.sample_rate)
+        for n in plan.threads:
+            t = time_native_fold(
+                path, cfg, fold_samples, target, overlap, n, v.kernels, plan.repeats, plan.profile
+            )
+            lim = self.limits(bandwidth_limit(t.step_bytes) * t.per_step, t.macs, n)
+            self.record(
+                BenchRow.of(
+                    "native",
+                    v,
+                    n,
+                    t.precision,
+                    t.timing,
+                    lim,
+                    blas * t.per_step,
+                    "fold",
+                    plan.repeats,
+                    t.shares,
+                )
+            )
+
+    def stream(self, path: Path, cfg: Config, v: Variant, blas: float) -> None:
+        plan = self.plan
+        samples = int(plan.seconds * cfg.audio.sample_rate)
+        for n in plan.threads:
+            t = time_stream(path, cfg, samples, n, plan.repeats)
+            lim = self.limits(bandwidth_limit(t.step_bytes), t.macs, n)
+            r = BenchRow.of(
+                "native", v, n, t.precision, t.timing, lim, blas, mode="stream", repeats=plan.repeats
+            )
+            self.record(replace(r, first_audio_ms=1000 * (t.first_audio or 0.0)))
+
+    def torch(self, model: object, cfg: Config, threads: int, blas: float) -> None:
+        timing = time_torch(model, cfg, TORCH_SAMPLES, threads, self.plan.repeats)
         per_step = kind_of(cfg).samples_per_step(cfg, TORCH_SAMPLES)
-        lim = limits(
+        lim = self.limits(
             bandwidth_limit(weight_bytes(cfg.model.hidden_size, "fp32")) * per_step,
             multiply_adds(cfg, "fp32"),
             threads,
         )
-        mode = cfg.model.kind
-        record(
-            BenchRow.of(
-                "torch",
-                Variant(cfg.model.hidden_size),
-                threads,
-                "fp32",
-                timing,
-                lim,
-                blas * per_step,
-                mode=mode,
-                repeats=repeats,
-            )
+        v = Variant(cfg.model.hidden_size)
+        row = BenchRow.of(
+            "torch", v, threads, "fp32", timing, lim, blas * per_step, cfg.model.kind, self.plan.repeats
         )
+        self.record(row)
 
-    def record_fold(path: Path, cfg: Config, v: Variant, blas: float) -> None:
-        assert fold is not None
-        target, overlap, fold_seconds = fold
-        fold_samples = int(fold_seconds * cfg.audio.sample_rate)
-        for n in threads:
-            t = time_native_fold(path, cfg, fold_samples, target, overlap, n, v.kernels, repeats, profile)
-            lim = limits(bandwidth_limit(t.step_bytes) * t.per_step, t.macs, n)
-            record(
-                BenchRow.of(
-                    "native", v, n, t.precision, t.timing, lim, blas * t.per_step, "fold", repeats, t.shares
-                )
-            )
 
-    def record_stream(path: Path, cfg: Config, v: Variant, blas: float) -> None:
-        samples = int(seconds * cfg.audio.sample_rate)
-        for n in threads:
-            t = time_stream(path, cfg, samples, n, repeats)
-            lim = limits(bandwidth_limit(t.step_bytes), t.macs, n)
-            r = BenchRow.of("native", v, n, t.precision, t.timing, lim, blas, mode="stream", repeats=repeats)
-            record(replace(r, first_audio_ms=1000 * (t.first_audio or 0.0)))
+def run_bench(plan: Plan, on_result: Callable[[BenchRow], None] | None = None) -> list[BenchRow]:
+    """Time every (N, dense or sparse variant, precision, threads) natively and (N,
+    threads) with torch, as ``plan`` says; a given model file or checkpoint is timed as
+    it is. ``on_result`` sees each row as it is timed."""
+    from vocoder.export import write_model_file
 
-    sizes = [0] if model_path is not None else hidden_sizes
-
+    rec = Recorder(plan, on_result)
+    sizes = [0] if plan.model_path is not None else plan.hidden_sizes
     with tempfile.TemporaryDirectory() as tmp:
         for hidden in sizes:
-            cfg, model, state = models_for(model_path, hidden)
+            cfg, model, state = models_for(plan.model_path, hidden)
             n = cfg.model.hidden_size
             blas = matvec_limit(n)
-
             if state is None:
-                assert model_path is not None
+                assert plan.model_path is not None
                 p = cfg.prune
-                v = Variant(n, p.sparsity, p.block, p.layers, kernels) if p.sparsity > 0 else Variant(n)
-                for t in threads:
-                    record_native(model_path, cfg, v, t, blas)
-                if fold is not None and kind_of(cfg).in_time_order:
-                    record_fold(model_path, cfg, v, blas)
-                if stream and kind_of(cfg).in_time_order:
-                    record_stream(model_path, cfg, v, blas)
+                v = Variant(n, p.sparsity, p.block, p.layers, plan.kernels) if p.sparsity > 0 else Variant(n)
+                rec.model_file(plan.model_path, cfg, v, blas)
                 continue
             variants = [(Variant(n), cfg, state)]
-            for sparsity, block, layers in sparse or []:
-                v = Variant(n, sparsity, block, layers, kernels)
+            for sparsity, block in ((s, b) for s in plan.sparsities for b in plan.blocks):
+                v = Variant(n, sparsity, block, plan.prune_layers, plan.kernels)
                 variants.append((v, *pruned_state(model, cfg, v)))
             sub_cfg, sub_model = (cfg, None)
-            if subscale and kind_of(cfg).in_time_order:
+            if plan.subscale and kind_of(cfg).in_time_order:
                 sub_cfg, sub_model = subscale_model(cfg)
             for v, v_cfg, v_state in variants:
                 sub = None
@@ -567,25 +611,20 @@ def run_bench(
                     sub = (sub_cfg, state_of(sub_model))
                     if v.sparsity > 0:
                         sub = pruned_state(sub_model, sub_cfg, v)
-                for precision in precisions:
+                for precision in plan.precisions:
                     path = Path(tmp) / f"n{n}-{precision}{MODEL_EXT}"
                     write_model_file(path, v_cfg, v_state, precision)
-                    for t in threads:
-                        record_native(path, v_cfg, v, t, blas)
-                    if fold is not None and kind_of(cfg).in_time_order:
-                        record_fold(path, v_cfg, v, blas)
-                    if stream and kind_of(cfg).in_time_order:
-                        record_stream(path, v_cfg, v, blas)
+                    rec.model_file(path, v_cfg, v, blas)
                     if sub is not None:
                         write_model_file(path, sub[0], sub[1], precision)
-                        for t in threads:
-                            record_native(path, sub[0], v, t, blas)
-            if with_torch and model is not None:
-                for t in threads:
-                    record_torch(model, cfg, t, blas)
+                        for t in plan.threads:
+                            rec.native(path, sub[0], v, t, blas)
+            if plan.with_torch and model is not None:
+                for t in plan.threads:
+                    rec.torch(model, cfg, t, blas)
                 if sub_model is not None:
-                    record_torch(sub_model, sub_cfg, 1, blas)
-    return results
+                    rec.torch(sub_model, sub_cfg, 1, blas)
+    return rec.rows
 
 
 def state_of(model: object) -> dict[str, np.ndarray]:

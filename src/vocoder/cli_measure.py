@@ -261,46 +261,43 @@ def bench(
 
     from rich.table import Table
 
-    from vocoder.bench import HEADER, LEFT, NOTE, TITLE, findings, progress, report, run_bench, table_rows
+    from vocoder.bench import (
+        HEADER,
+        LEFT,
+        NOTE,
+        TITLE,
+        Plan,
+        findings,
+        progress,
+        report,
+        run_bench,
+        table_rows,
+    )
     from vocoder.fsutil import check_output_file, write_text_atomic
 
     if train:
         _bench_train(hidden_size or [256], precision, processes or [1, 2], batch, train_seconds, json_out)
         return
-    sizes = hidden_size or [384, 512, 896]
-    thread_counts = threads or [1, 2]
-    precisions = [p.value for p in precision] if precision else [p.value for p in Precision]
-    blocks = block or ["16x1"]
-    for b in blocks:
-        if b not in ("16x1", "4x4"):
-            fail(f"--block {b}: the engine has sparse kernels for 16x1 and 4x4")
-    if prune_layers not in ("gru", "gru+out"):
-        fail(f"--prune-layers {prune_layers}: use gru or gru+out")
-    if sparse_kernels not in ("auto", "always", "never"):
-        fail(f"--sparse-kernels {sparse_kernels}: use auto, always or never")
-    variants = [(s, b, prune_layers) for s in sparsity or [] for b in blocks]
     try:
         check_output_file(json_out)
-        if fold:
-            from vocoder.fold import check_fold
-
-            check_fold(target, overlap)
-        results = run_bench(
+        plan = Plan(
             model,
-            sizes,
-            thread_counts,
-            precisions,
+            hidden_size or [384, 512, 896],
+            threads or [1, 2],
+            [p.value for p in precision] if precision else [p.value for p in Precision],
             seconds,
             torch_ref,
-            on_result=lambda r: say(progress(r), to=console),
-            sparse=variants,
-            kernels=sparse_kernels,
-            fold=(target, overlap, fold_seconds) if fold else None,
-            subscale=subscale,
-            repeats=repeats,
-            profile=profile,
-            stream=stream,
+            sparsity or [],
+            block or ["16x1"],
+            prune_layers,
+            sparse_kernels,
+            (target, overlap, fold_seconds) if fold else None,
+            subscale,
+            repeats,
+            profile,
+            stream,
         )
+        results = run_bench(plan, lambda r: say(progress(r), to=console))
     except VocoderError as e:
         fail(str(e))
     table = Table(title=TITLE)
