@@ -77,14 +77,7 @@ def test_pruner_prunes_each_gate_separately_on_schedule() -> None:
 def test_prune_command_exact_zeros_export_and_compare(tmp_path: Path, tiny_ckpt: Path) -> None:
     out = tmp_path / "pruned"
     args = [
-        "--sparsity",
-        "0.75",
-        "--block",
-        "4x4",
-        "--ramp",
-        "4",
-        "--steps",
-        "10",
+        *["--sparsity", "0.75", "--block", "4x4", "--ramp", "4", "--steps", "10"],
         *TINY,
         "--set",
         "prune.interval=2",

@@ -9,27 +9,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 
 from vocoder import cli_measure, cli_synth
-from vocoder.cli_common import (
-    Command,
-    ConfigOpt,
-    Precision,
-    SetOpt,
-    console,
-    fail,
-    out,
-    say,
-)
+from vocoder.cli_common import Command, ConfigOpt, Precision, SetOpt, console, fail, out, say
 from vocoder.config import MODEL_FILE_SECTIONS, explicit_keys, load_config
 from vocoder.errors import VocoderError
-
-if TYPE_CHECKING:  # the CLI imports command modules only when a command runs
-    pass
-
 
 app = typer.Typer(
     help="WaveRNN neural vocoder toolkit (Kalchbrenner et al., 2018): "

@@ -4,22 +4,13 @@ and `compare`."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated
 
 import typer
 from rich.console import Console
 
-from vocoder.cli_common import (
-    Precision,
-    console,
-    fail,
-    out,
-    say,
-)
+from vocoder.cli_common import Precision, console, fail, out, say
 from vocoder.errors import VocoderError
-
-if TYPE_CHECKING:  # the CLI imports command modules only when a command runs
-    pass
 
 
 def evaluate(

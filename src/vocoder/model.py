@@ -35,6 +35,7 @@ from vocoder.audio import join_16bit, split_16bit
 from vocoder.config import Config, ModelConfig
 
 N_CLASSES = 256
+Losses = tuple[torch.Tensor, torch.Tensor]  # mean coarse and fine cross-entropy, nats
 # Initial scale of the input weights of the two coarse-byte inputs, c_{t-1} and c_t.
 # Adjacent 8-bit levels differ by 1/127.5 after scaling and speech mostly sits near zero,
 # so the default U(+-1/sqrt(N)) weights make the previous sample nearly invisible to the
@@ -208,7 +209,7 @@ class WaveRNN(nn.Module):
         fine: torch.Tensor,
         c_prev: torch.Tensor,
         f_prev: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+    ) -> Losses:
         """Training's losses on a batch of windows (cond (B, L, C), bytes (B, L)): mean
         cross-entropy in nats of the coarse byte and of the fine byte given the coarse."""
         coarse_logits, fine_logits, _ = self.teacher_forced(cond, c_prev, f_prev, coarse)

@@ -24,17 +24,14 @@ class PruneResult:
     """A pruning run's outcome and the schedule it used."""
 
     train: TrainResult
-    start: int
-    ramp: int
-    sparsity: float
-    block: str
+    schedule: str  # e.g. "95.0% in 16x1 blocks, ramp from step 2000 over 4000"
 
     def summary(self, ckpt_dir: Path) -> str:
         """The line `vocoder prune` ends with."""
+        bits = bits_text(self.train.last_valid_bits)
+        where = f"checkpoints in {ckpt_dir}"
         return (
-            f"pruned to step {self.train.step} ({self.sparsity:.1%} in {self.block} blocks, ramp from "
-            f"step {self.start} over {self.ramp}); validation NLL {bits_text(self.train.last_valid_bits)} "
-            f"bits/sample; checkpoints in {ckpt_dir}"
+            f"pruned to step {self.train.step} ({self.schedule}); validation NLL {bits} bits/sample; {where}"
         )
 
 
@@ -75,4 +72,5 @@ def prune(
         raise VocoderError(f"{source}: does not record its features directory; pass --features")
     explicit = frozenset(config_mod.explicit_keys(config, overrides))
     result = train(feats, ckpt_dir, cfg, True, console, explicit, (source, state))
-    return PruneResult(result, start, ramp, schedule["sparsity"], schedule["block"])
+    what = f"{schedule['sparsity']:.1%} in {schedule['block']} blocks, ramp from step {start} over {ramp}"
+    return PruneResult(result, what)

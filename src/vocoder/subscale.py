@@ -40,7 +40,7 @@ from torch.nn import functional as F  # noqa: N812
 from vocoder.audio import join_16bit, split_16bit
 from vocoder.config import Config, ModelConfig, SubscaleConfig
 from vocoder.kinds import subscale_steps
-from vocoder.model import WaveRNN, draw, gru_cell, make_draws, scale_byte
+from vocoder.model import Losses, WaveRNN, draw, gru_cell, make_draws, scale_byte
 
 
 def to_subtensors(x: np.ndarray, b: int) -> np.ndarray:
@@ -126,16 +126,11 @@ class SubscaleWaveRNN(WaveRNN):
         return cl.reshape(n, b, length, -1), fl.reshape(n, b, length, -1), st.reshape(n, b, length, -1)
 
     def losses(
-        self,
-        cond: torch.Tensor,
-        coarse: torch.Tensor,
-        fine: torch.Tensor,
-        c_prev: torch.Tensor,
-        f_prev: torch.Tensor,
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        self, cond: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor, *_: torch.Tensor
+    ) -> Losses:
         """Training's losses on a batch of windows, as ``WaveRNN.losses``; the previous
         bytes the sub-tensors read come from the window itself (``previous_samples``), so
-        the batch's sequential ``c_prev``/``f_prev`` go unused."""
+        the batch's sequential previous bytes (the last arguments) go unused."""
         return subtensor_losses(self, cond, join_16bit(coarse, fine))
 
     def sample(self, mel: np.ndarray, seed: int) -> np.ndarray:
