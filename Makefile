@@ -36,12 +36,16 @@ SAN := build/sanitize
 TSAN := build/tsan
 ENGINE := src/vocoder/engine
 SAN_FLAGS := -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all
-SAN_CORE := $(addprefix $(SAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o)
+CORE_X86 := loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o probe.o probe_avx2.o probe_avx512.o
+SAN_CORE := $(addprefix $(SAN)/,$(CORE_X86))
 ISA_kernels_avx2 := -mavx2 -mfma
 ISA_kernels_avx512 := -mavx2 -mfma -mavx512f -mavx512bw -mavx512vl -mavx512dq -mavx512bf16 -mavx512vnni
+ISA_probe_avx2 := $(ISA_kernels_avx2)
+ISA_probe_avx512 := $(ISA_kernels_avx512)
+ENGINE_H := $(addprefix $(ENGINE)/,wrnn.h probe.h chains.h columns.h)
 FUZZ_ITERATIONS ?= 2000
 
-$(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns.h
+$(SAN)/%.o: $(ENGINE)/%.cpp $(ENGINE_H)
 	@mkdir -p $(SAN)
 	$(CXX) $(SAN_FLAGS) $(ISA_$*) -c $< -o $@
 
@@ -57,8 +61,8 @@ $(SAN)/tiny.wrnn: tests/native/make_fixture.py $(STAMP)
 # The SIMD objects must define no weak (inline/template) symbols: the linker could keep
 # their AVX2/AVX-512 copy for the whole module and break it on older CPUs.
 sanitize: install $(SAN)/tiny.wrnn $(SAN)/check_engine $(SAN)/compare_isas $(SAN)/approx_error $(TSAN)/check_engine
-	@! nm -C $(SAN)/kernels_avx2.o $(SAN)/kernels_avx512.o | grep -E ' [WVu] ' || \
-		(echo "SIMD kernel objects export weak symbols (see Makefile)"; false)
+	@! nm -C $(addprefix $(SAN)/,kernels_avx2.o kernels_avx512.o probe_avx2.o probe_avx512.o) | grep -E ' [WVu] ' || \
+		(echo "SIMD objects export weak symbols (see Makefile)"; false)
 	$(SAN)/compare_isas $(SAN)/*.wrnn
 	$(SAN)/check_engine $(SAN)/tiny.wrnn $(FUZZ_ITERATIONS)
 	$(SAN)/check_engine $(SAN)/tiny-bf16.wrnn $(FUZZ_ITERATIONS)
@@ -74,9 +78,9 @@ sanitize: install $(SAN)/tiny.wrnn $(SAN)/check_engine $(SAN)/compare_isas $(SAN
 # fine halves; subscale: halves of each step's sub-tensors) on a sequential and a subscale
 # model; a few fuzz mutants only, the ASan build above does the fuzzing.
 TSAN_FLAGS := -std=c++17 -O1 -g -fsanitize=thread
-TSAN_OBJS := $(addprefix $(TSAN)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_avx2.o kernels_avx512.o check_engine.o)
+TSAN_OBJS := $(addprefix $(TSAN)/,$(CORE_X86) check_engine.o)
 
-$(TSAN)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns.h
+$(TSAN)/%.o: $(ENGINE)/%.cpp $(ENGINE_H)
 	@mkdir -p $(TSAN)
 	$(CXX) $(TSAN_FLAGS) $(ISA_$*) -c $< -o $@
 
@@ -88,7 +92,7 @@ $(TSAN)/check_engine: $(TSAN_OBJS)
 	$(CXX) $(TSAN_FLAGS) $^ -o $@
 
 # The SIMD exp/sigmoid/tanh against libm (the whole program is built for AVX-512).
-$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h
+$(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(ENGINE)/kernels_avx512.cpp $(ENGINE)/wrnn.h
 	@mkdir -p $(SAN)
 	$(CXX) -std=c++17 -O2 $(ISA_kernels_avx512) -Wno-unused-function $< -o $@
 
@@ -100,7 +104,7 @@ $(SAN)/approx_error: tests/native/approx_error.cpp $(ENGINE)/kernels_avx2.cpp $(
 ARM := build/aarch64
 ARM_CXX := aarch64-linux-gnu-g++
 ARM_FLAGS := -std=c++17 -O2 -Wall -Wextra
-ARM_CORE := $(addprefix $(ARM)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_neon.o)
+ARM_CORE := $(addprefix $(ARM)/,loader.o engine.o dispatch.o kernels_scalar.o kernels_neon.o probe.o)
 
 # Kept between runs (make would delete them as intermediate files of the pattern rules).
 .SECONDARY: $(ARM_CORE) $(SAN_CORE)
@@ -108,7 +112,7 @@ ARM_CORE := $(addprefix $(ARM)/,loader.o engine.o dispatch.o kernels_scalar.o ke
 cross-tools:
 	@command -v $(ARM_CXX) >/dev/null && command -v qemu-aarch64 >/dev/null || bash scripts/cross-tools.sh
 
-$(ARM)/%.o: $(ENGINE)/%.cpp $(ENGINE)/wrnn.h $(ENGINE)/probe.h $(ENGINE)/columns.h | cross-tools
+$(ARM)/%.o: $(ENGINE)/%.cpp $(ENGINE_H) | cross-tools
 	@mkdir -p $(ARM)
 	$(ARM_CXX) $(ARM_FLAGS) -c $< -o $@
 

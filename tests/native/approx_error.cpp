@@ -14,8 +14,6 @@
 #define gate_inputs gate_inputs512
 #define exps exps512
 #define quantize quantize512
-#define stream stream512
-#define madd madd512
 #define gemm_group gemm_group512
 #define spmm_group spmm_group512
 #define Group Group512

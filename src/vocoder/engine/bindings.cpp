@@ -5,8 +5,8 @@
 #include <pybind11/stl.h>
 
 #include <algorithm>
-#include <chrono>
 
+#include "probe.h"
 #include "wrnn.h"
 
 namespace py = pybind11;
@@ -235,38 +235,25 @@ PYBIND11_MODULE(_engine, m) {
     m.def(
         "read_bandwidth",
         [](size_t nbytes, int repeats) {
-            // Best-of-repeats GB/s for reading an nbytes buffer with the active kernels'
-            // widest loads: the ceiling for a step that streams that many weight bytes.
-            nbytes = (std::max<size_t>(nbytes, 64) + 63) / 64 * 64;
-            std::vector<uint8_t> buf(nbytes, 1);
-            const wrnn::Kernels& k = wrnn::active_kernels();
-            volatile uint64_t sink = k.stream(buf.data(), nbytes);
-            double best = 0.0;
+            // With the active ISA's widest loads.
+            const wrnn::Probes& p = wrnn::probes_for(wrnn::active_kernels());
             py::gil_scoped_release nogil;
-            for (int r = 0; r < std::max(repeats, 1); ++r) {
-                auto t0 = std::chrono::steady_clock::now();
-                for (int i = 0; i < 20; ++i) sink = sink + k.stream(buf.data(), nbytes);
-                double s = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
-                best = std::max(best, 20.0 * double(nbytes) / s / 1e9);
-            }
-            return best;
+            return wrnn::read_bandwidth(p, nbytes, repeats);
         },
         py::arg("nbytes"), py::arg("repeats") = 5);
     m.def(
         "multiply_add_probe",
         [](const std::string& precision, uint64_t rounds) {
-            // (multiply-adds counted by the active kernels' probe, seconds it took).
+            // (multiply-adds counted by the active ISA's probe, seconds it took).
             if (rounds == 0 || rounds > (uint64_t(1) << 24))  // fp32 lanes count exactly up to 2^24
                 throw wrnn::Error("multiply_add_probe: rounds must be in 1..2^24");
             const wrnn::Precision p = precision == "int8"   ? wrnn::Precision::INT8
                                       : precision == "bf16" ? wrnn::Precision::BF16
                                       : precision == "fp32" ? wrnn::Precision::FP32
                                                             : throw wrnn::Error("unknown precision " + precision);
-            const wrnn::Kernels& k = wrnn::active_kernels();
+            const wrnn::Probes& probes = wrnn::probes_for(wrnn::active_kernels());
             py::gil_scoped_release nogil;
-            auto t0 = std::chrono::steady_clock::now();
-            const uint64_t count = k.madd(p, rounds);
-            return std::make_pair(count, std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count());
+            return wrnn::multiply_add_rate(probes, p, rounds);
         },
         py::arg("precision"), py::arg("rounds"));
     py::class_<PyEngine>(m, "Engine")

@@ -1,10 +1,10 @@
-// The multiply-add peak probe's loop (Kernels::madd), shared by the ISA files: each
+// The multiply-add peak probe's loop (Probes::madd), shared by the probe files: each
 // instantiates it with its own vector type and dot-product instruction.
 #pragma once
 
 #include <cstdint>
 
-#include "wrnn.h"
+#include "probe.h"
 
 namespace wrnn {
 namespace {

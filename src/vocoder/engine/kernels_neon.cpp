@@ -2,8 +2,8 @@
 // block-sparse spmv (16x1 and 4x4), and their batched forms as one matvec per column.
 // Advanced SIMD is baseline on AArch64, so this file needs no ISA flags and no run-time
 // check. The element-wise kernels (GRU update, gate inputs, softmax exps, quantisation)
-// and the machine probes are the scalar reference's: a step's cost is in the products,
-// and sharing quantize keeps every ISA's int8 inputs bit for bit the same.
+// are the scalar reference's: a step's cost is in the products, and sharing quantize
+// keeps every ISA's int8 inputs bit for bit the same.
 #include <arm_neon.h>
 
 #include "columns.h"

@@ -4,7 +4,6 @@
 #include <cstring>
 
 #include "columns.h"
-#include "probe.h"
 #include "wrnn.h"
 
 namespace wrnn {
@@ -99,34 +98,10 @@ float quantize(const float* x, int n, uint32_t* out) {
     return mx > 0.0f ? mx / 127.0f : 1.0f;
 }
 
-uint64_t stream(const uint8_t* bytes, size_t n) {
-    uint64_t acc[8] = {};
-    for (size_t i = 0; i < n; i += 64)
-        for (int k = 0; k < 8; ++k) {
-            uint64_t v;
-            std::memcpy(&v, bytes + i + 8 * k, 8);
-            acc[k] ^= v;
-        }
-    return acc[0] ^ acc[1] ^ acc[2] ^ acc[3] ^ acc[4] ^ acc[5] ^ acc[6] ^ acc[7];
-}
-
-// Scalar chains: int32 multiply-adds for int8 (as gemv's inner loop), fp32 for the rest.
-// v * one + one: a multiply and an add per step that cannot be hoisted (run_chains hides
-// `one` from the compiler), each counting one.
-uint64_t madd(Precision p, uint64_t rounds) {
-    if (p == Precision::INT8)
-        return run_chains(
-            rounds, int32_t(0), int32_t(1), [](int32_t v, int32_t one) { return v * one + one; },
-            [](int32_t v) { return uint64_t(v); });
-    return run_chains(
-        rounds, 0.0f, 1.0f, [](float v, float one) { return v * one + one; }, [](float v) { return uint64_t(v); });
-}
-
 // The batched products are defined as B independent matrix-vector products (the SIMD
 // versions load each weight once per group of columns instead).
-const Kernels kScalar = {
-    "scalar", gemv, spmv, gru_rows, gate_inputs, exps, gemm_by_columns<gemv>, spmm_by_columns<spmv>,
-    quantize, stream, madd};
+const Kernels kScalar = {"scalar", gemv, spmv, gru_rows, gate_inputs, exps, gemm_by_columns<gemv>,
+                         spmm_by_columns<spmv>, quantize};
 
 }  // namespace
 

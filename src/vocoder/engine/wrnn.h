@@ -1,7 +1,7 @@
-// WaveRNN sampling engine: model file loader, kernels, and the samplers (sequential,
-// fold mode's batched sequences, subscale).
+// WaveRNN sampling engine: model file loader, kernels, and the Engine that runs a
+// model's steps (one sequence, fold mode's batched sequences, subscale's sub-tensors).
 // Torch-free; the Python binding (bindings.cpp) and the sanitizer/fuzz programs use
-// only what is declared here.
+// only what is declared here and, for `bench`, the machine probes in probe.h.
 #pragma once
 
 #include <cstddef>
@@ -153,18 +153,7 @@ struct Kernels {
     // even of x * 127 / max|x|), four per word, zero-padded; returns the scale. Every ISA
     // computes the same q bit for bit.
     float (*quantize)(const float* x, int n, uint32_t* out);
-    // Reads bytes[0..n) (n a multiple of 64) with the widest loads; the XOR of all words
-    // is returned so the reads cannot be optimised away. A bandwidth probe for `bench`.
-    uint64_t (*stream)(const uint8_t* bytes, size_t n);
-    // The multiply-add peak probe for `bench`: `rounds` rounds of kProbeChains independent
-    // accumulator chains, each fed the precision's dot-product instruction (the one gemv
-    // and gemm use) on ones, so every lane ends holding the multiply-adds it did. Returns
-    // their sum: the work done, which the caller checks against the instruction count.
-    uint64_t (*madd)(Precision p, uint64_t rounds);
 };
-
-// Enough chains to cover every ISA's multiply-add latency at full issue rate.
-constexpr int kProbeChains = 12;
 
 const Kernels& kernels_scalar();
 const Kernels* kernels_avx2();    // nullptr if not compiled in (not x86)
