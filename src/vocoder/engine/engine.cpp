@@ -1,9 +1,10 @@
-// The samplers: the conditioning network, then one GRU step per sample with the coarse
+// The samplers: the conditioning network, then one WaveRNN step per sample, the coarse
 // byte drawn before the fine one (the masked input matrix keeps the coarse half of every
-// gate independent of c_t). Engine::run is the sequential sampler (vocoder.sampler.
-// generate); Engine::run_batch steps many sequences at once for fold mode
-// (sampler.generate_batch), and Engine::run_subscale the B sub-tensors of a subscale
-// model (subscale.generate), both through BatchStep.
+// gate independent of c_t). The step (Step) is written once for every path: Engine::run
+// steps one sequence (a sequential model's samples in order, its rows split between
+// threads); Engine::run_batch steps many sequences at once for fold mode, and
+// Engine::run_subscale the B sub-tensors of a subscale model, their columns split
+// between threads.
 #if defined(__x86_64__) || defined(__i386__)
 #include <immintrin.h>
 #include <x86intrin.h>
@@ -192,20 +193,10 @@ void pack_bf16_pairs(const float* x, int n, uint32_t* out) {
 
 Engine::Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads)
     : model_(std::move(model)), kernels_(kernels) {
-    const Model& m = *model_;
-    int n = int(m.dims.hidden);
     // Two threads split every matrix by rows in whole 16-row kernel blocks, which needs
     // the coarse/fine halves to fall on block boundaries; other sizes run on one thread.
+    const int n = int(model_->dims.hidden);
     threads_ = threads >= 2 && (n / 2) % 16 == 0 ? 2 : 1;
-    for (auto& hb : hbuf_) hb.assign(n, 0.0f);
-    gi_.assign(3 * n, 0.0f);
-    gh_.assign(m.hh.rows_padded, 0.0f);
-    for (auto& lane : lanes_) {
-        lane.tmp.assign(std::max(m.o1.rows_padded, m.o3.rows_padded), 0.0f);
-        lane.logits.assign(256, 0.0f);
-        lane.scratch.assign(256, 0.0f);
-        lane.packed.assign(n / 2 + 1, 0);
-    }
 }
 
 std::vector<float> Engine::project_frames(const float* mel, int frames) const {
@@ -237,23 +228,7 @@ std::vector<float> Engine::project_frames(const float* mel, int frames) const {
     return proj;
 }
 
-// Everything one utterance's steps share: inputs, precomputed conditioning, outputs.
-struct Engine::Ctx {
-    const Model& m;
-    const Kernels& K;
-    int n, hop;
-    const float* proj;
-    const float* wk;
-    const int* side;
-};
-
 namespace {
-
-int draw_one(const Kernels& k, const float* logits, double u, float* scratch) {
-    int i;
-    draw_columns(k, logits, 256, 1, &u, 1, &i, scratch);
-    return i;
-}
 
 // Spin briefly (the other thread is usually microseconds away), then yield so a busy
 // machine does not starve the thread being waited for.
@@ -266,298 +241,39 @@ void wait_for(const std::atomic<int64_t>& a, int64_t v) {
     }
 }
 
-}  // namespace
-
-Packed Engine::pack(Lane& lane, const Matrix& d, const float* x, int cols) {
-    Packed p{lane.packed.data(), 1.0f};
-    if (d.sparse) return p;  // the sparse kernels read x in fp32
-    if (d.precision == Precision::BF16) pack_bf16_pairs(x, cols, lane.packed.data());
-    if (d.precision == Precision::INT8) p.scale = kernels_.quantize(x, cols, lane.packed.data());
-    return p;
-}
-
-void Engine::rows(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb0, int rb1) {
-    if (d.sparse) {
-        const int per = 16 / d.block_rows, stripes = d.rows / d.block_rows;
-        kernels_.spmv(d, x, y, relu, std::min(rb0 * per, stripes), std::min(rb1 * per, stripes));
-        return;
-    }
-    kernels_.gemv(d, x, packed, y, relu, rb0, rb1);
-}
-
-void Engine::gemv(Lane& lane, const Matrix& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1) {
-    rows(d, x, pack(lane, d, x, cols), y, relu, rb0, rb1);
-}
-
-// Gate inputs of step i for rows [off, off + len) of each gate.
-void Engine::gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len) {
-    size_t t = i / cx.hop;
-    int k = int(i % cx.hop);
-    const size_t n3 = 3 * size_t(cx.n);
-    const float* p0 = cx.proj + (t + 1) * n3;
-    const float* p1 = cx.proj + (t + 1 + cx.side[k]) * n3;
-    const Model& m = cx.m;
-    for (int g = 0; g < 3; ++g) {
-        int o = g * cx.n + off;
-        cx.K.gate_inputs(p0 + o, p1 + o, cx.wk[k], m.b_ih.data() + o, m.col_cprev.data() + o, scale_byte(c_prev),
-                         m.col_fprev.data() + o, scale_byte(f_prev), gi_.data() + o, len);
-    }
-}
-
-std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, const double* draws, const int16_t* force,
-                                 Trace* trace, const Sink* sink, size_t chunk) {
-    const Model& m = *model_;
-    if (m.dims.subscale.batch) {
-        if (sink) throw Error("a subscale model makes its samples staggered, not in time order: it cannot stream");
-        return run_subscale(mel, frames, seed, draws, force, trace);
-    }
-    if (sink && chunk < 1) throw Error("streaming needs a chunk of at least one sample");
-    const int n = int(m.dims.hidden), half = n / 2, hop = int(m.dims.hop_length);
-    if (frames < 1) throw Error("the mel has no frames");
-    const size_t total = size_t(frames) * hop;
-    Laps laps(profile_);
-    std::vector<float> proj = project_frames(mel, frames);
-    laps.lap(Stage::Conditioning);
-    std::vector<float> wk;
-    std::vector<int> side;
-    blend_weights(hop, wk, side);
-    trace_rows(trace, total, n);
-    std::vector<int16_t> out(total);
-    Ctx cx{m, kernels_, n, hop, proj.data(), wk.data(), side.data()};
-    for (auto& hb : hbuf_) std::fill(hb.begin(), hb.end(), 0.0f);
-    // One thread computes every row of a step. Two threads split every matrix by rows:
-    // thread k owns state elements [lo, hi) of the coarse half and the same offsets of the
-    // fine half, with the three gates' W_hh rows for them, so its GRU update reads only its
-    // own products; and half the row blocks of each output layer. They meet after each
-    // layer whose whole output the next one reads (six times a step); both draw c and f
-    // from the same logits and uniforms (one RNG each, same seed), so neither waits for
-    // the other's draw. The state is double-buffered by step parity: a thread's update
-    // for step i + 1 cannot overwrite what the other still reads for step i, which it
-    // finished before their last meeting. Every row is computed the same way whatever
-    // the split, so the samples do not depend on the thread count.
+// What one thread does between two stages of a step: the finished stage's profile lap
+// and, when the two threads of Engine::run split the step's rows, a meeting after
+// each stage whose output the next stage reads whole (the other thread's rows too).
+// Without a meeting place (one thread, or threads that split columns) meet only laps.
+class Sync {
+  public:
     struct alignas(64) Arrivals {
         std::atomic<int64_t> v{0};
     };
-    Arrivals arrived[2];
-    const bool two = threads_ == 2;
-    const int split = two ? 16 * (half / 32) : half;  // a 16-row block boundary near the middle of each half
-    float* tmp = lanes_[0].tmp.data();   // the output layers' results, shared by both threads
-    float* logits = lanes_[0].logits.data();
-    auto thread = [&](int k) {
-        Lane& lane = lanes_[k];
-        Laps idle(nullptr);
-        Laps& lp = k == 0 ? laps : idle;
-        Rng own(seed);
-        int64_t met = 0;
-        auto meet = [&] {  // (each meet follows a stage's lap, so its lap is the wait)
-            if (!two) return;
-            arrived[k].v.store(++met, std::memory_order_release);
-            wait_for(arrived[1 - k].v, met);
-            lp.lap(Stage::Wait);
-        };
-        const int lo = k ? split : 0, hi = k ? half : split;
-        auto half_of = [&](const Matrix& d) {  // this thread's row blocks of an output layer
-            const int blocks = d.rows_padded / 16, mid = two ? blocks / 2 : blocks;
-            return std::pair<int, int>(k ? mid : 0, k ? blocks : mid);
-        };
-        auto layer = [&](const Matrix& d, const float* x, float* y, bool relu, Stage stage) {
-            const auto [rb0, rb1] = half_of(d);
-            gemv(lane, d, x, half, y, relu, rb0, rb1);
-            lp.lap(stage);
-        };
-        // This thread's W_hh row blocks: with two, the three gates' rows of its state
-        // elements; alone, every row (its gates need not start on a 16-row block), in
-        // chunks. With dense int8 weights odd steps take the spans in reverse order: when
-        // a step's weights slightly exceed the L2, reading them in the same order every
-        // step has a least-recently-used cache evict each line just before it is read
-        // again; reversed, a step starts with what the previous one read last. It paid
-        // for int8 only (docs/native-engine.md, Speed, has the figures), so fp32 and bf16
-        // keep one order. A row's result does not depend on the order.
-        std::vector<std::pair<int, int>> spans;
-        if (two) {
-            for (int g = 0; g < 3; ++g)
-                for (int part : {lo, half + lo}) spans.emplace_back((g * n + part) / 16, (g * n + part + hi - lo) / 16);
-        } else {
-            const int blocks = m.hh.rows_padded / 16, chunk = 24;
-            for (int b = 0; b < blocks; b += chunk) spans.emplace_back(b, std::min(b + chunk, blocks));
-        }
-        const bool reverse = m.hh.precision == Precision::INT8 && !m.hh.sparse;
-        int c_prev = 128, f_prev = 0;
-        for (size_t i = 0; i < total; ++i) {
-            const double u0 = draws ? draws[2 * i] : own.uniform();
-            const double u1 = draws ? draws[2 * i + 1] : own.uniform();
-            const float* h_in = hbuf_[i & 1].data();
-            float* h_out = hbuf_[(i + 1) & 1].data();
-            gate_rows(cx, i, c_prev, f_prev, lo, hi - lo);
-            gate_rows(cx, i, c_prev, f_prev, half + lo, hi - lo);
-            lp.lap(Stage::GateInputs);
-            const Packed packed = pack(lane, m.hh, h_in, n);
-            for (size_t j = 0; j < spans.size(); ++j) {
-                const auto [rb0, rb1] = spans[reverse && (i & 1) ? spans.size() - 1 - j : j];
-                rows(m.hh, h_in, packed, gh_.data(), false, rb0, rb1);
-            }
-            lp.lap(Stage::Recurrent);
-            kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), 0.0f, h_in, h_out, n, lo, hi);
-            lp.lap(Stage::Gru);
-            meet();
-            layer(m.o1, h_out, tmp, true, Stage::O1);
-            meet();
-            layer(m.o2, tmp, logits, false, Stage::O2);
-            meet();
-            if (k == 0 && trace) std::memcpy(&trace->coarse_logits[i * 256], logits, 256 * 4);
-            const int c = force ? (int(force[i]) + 32768) >> 8 : draw_one(kernels_, logits, u0, lane.scratch.data());
-            lp.lap(Stage::Draws);
-            kernels_.gru_rows(gi_.data(), gh_.data(), m.col_cur.data(), scale_byte(c), h_in, h_out, n, half + lo,
-                              half + hi);
-            lp.lap(Stage::Gru);
-            meet();
-            if (k == 0 && trace) std::memcpy(&trace->states[i * n], h_out, size_t(n) * 4);
-            layer(m.o3, h_out + half, tmp, true, Stage::O3);
-            meet();
-            layer(m.o4, tmp, logits, false, Stage::O4);
-            meet();
-            if (k == 0 && trace) std::memcpy(&trace->fine_logits[i * 256], logits, 256 * 4);
-            const int f = force ? (int(force[i]) + 32768) & 0xff : draw_one(kernels_, logits, u1, lane.scratch.data());
-            lp.lap(Stage::Draws);
-            if (k == 0) {
-                out[i] = int16_t(c * 256 + f - 32768);
-                if (sink && ((i + 1) % chunk == 0 || i + 1 == total)) {
-                    const size_t begin = i / chunk * chunk;
-                    (*sink)(&out[begin], i + 1 - begin);
-                }
-            }
-            c_prev = c, f_prev = f;
-        }
-    };
-    if (!two) {
-        thread(0);
-        return out;
+    // arrived: the two threads' arrival counts, or null; k: this thread's.
+    explicit Sync(Laps& laps, Arrivals* arrived = nullptr, int k = 0) : laps_(laps), arrived_(arrived), k_(k) {}
+    void done(Stage s) { laps_.lap(s); }
+    void meet(Stage s) {
+        laps_.lap(s);
+        if (!arrived_) return;
+        arrived_[k_].v.store(++met_, std::memory_order_release);
+        wait_for(arrived_[1 - k_].v, met_);
+        laps_.lap(Stage::Wait);
     }
-    std::thread worker(thread, 1);
-    thread(0);
-    worker.join();
-    return out;
-}
-
-namespace {
-
-// One GRU step with both draws for a set of columns, each with its own state, previous
-// bytes and conditioning: fold mode's segments and subscale's sub-tensors. Column b of
-// every buffer (scratch included) starts at b times its stride; a step runs the
-// contiguous columns [b0, b0 + nb), so each weight matrix is read once per step for all
-// of them, and two threads may run disjoint column ranges of one BatchStep at once.
-class BatchStep {
-  public:
-    BatchStep(const Model& m, const Kernels& K, int cols)
-        : m_(m), K_(K), n_(int(m.dims.hidden)), half_(n_ / 2), n3_(3 * size_t(n_)), gs_(m.hh.rows_padded),
-          ts_(std::max(m.o1.rows_padded, m.o3.rows_padded)), ls_(std::max(m.o2.rows_padded, m.o4.rows_padded)),
-          ws_(std::max(n_ / 2, int(m.dims.subscale.context)) + 1) {
-        h.assign(size_t(cols) * n_, 0.0f);
-        gi.assign(cols * n3_, 0.0f);
-        gh_.assign(size_t(cols) * gs_, 0.0f);
-        tmp_.assign(size_t(cols) * ts_, 0.0f);
-        logits_.assign(size_t(cols) * ls_, 0.0f);
-        scratch_.assign(size_t(cols) * 256, 0.0f);
-        scales_.assign(cols, 1.0f);
-        words_.assign(size_t(cols) * ws_, 0);
-        c_prev.assign(cols, 128), f_prev.assign(cols, 0), c_.assign(cols, 0), f_.assign(cols, 0);
-        u.assign(2 * size_t(cols), 0.0);
-        forced.assign(cols, -1);
-        row.assign(cols, 0);
-    }
-
-    // Gate inputs of column b before `run` (3N each): conditioning, `bias` (b_ih, or
-    // for subscale the context's product, whose bias is b_ih) and the previous bytes.
-    void gate_inputs(int b, const float* p0, const float* p1, float w, const float* bias) {
-        K_.gate_inputs(p0, p1, w, bias, m_.col_cprev.data(), scale_byte(c_prev[b]), m_.col_fprev.data(),
-                       scale_byte(f_prev[b]), &gi[b * n3_], int(n3_));
-    }
-
-    // Y = W X + b for columns [b0, b0 + nb): packs each column in the layer's precision,
-    // then one batched kernel call (sparse layers read fp32 directly).
-    void product(const Matrix& d, const float* x, int x_stride, int cols, int b0, int nb, float* y, int y_stride,
-                 bool relu) {
-        x += size_t(b0) * x_stride, y += size_t(b0) * y_stride;
-        uint32_t* words = words_.data() + size_t(b0) * ws_;
-        float* scales = scales_.data() + b0;
-        Columns in{nb, x, x_stride, words, ws_, scales};
-        if (!d.sparse)
-            for (int b = 0; b < nb; ++b) {
-                const float* xb = x + size_t(b) * x_stride;
-                uint32_t* wb = words + size_t(b) * ws_;
-                scales[b] = 1.0f;
-                if (d.precision == Precision::BF16) pack_bf16_pairs(xb, cols, wb);
-                if (d.precision == Precision::INT8) scales[b] = K_.quantize(xb, cols, wb);
-            }
-        (d.sparse ? K_.spmm : K_.gemm)(d, in, y, y_stride, relu);
-    }
-
-    // The step: coarse bytes (drawn at u[2b] unless forced[b] >= 0, an offset sample
-    // 0..65535), then fine bytes (u[2b + 1]); sample b goes to out[b] and its logits and
-    // state to trace row row[b] (none for kNoRow). Updates h, c_prev and f_prev.
-    void run(int b0, int nb, Trace* trace, int16_t* out, Laps& laps) {
-        const int n = n_, half = half_;
-        product(m_.hh, h.data(), n, n, b0, nb, gh_.data(), gs_, false);
-        laps.lap(Stage::Recurrent);
-        for (int b = b0; b < b0 + nb; ++b) {
-            float* hb = &h[size_t(b) * n];
-            K_.gru_rows(&gi[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), 0.0f, hb, hb, n, 0, half);
-        }
-        laps.lap(Stage::Gru);
-        product(m_.o1, h.data(), n, half, b0, nb, tmp_.data(), ts_, true);
-        laps.lap(Stage::O1);
-        product(m_.o2, tmp_.data(), ts_, half, b0, nb, logits_.data(), ls_, false);
-        laps.lap(Stage::O2);
-        draw_columns(K_, &logits_[size_t(b0) * ls_], ls_, nb, &u[2 * size_t(b0)], 2, &c_[b0],
-                     &scratch_[size_t(b0) * 256]);
-        laps.lap(Stage::Draws);
-        for (int b = b0; b < b0 + nb; ++b) {
-            const float* lb = &logits_[size_t(b) * ls_];
-            if (trace && row[b] != kNoRow) std::memcpy(&trace->coarse_logits[row[b] * 256], lb, 256 * 4);
-            if (forced[b] >= 0) c_[b] = forced[b] >> 8;
-            float* hb = &h[size_t(b) * n];
-            K_.gru_rows(&gi[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), scale_byte(c_[b]), hb, hb, n, half, n);
-        }
-        laps.lap(Stage::Gru);
-        product(m_.o3, h.data() + half, n, half, b0, nb, tmp_.data(), ts_, true);
-        laps.lap(Stage::O3);
-        product(m_.o4, tmp_.data(), ts_, half, b0, nb, logits_.data(), ls_, false);
-        laps.lap(Stage::O4);
-        draw_columns(K_, &logits_[size_t(b0) * ls_], ls_, nb, &u[2 * size_t(b0) + 1], 2, &f_[b0],
-                     &scratch_[size_t(b0) * 256]);
-        laps.lap(Stage::Draws);
-        for (int b = b0; b < b0 + nb; ++b) {
-            const float* lb = &logits_[size_t(b) * ls_];
-            if (trace && row[b] != kNoRow) {
-                std::memcpy(&trace->fine_logits[row[b] * 256], lb, 256 * 4);
-                std::memcpy(&trace->states[row[b] * n], &h[size_t(b) * n], size_t(n) * 4);
-            }
-            const int f = forced[b] >= 0 ? forced[b] & 0xff : f_[b];
-            out[b] = int16_t(c_[b] * 256 + f - 32768);
-            c_prev[b] = c_[b];
-            f_prev[b] = f;
-        }
-    }
-
-    static constexpr size_t kNoRow = SIZE_MAX;
-    std::vector<float> h, gi;
-    std::vector<int> c_prev, f_prev, forced;
-    std::vector<double> u;
-    std::vector<size_t> row;
 
   private:
-    const Model& m_;
-    const Kernels& K_;
-    const int n_, half_;
-    const size_t n3_;
-    const int gs_, ts_, ls_, ws_;
-    std::vector<float> gh_, tmp_, logits_, scratch_, scales_;
-    std::vector<uint32_t> words_;
-    std::vector<int> c_, f_;  // this step's drawn bytes
+    Laps& laps_;
+    Arrivals* arrived_;
+    int k_;
+    int64_t met_ = 0;
 };
 
 // Per-sample conditioning: the blend of the projected frames around sample `pos`.
 struct Blend {
+    struct At {
+        const float *p0, *p1;  // the sample's frame and its neighbour on the sample's side
+        float w;               // p1's weight
+    };
     const float* proj;
     size_t n3;
     int hop;
@@ -567,57 +283,367 @@ struct Blend {
     Blend(const std::vector<float>& p, int n, int hop_length) : proj(p.data()), n3(3 * size_t(n)), hop(hop_length) {
         blend_weights(hop, wk, side);
     }
-    void apply(BatchStep& st, int b, size_t pos, const float* bias) const {
+    At at(size_t pos) const {
         const size_t t = pos / hop;
         const int k = int(pos % hop);
-        st.gate_inputs(b, proj + (t + 1) * n3, proj + (t + 1 + side[k]) * n3, wk[k], bias);
+        return {proj + (t + 1) * n3, proj + (t + 1 + side[k]) * n3, wk[k]};
     }
 };
 
+constexpr size_t kNoRow = SIZE_MAX;
+
+// One thread's share of a step: the columns [b0, b1) and, of each, the state elements
+// [lo, hi) of both halves (their gate inputs and GRU rows, and the three gates' W_hh
+// rows for them: the row-block spans hh when the rows are split) and share `share` of
+// `shares` of each output layer's 16-row blocks. The batched paths' threads split the
+// columns and take every row; Engine::run's one column is split by rows.
+struct Part {
+    int b0 = 0, b1 = 1;
+    int lo = 0, hi = 0;
+    int share = 0, shares = 1;
+    std::vector<std::pair<int, int>> hh;
+};
+
+// A step's values per column, and scratch, for the columns one thread steps. In: the
+// previous bytes, the uniforms (u[2b] for c, u[2b + 1] for f), a forced sample (offset,
+// 0..65535; -1: draw) and the trace row (kNoRow: none). Out: the bytes and the sample.
+// The batched paths' two threads share one Lane (on disjoint columns); Engine::run's
+// threads have one each for its one column, whose bytes both draw alike.
+struct Lane {
+    Lane(int cols, int words_per_column)
+        : c_prev(cols, 128), f_prev(cols, 0), forced(cols, -1), c(cols, 0), f(cols, 0), u(2 * size_t(cols), 0.0),
+          row(cols, 0), out(cols, 0), ws(words_per_column), words(size_t(cols) * ws, 0), scales(cols, 1.0f),
+          scratch(size_t(cols) * 256, 0.0f) {}
+    std::vector<int> c_prev, f_prev, forced, c, f;
+    std::vector<double> u;
+    std::vector<size_t> row;
+    std::vector<int16_t> out;
+    int ws;                       // words per column
+    std::vector<uint32_t> words;  // each column's input in a layer's precision
+    std::vector<float> scales, scratch;
+};
+
+// How a step's threads divide it. Rows: Engine::run's one column, each product a
+// matrix-vector product over the thread's row blocks; the state is double-buffered by
+// step parity, so a thread's update for step i + 1 cannot overwrite what the other
+// still reads for step i. Columns: fold mode's segments or subscale's sub-tensors, each
+// product one batched product over the thread's columns (each weight read once per step
+// for all of them); each state is updated in place.
+enum class Split { Rows, Columns };
+
+enum class Half { Coarse, Fine };
+
+// One WaveRNN step for `cols` columns, each with its own state, previous bytes and
+// conditioning. Column b of every buffer starts at b times its stride.
+class Step {
+  public:
+    Step(const Model& m, const Kernels& K, int cols, Split split)
+        : m_(m), K_(K), split_(split), n_(int(m.dims.hidden)), half_(n_ / 2), n3_(3 * size_t(n_)),
+          gs_(m.hh.rows_padded), ts_(std::max(m.o1.rows_padded, m.o3.rows_padded)),
+          ls_(std::max(m.o2.rows_padded, m.o4.rows_padded)), ws_(std::max(half_, int(m.dims.subscale.context)) + 1) {
+        h_[0].assign(size_t(cols) * n_, 0.0f);
+        if (split == Split::Rows) h_[1] = h_[0];
+        gi_.assign(cols * n3_, 0.0f);
+        gh_.assign(size_t(cols) * gs_, 0.0f);
+        tmp_.assign(size_t(cols) * ts_, 0.0f);
+        logits_.assign(size_t(cols) * ls_, 0.0f);
+    }
+
+    int words_per_column() const { return ws_; }
+
+    // Thread k's part of an Engine::run step on `threads` threads. Two threads take state
+    // elements [0, split) and [split, N/2) of each half (split a 16-row block boundary
+    // near the middle), so each one's GRU update reads only its own products, and half
+    // the row blocks of each output layer. W_hh's rows come in spans: with two threads
+    // the three gates' rows of the thread's state elements; alone, every row (its gates
+    // need not start on a 16-row block), in chunks. With dense int8 weights odd steps
+    // take the spans in reverse order: when a step's weights slightly exceed the L2,
+    // reading them in the same order every step has a least-recently-used cache evict
+    // each line just before it is read again; reversed, a step starts with what the
+    // previous one read last. It paid for int8 only (docs/native-engine.md, Speed), so
+    // fp32 and bf16 keep one order. A row's result does not depend on the order.
+    Part rows_part(int k, int threads) const {
+        Part p;
+        const int split = threads == 2 ? 16 * (half_ / 32) : half_;
+        p.lo = k ? split : 0, p.hi = k ? half_ : split;
+        p.share = k, p.shares = threads;
+        if (threads == 2) {
+            for (int g = 0; g < 3; ++g)
+                for (int from : {p.lo, half_ + p.lo})
+                    p.hh.emplace_back((g * n_ + from) / 16, (g * n_ + from + p.hi - p.lo) / 16);
+        } else {
+            const int blocks = m_.hh.rows_padded / 16, chunk = 24;
+            for (int b = 0; b < blocks; b += chunk) p.hh.emplace_back(b, std::min(b + chunk, blocks));
+        }
+        return p;
+    }
+
+    // A batched step's part: columns [b0, b1), every row.
+    Part columns_part(int b0, int b1) const {
+        Part p;
+        p.b0 = b0, p.b1 = b1, p.hi = half_;
+        return p;
+    }
+
+    // Gate inputs of column b (the part's rows of its 3N) before `run`: the conditioning,
+    // `bias` (b_ih, or subscale's context product, whose bias is b_ih) and the previous
+    // bytes.
+    void gate_inputs(const Part& p, const Lane& lane, int b, const Blend::At& at, const float* bias) {
+        const float s0 = scale_byte(lane.c_prev[b]), s1 = scale_byte(lane.f_prev[b]);
+        float* gi = &gi_[b * n3_];
+        auto rows = [&](int o, int len) {
+            K_.gate_inputs(at.p0 + o, at.p1 + o, at.w, bias + o, m_.col_cprev.data() + o, s0, m_.col_fprev.data() + o, s1,
+                           gi + o, len);
+        };
+        if (p.hi - p.lo == half_) return rows(0, int(n3_));
+        for (int g = 0; g < 3; ++g) {
+            rows(g * n_ + p.lo, p.hi - p.lo);
+            rows(g * n_ + half_ + p.lo, p.hi - p.lo);
+        }
+    }
+
+    // The step itself, state i to state i + 1 and both bytes of each of the part's
+    // columns, stage by stage as xiph/LPCNet's run_sample_network reads; `sync` laps each
+    // stage and meets the other thread where the next stage reads its rows.
+    void run(const Part& p, Lane& lane, size_t i, Trace* trace, Sync& sync) {
+        const float* h_in = state(i);
+        float* h = state(i + 1);
+
+        // Coarse half: the gates of the coarse state elements, which c_t does not reach.
+        recurrent(p, lane, h_in, i);
+        sync.done(Stage::Recurrent);
+        gru(p, lane, Half::Coarse, h_in, h);
+        sync.meet(Stage::Gru);
+
+        // Coarse output and draw: c_t from O2 relu(O1 h_c).
+        product(p, lane, m_.o1, h, n_, half_, tmp_.data(), ts_, true);
+        sync.meet(Stage::O1);
+        product(p, lane, m_.o2, tmp_.data(), ts_, half_, logits_.data(), ls_, false);
+        sync.meet(Stage::O2);
+        draw(p, lane, Half::Coarse, trace);
+        sync.done(Stage::Draws);
+
+        // Fine half: the gates of the fine state elements, given c_t.
+        gru(p, lane, Half::Fine, h_in, h);
+        sync.meet(Stage::Gru);
+
+        // Fine output and draw: f_t from O4 relu(O3 h_f), then the sample.
+        product(p, lane, m_.o3, h + half_, n_, half_, tmp_.data(), ts_, true);
+        sync.meet(Stage::O3);
+        product(p, lane, m_.o4, tmp_.data(), ts_, half_, logits_.data(), ls_, false);
+        sync.meet(Stage::O4);
+        draw(p, lane, Half::Fine, trace);
+        finish(p, lane, h, trace);
+        sync.done(Stage::Draws);
+    }
+
+    // Y = W X + b for the part: with split rows its share of d's row blocks for its one
+    // column, else every row for its columns. Each column's input is packed first.
+    void product(const Part& p, Lane& lane, const Matrix& d, const float* x, int x_stride, int cols, float* y,
+                 int y_stride, bool relu) {
+        if (split_ == Split::Rows) {
+            const int blocks = d.rows_padded / 16;
+            matvec(d, x, pack(lane, 0, d, x, cols), y, relu, blocks * p.share / p.shares,
+                   blocks * (p.share + 1) / p.shares);
+            return;
+        }
+        for (int b = p.b0; b < p.b1; ++b) lane.scales[b] = pack(lane, b, d, x + size_t(b) * x_stride, cols).scale;
+        const Columns in{p.b1 - p.b0, x + size_t(p.b0) * x_stride, x_stride, &lane.words[size_t(p.b0) * lane.ws],
+                         lane.ws, &lane.scales[p.b0]};
+        (d.sparse ? K_.spmm : K_.gemm)(d, in, y + size_t(p.b0) * y_stride, y_stride, relu);
+    }
+
+  private:
+    float* state(size_t i) { return h_[split_ == Split::Rows ? i & 1 : 0].data(); }
+
+    // Whether column b of the part has a trace row to fill: with split rows both threads
+    // hold the column's values, and share 0 writes them.
+    static bool traced(const Part& p, const Lane& lane, int b, const Trace* trace) {
+        return trace && p.share == 0 && lane.row[b] != kNoRow;
+    }
+
+    // Column b's input x to d in d's precision, in the lane's words for b: bf16 pairs, or
+    // int8 quads with their scale. Sparse and fp32 layers read x itself.
+    Packed pack(Lane& lane, int b, const Matrix& d, const float* x, int cols) {
+        uint32_t* words = &lane.words[size_t(b) * lane.ws];
+        Packed packed{words, 1.0f};
+        if (d.sparse) return packed;
+        if (d.precision == Precision::BF16) pack_bf16_pairs(x, cols, words);
+        if (d.precision == Precision::INT8) packed.scale = K_.quantize(x, cols, words);
+        return packed;
+    }
+
+    // Rows [rb0, rb1) (16-row blocks) of y = W x + b for one column.
+    void matvec(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb0, int rb1) {
+        if (d.sparse) {
+            const int per = 16 / d.block_rows, stripes = d.rows / d.block_rows;
+            K_.spmv(d, x, y, relu, std::min(rb0 * per, stripes), std::min(rb1 * per, stripes));
+            return;
+        }
+        K_.gemv(d, x, packed, y, relu, rb0, rb1);
+    }
+
+    // gh = W_hh h for the part's rows (in its spans' order, see rows_part).
+    void recurrent(const Part& p, Lane& lane, const float* h, size_t i) {
+        if (split_ == Split::Columns) return product(p, lane, m_.hh, h, n_, n_, gh_.data(), gs_, false);
+        const Packed packed = pack(lane, 0, m_.hh, h, n_);
+        const bool reverse = (i & 1) && m_.hh.precision == Precision::INT8 && !m_.hh.sparse;
+        for (size_t j = 0; j < p.hh.size(); ++j) {
+            const auto [rb0, rb1] = p.hh[reverse ? p.hh.size() - 1 - j : j];
+            matvec(m_.hh, h, packed, gh_.data(), false, rb0, rb1);
+        }
+    }
+
+    // The GRU update of the part's state elements in one half, h_in to h_out: c_t's input
+    // column weighs 0 in the coarse half (the masked W_ih keeps c_t out of it) and the
+    // drawn c's value in the fine one.
+    void gru(const Part& p, const Lane& lane, Half half, const float* h_in, float* h_out) {
+        const int off = half == Half::Fine ? half_ : 0;
+        for (int b = p.b0; b < p.b1; ++b) {
+            const float s = half == Half::Fine ? scale_byte(lane.c[b]) : 0.0f;
+            const size_t hb = size_t(b) * n_;
+            K_.gru_rows(&gi_[b * n3_], &gh_[size_t(b) * gs_], m_.col_cur.data(), s, h_in + hb, h_out + hb, n_,
+                        off + p.lo, off + p.hi);
+        }
+    }
+
+    // The part's bytes of one half, drawn from the logits at their uniforms (a forced
+    // sample's byte replaces a drawn one), and the logits to each column's trace row.
+    void draw(const Part& p, Lane& lane, Half half, Trace* trace) {
+        const bool fine = half == Half::Fine;
+        std::vector<int>& bytes = fine ? lane.f : lane.c;
+        draw_columns(K_, &logits_[size_t(p.b0) * ls_], ls_, p.b1 - p.b0, &lane.u[2 * size_t(p.b0) + fine], 2,
+                     &bytes[p.b0], &lane.scratch[size_t(p.b0) * 256]);
+        for (int b = p.b0; b < p.b1; ++b) {
+            if (lane.forced[b] >= 0) bytes[b] = fine ? lane.forced[b] & 0xff : lane.forced[b] >> 8;
+            if (traced(p, lane, b, trace))
+                std::memcpy(&(fine ? trace->fine_logits : trace->coarse_logits)[lane.row[b] * 256],
+                            &logits_[size_t(b) * ls_], 256 * 4);
+        }
+    }
+
+    // The end of the step: each column's sample, its bytes as the next step's previous
+    // ones, and its state h to its trace row.
+    void finish(const Part& p, Lane& lane, const float* h, Trace* trace) {
+        for (int b = p.b0; b < p.b1; ++b) {
+            lane.out[b] = int16_t(lane.c[b] * 256 + lane.f[b] - 32768);
+            lane.c_prev[b] = lane.c[b], lane.f_prev[b] = lane.f[b];
+            if (traced(p, lane, b, trace))
+                std::memcpy(&trace->states[lane.row[b] * n_], h + size_t(b) * n_, size_t(n_) * 4);
+        }
+    }
+
+    const Model& m_;
+    const Kernels& K_;
+    const Split split_;
+    const int n_, half_;
+    const size_t n3_;
+    const int gs_, ts_, ls_, ws_;
+    std::vector<float> h_[2], gi_, gh_, tmp_, logits_;
+};
+
 // The batched paths' step loop: for t = 0..steps-1, prepare(t) on this thread, then
-// part(t, a, b, laps) over the step's columns range(t) = [lo, hi]. With two threads a
+// run(t, a, b, sync) over the step's columns range(t) = [lo, hi]. With two threads a
 // worker runs the upper half of each step's columns (this thread the lower half, rounded
-// up) and the two meet once per step, so part must only touch its own columns and read
-// what earlier steps wrote. Only this thread's part gets `laps` (the worker's are empty).
-template <class Range, class Prepare, class Part>
-void batched_steps(int threads, size_t steps, Range range, Prepare prepare, Part part, Laps& laps) {
+// up) and the two meet once per step, so run must only touch its own columns and read
+// what earlier steps wrote. Only this thread's sync laps the profile.
+template <class Range, class Prepare, class Run>
+void batched_steps(int threads, size_t steps, Range range, Prepare prepare, Run run, Laps& laps) {
     auto half = [&](size_t t, bool upper) {
         const auto [lo, hi] = range(t);
         const int mid = threads == 2 ? lo + (hi - lo + 2) / 2 : hi + 1;
         return upper ? std::pair<int, int>(mid, hi) : std::pair<int, int>(lo, mid - 1);
     };
+    Sync sync(laps);
     if (threads == 1) {
         for (size_t t = 0; t < steps; ++t) {
             prepare(t);
-            laps.lap(Stage::Other);
+            sync.done(Stage::Other);
             const auto [a, b] = half(t, false);
-            part(t, a, b, laps);
+            run(t, a, b, sync);
         }
         return;
     }
     std::atomic<int64_t> go{-1}, done{-1};
     std::thread worker([&] {
         Laps idle(nullptr);
+        Sync quiet(idle);
         for (size_t t = 0; t < steps; ++t) {
             wait_for(go, int64_t(t));
             const auto [a, b] = half(t, true);
-            if (a <= b) part(t, a, b, idle);
+            if (a <= b) run(t, a, b, quiet);
             done.store(int64_t(t), std::memory_order_release);
         }
     });
     for (size_t t = 0; t < steps; ++t) {
         prepare(t);
         go.store(int64_t(t), std::memory_order_release);
-        laps.lap(Stage::Other);
+        sync.done(Stage::Other);
         const auto [a, b] = half(t, false);
-        part(t, a, b, laps);
+        run(t, a, b, sync);
         wait_for(done, int64_t(t));
-        laps.lap(Stage::Wait);
+        sync.done(Stage::Wait);
     }
     worker.join();
 }
 
 }  // namespace
+
+std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, const double* draws, const int16_t* force,
+                                 Trace* trace, const Sink* sink, size_t chunk) {
+    const Model& m = *model_;
+    if (m.dims.subscale.batch) {
+        if (sink) throw Error("a subscale model makes its samples staggered, not in time order: it cannot stream");
+        return run_subscale(mel, frames, seed, draws, force, trace);
+    }
+    if (sink && chunk < 1) throw Error("streaming needs a chunk of at least one sample");
+    const int n = int(m.dims.hidden), hop = int(m.dims.hop_length);
+    if (frames < 1) throw Error("the mel has no frames");
+    const size_t total = size_t(frames) * hop;
+    Laps laps(profile_);
+    std::vector<float> proj = project_frames(mel, frames);
+    laps.lap(Stage::Conditioning);
+    const Blend blend(proj, n, hop);
+    trace_rows(trace, total, n);
+    std::vector<int16_t> out(total);
+    // One column, whose rows one or two threads compute (Step::rows_part). Two threads
+    // meet after each stage whose whole output the next one reads (six times a step);
+    // both draw c and f from the same logits and uniforms (one RNG each, same seed), so
+    // neither waits for the other's draw. Every row is computed the same way whatever
+    // the split, so the samples do not depend on the thread count.
+    Step st(m, kernels_, 1, Split::Rows);
+    Sync::Arrivals arrived[2];
+    auto thread = [&](int k) {
+        Laps idle(nullptr);
+        Sync sync(k == 0 ? laps : idle, threads_ == 2 ? arrived : nullptr, k);
+        const Part p = st.rows_part(k, threads_);
+        Lane lane(1, st.words_per_column());
+        Rng own(seed);
+        for (size_t i = 0; i < total; ++i) {
+            lane.u[0] = draws ? draws[2 * i] : own.uniform();
+            lane.u[1] = draws ? draws[2 * i + 1] : own.uniform();
+            lane.forced[0] = force ? int(force[i]) + 32768 : -1;
+            lane.row[0] = i;
+            st.gate_inputs(p, lane, 0, blend.at(i), m.b_ih.data());
+            sync.done(Stage::GateInputs);
+            st.run(p, lane, i, trace, sync);
+            if (k != 0) continue;
+            out[i] = lane.out[0];
+            if (sink && ((i + 1) % chunk == 0 || i + 1 == total)) {
+                const size_t begin = i / chunk * chunk;
+                (*sink)(&out[begin], i + 1 - begin);
+            }
+        }
+    };
+    if (threads_ == 1) {
+        thread(0);
+        return out;
+    }
+    std::thread worker(thread, 1);
+    thread(0);
+    worker.join();
+    return out;
+}
 
 std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32_t* positions, int nb, int steps,
                                        uint64_t seed, const double* draws, const int16_t* force, Trace* trace) {
@@ -634,30 +660,33 @@ std::vector<int16_t> Engine::run_batch(const float* mel, int frames, const int32
     Laps laps(profile_);
     std::vector<float> proj = project_frames(mel, frames);
     laps.lap(Stage::Conditioning);
-    Blend blend(proj, n, hop);
+    const Blend blend(proj, n, hop);
     trace_rows(trace, count, n);
-    BatchStep st(m, kernels_, nb);
-    std::vector<int16_t> out(count), step_out(nb);
+    Step st(m, kernels_, nb, Split::Columns);
+    Lane lane(nb, st.words_per_column());
+    std::vector<int16_t> out(count);
     Rng rng(seed);
     // The uniforms are drawn on this thread, in column order, whatever the threads.
     auto prepare = [&](size_t s) {
         for (int b = 0; b < nb; ++b) {
             const size_t i = size_t(b) * steps + s;
-            st.u[2 * b] = draws ? draws[2 * i] : rng.uniform();
-            st.u[2 * b + 1] = draws ? draws[2 * i + 1] : rng.uniform();
-            st.forced[b] = force ? int(force[i]) + 32768 : -1;
-            st.row[b] = i;
+            lane.u[2 * b] = draws ? draws[2 * i] : rng.uniform();
+            lane.u[2 * b + 1] = draws ? draws[2 * i + 1] : rng.uniform();
+            lane.forced[b] = force ? int(force[i]) + 32768 : -1;
+            lane.row[b] = i;
         }
     };
-    auto part = [&](size_t s, int a, int b, Laps& lp) {
-        for (int c = a; c <= b; ++c) blend.apply(st, c, size_t(positions[size_t(c) * steps + s]), m.b_ih.data());
-        lp.lap(Stage::GateInputs);
-        st.run(a, b - a + 1, trace, step_out.data(), lp);
-        for (int c = a; c <= b; ++c) out[size_t(c) * steps + s] = step_out[c];
-        lp.lap(Stage::Other);
+    auto run_columns = [&](size_t s, int a, int b, Sync& sync) {
+        const Part p = st.columns_part(a, b + 1);
+        for (int c = a; c <= b; ++c)
+            st.gate_inputs(p, lane, c, blend.at(size_t(positions[size_t(c) * steps + s])), m.b_ih.data());
+        sync.done(Stage::GateInputs);
+        st.run(p, lane, s, trace, sync);
+        for (int c = a; c <= b; ++c) out[size_t(c) * steps + s] = lane.out[c];
+        sync.done(Stage::Other);
     };
-    batched_steps(threads_, size_t(steps), [&](size_t) { return std::pair<int, int>(0, nb - 1); }, prepare, part,
-                  laps);
+    batched_steps(threads_, size_t(steps), [&](size_t) { return std::pair<int, int>(0, nb - 1); }, prepare,
+                  run_columns, laps);
     return out;
 }
 
@@ -673,10 +702,10 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     Laps laps(profile_);
     std::vector<float> proj = project_frames(mel, frames);
     laps.lap(Stage::Conditioning);
-    Blend blend(proj, n, hop);
+    const Blend blend(proj, n, hop);
     trace_rows(trace, total, n);
-    // Uniforms in waveform order, so a seed means the same draws per position as the
-    // sequential sampler's and a draws table matches vocoder.subscale.generate.
+    // Uniforms in waveform order, so a seed means the same draws per position as
+    // Engine::run's and a draws table matches vocoder.subscale.generate.
     std::vector<double> table;
     if (!draws) {
         Rng rng(seed);
@@ -691,49 +720,51 @@ std::vector<int16_t> Engine::run_subscale(const float* mel, int frames, uint64_t
     const size_t wins = size_t(nb) * w;  // one window buffer per column
     std::vector<float> ubuf(size_t(nb) * span, 0.0f), win(size_t(nb) * wins), ctx(size_t(nb) * ds), gctx;
     gctx.assign(size_t(nb) * m.w_ctx.rows_padded, 0.0f);
-    BatchStep st(m, kernels_, nb);
-    std::vector<int16_t> out(total), step_out(nb);
+    Step st(m, kernels_, nb, Split::Columns);
+    Lane lane(nb, st.words_per_column());
+    std::vector<int16_t> out(total);
     const size_t steps = len + size_t(nb - 1) * stagger;
     // Step t for the active sub-tensors [a, b]: everything a sub-tensor reads was written
     // in earlier steps, so two threads can run disjoint ranges of one step.
-    auto part = [&](size_t t, int a, int b, Laps& lp) {
+    auto run_columns = [&](size_t t, int a, int b, Sync& sync) {
+        const Part p = st.columns_part(a, b + 1);
         for (int s = a; s <= b; ++s) {
-            const size_t i = t - size_t(s) * stagger, p = i * nb + s;
-            const bool real = p < total;  // the rest is end padding: fixed at zero
-            st.u[2 * s] = real ? draws[2 * p] : 0.0;
-            st.u[2 * s + 1] = real ? draws[2 * p + 1] : 0.0;
-            st.forced[s] = !real ? 32768 : force ? int(force[p]) + 32768 : -1;
-            st.row[s] = real ? p : BatchStep::kNoRow;
+            const size_t i = t - size_t(s) * stagger, pos = i * nb + s;
+            const bool real = pos < total;  // the rest is end padding: fixed at zero
+            lane.u[2 * s] = real ? draws[2 * pos] : 0.0;
+            lane.u[2 * s + 1] = real ? draws[2 * pos + 1] : 0.0;
+            lane.forced[s] = !real ? 32768 : force ? int(force[pos]) + 32768 : -1;
+            lane.row[s] = real ? pos : kNoRow;
             if (s > 0) {  // the byte input is the waveform's previous sample U[s - 1, i]
                 // (exact: ubuf holds int16 / 32768)
                 const int v = int(ubuf[size_t(s - 1) * span + sub.past + i] * 32768.0f) + 32768;
-                st.c_prev[s] = v >> 8, st.f_prev[s] = v & 0xff;
+                lane.c_prev[s] = v >> 8, lane.f_prev[s] = v & 0xff;
             }  // (sub-tensor 0 keeps its own previous sample, which the step left there)
             // The context vector relu(W_s x + b_s), x the windows of sub-tensors 0..s.
             float* x = &win[size_t(s) * wins];
             for (int z = 0; z <= s; ++z) std::memcpy(&x[size_t(z) * w], &ubuf[size_t(z) * span + i], size_t(w) * 4);
             kernels_.gemv(m.ctx[s], x, Packed{}, &ctx[size_t(s) * ds], true, 0, ds / 16);
         }
-        st.product(m.w_ctx, ctx.data(), ds, d, a, b - a + 1, gctx.data(), m.w_ctx.rows_padded, false);
-        lp.lap(Stage::Context);
+        st.product(p, lane, m.w_ctx, ctx.data(), ds, d, gctx.data(), m.w_ctx.rows_padded, false);
+        sync.done(Stage::Context);
         for (int s = a; s <= b; ++s) {
-            const size_t p = (t - size_t(s) * stagger) * nb + s;
-            blend.apply(st, s, std::min(p, total - 1), &gctx[size_t(s) * m.w_ctx.rows_padded]);
+            const size_t pos = (t - size_t(s) * stagger) * nb + s;
+            st.gate_inputs(p, lane, s, blend.at(std::min(pos, total - 1)), &gctx[size_t(s) * m.w_ctx.rows_padded]);
         }
-        lp.lap(Stage::GateInputs);
-        st.run(a, b - a + 1, trace, step_out.data(), lp);
+        sync.done(Stage::GateInputs);
+        st.run(p, lane, t, trace, sync);
         for (int s = a; s <= b; ++s) {
-            const size_t i = t - size_t(s) * stagger, p = i * nb + s;
-            if (p < total) out[p] = step_out[s];
-            ubuf[size_t(s) * span + sub.past + i] = float(step_out[s]) / 32768.0f;
+            const size_t i = t - size_t(s) * stagger, pos = i * nb + s;
+            if (pos < total) out[pos] = lane.out[s];
+            ubuf[size_t(s) * span + sub.past + i] = float(lane.out[s]) / 32768.0f;
         }
-        lp.lap(Stage::Other);
+        sync.done(Stage::Other);
     };
     // Active sub-tensors: 0 <= i = t - s (F + 1) < L, a contiguous range of s.
     auto active = [&](size_t t) {
         return std::pair<int, int>(t < len ? 0 : int((t - len) / stagger + 1), std::min(nb - 1, int(t / stagger)));
     };
-    batched_steps(threads_, steps, active, [](size_t) {}, part, laps);
+    batched_steps(threads_, steps, active, [](size_t) {}, run_columns, laps);
     return out;
 }
 

@@ -231,24 +231,10 @@ class Engine {
     int threads() const { return threads_; }
 
   private:
-    struct Ctx;
-    struct Lane {  // one thread's scratch
-        std::vector<float> tmp, logits, scratch;
-        std::vector<uint32_t> packed;
-    };
-    // x in the layer's precision (lane's packing buffer), then rows [rb0, rb1) (16-row
-    // blocks) of y = W x + b; gemv does both.
-    Packed pack(Lane& lane, const Matrix& d, const float* x, int cols);
-    void rows(const Matrix& d, const float* x, Packed packed, float* y, bool relu, int rb0, int rb1);
-    void gemv(Lane& lane, const Matrix& d, const float* x, int cols, float* y, bool relu, int rb0, int rb1);
-    void gate_rows(const Ctx& cx, size_t i, int c_prev, int f_prev, int off, int len);
-
     std::shared_ptr<const Model> model_;
     const Kernels& kernels_;
     int threads_ = 1;
     Profile* profile_ = nullptr;
-    std::vector<float> hbuf_[2], gi_, gh_;
-    Lane lanes_[2];
 };
 
 }  // namespace wrnn
