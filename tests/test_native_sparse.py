@@ -26,7 +26,7 @@ from native_util import (
 )
 from vocoder import _engine
 from vocoder.config import Config, PruneConfig
-from vocoder.export import block_sparse, write_model_file
+from vocoder.export import PER_SAMPLE, block_sparse, write_model_file
 from vocoder.model import WaveRNN
 from vocoder.native import NativeVocoder
 from vocoder.pruning import Pruner
@@ -112,6 +112,7 @@ def test_sparse_kernels_match_the_masked_torch_model(speech64, files, block: str
         assert lay["kind"] == "sparse" and lay["block"] == block
         assert abs(lay["density"] - (1 - SPARSITY)) < 0.02
     assert voc.layout["O2.weight"]["kind"] == "dense"
+    assert tuple(voc.layout) == PER_SAMPLE  # the engine's per-sample matrices are export's, in order
     ref = torch_teacher_forced(model, mel, samples)
     got = voc.teacher_forced(mel, samples)
     for g, r, tol in zip(got, ref, (FP32_LOGIT_ATOL, FP32_LOGIT_ATOL, FP32_STATE_ATOL), strict=True):

@@ -34,14 +34,13 @@ class PyEngine {
     py::dict layout() const {
         py::dict out;
         const wrnn::Model& m = *model_;
-        const std::pair<const char*, const wrnn::Matrix*> mats[] = {
-            {"gru.weight_hh_l0", &m.hh}, {"O1.weight", &m.o1}, {"O2.weight", &m.o2}, {"O3.weight", &m.o3}, {"O4.weight", &m.o4}};
-        for (const auto& [name, mat] : mats) {
+        for (const wrnn::PerSample& ps : wrnn::kPerSample) {
+            const wrnn::Matrix* mat = &(m.*ps.member);
             py::dict d;
             d["kind"] = mat->sparse ? "sparse" : "dense";
             d["block"] = mat->sparse ? std::to_string(mat->block_rows) + "x" + std::to_string(mat->block_cols) : "";
             d["density"] = mat->density();
-            out[name] = d;
+            out[ps.weight] = d;
         }
         return out;
     }

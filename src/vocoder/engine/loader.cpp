@@ -493,11 +493,10 @@ class Parser {
         }
         m.w_cond = dense_matrix(3 * n, c, wcond, nullptr, Precision::FP32);
         if (ctx) subscale_context(m, wctx);
-        m.hh = matrix("gru.weight_hh_l0", "gru.bias_hh_l0", 3 * n, n, dm.precision);
-        m.o1 = matrix("O1.weight", "O1.bias", h, h, dm.precision);
-        m.o2 = matrix("O2.weight", "O2.bias", 256, h, dm.precision);
-        m.o3 = matrix("O3.weight", "O3.bias", h, h, dm.precision);
-        m.o4 = matrix("O4.weight", "O4.bias", 256, h, dm.precision);
+        for (const PerSample& ps : kPerSample) {
+            const int rows = ps.rows_halves * h + ps.classes, cols = ps.cols_halves * h;
+            m.*ps.member = matrix(ps.weight, ps.bias, rows, cols, dm.precision);
+        }
         if (used_.size() != tensors_.size()) {
             for (const auto& kv : tensors_)
                 if (std::find(used_.begin(), used_.end(), kv.first) == used_.end()) fail("unexpected tensor " + kv.first);

@@ -110,6 +110,24 @@ struct Model {
     Matrix w_ctx;
 };
 
+// The matrices applied once per sample, by their tensor names in the model file (the
+// Python side's export.PER_SAMPLE, in the same order): W_hh, then O1..O4. Shapes in
+// halves of the state, N/2: rows = rows_halves * N/2 + classes, columns = cols_halves *
+// N/2 (the heads read half the state, and O2 and O4 give the 256 classes).
+struct PerSample {
+    const char* weight;
+    const char* bias;
+    Matrix Model::*member;
+    int rows_halves, classes, cols_halves;
+};
+inline constexpr PerSample kPerSample[] = {
+    {"gru.weight_hh_l0", "gru.bias_hh_l0", &Model::hh, 6, 0, 2},
+    {"O1.weight", "O1.bias", &Model::o1, 1, 0, 1},
+    {"O2.weight", "O2.bias", &Model::o2, 0, 256, 1},
+    {"O3.weight", "O3.bias", &Model::o3, 1, 0, 1},
+    {"O4.weight", "O4.bias", &Model::o4, 0, 256, 1},
+};
+
 // What the loader does with a block-sparse matrix in the file: Auto keeps it sparse when
 // its density is at most sparse_max_density(precision) (the measured break-even against
 // the dense kernels) and expands it to dense otherwise; Always and Never force a choice
