@@ -33,8 +33,13 @@ def test_stream_yields_the_whole_run_s_samples_in_chunks(mel: np.ndarray, thread
     chunks = list(v.stream(mel, seed=7, chunk_samples=3000))
     assert [len(c) for c in chunks] == [3000] * 3 + [len(whole) - 9000]
     assert np.array_equal(np.concatenate(chunks), whole)
-    first = next(iter(v.stream(mel, seed=7, chunk_samples=3000)))  # stopping early is fine
-    assert np.array_equal(first, whole[:3000])
+    assert v._native.last_stream_samples == len(whole)
+    stream = v.stream(mel, seed=7, chunk_samples=1000)
+    first = next(stream)
+    stream.close()  # a reader that leaves: the engine stops at its next chunk
+    assert np.array_equal(first, whole[:1000])
+    # at most: the chunk read, QUEUED_CHUNKS queued, one blocked on the queue, one step more
+    assert 1000 <= v._native.last_stream_samples <= 4 * 1000 + 1 < len(whole)
 
 
 def _vocoder(*args: str, stdin: bytes | None = None) -> subprocess.CompletedProcess[bytes]:

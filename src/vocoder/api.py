@@ -83,7 +83,8 @@ class Vocoder:
     ) -> Iterator[np.ndarray]:
         """``synthesize``'s samples (the same ones, for the same seed) as int16 chunks of
         ``chunk_samples``, each yielded as soon as it is made: audio starts playing while
-        the rest is generated. Sequential models only."""
+        the rest is generated. A slow reader holds the engine back; closing the generator
+        (a client gone) stops it at its next chunk. Sequential models only."""
         return self._native.stream(self._prepare(mel, layout, scale, strict), seed, chunk_samples)
 
 

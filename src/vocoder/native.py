@@ -7,6 +7,7 @@ header, so a process that serves a ``.wrnn`` file never imports torch.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import queue
 import threading
@@ -33,6 +34,11 @@ def _engine_module() -> ModuleType:
     return _engine
 
 
+# Chunks a stream may hold made and unread: enough that the engine need not wait for a
+# reader that keeps up, few enough that a slow one bounds the audio piled up.
+QUEUED_CHUNKS = 2
+
+
 class NativeVocoder:
     """A loaded model file; ``generate`` runs the C++ sampler (sequential, or the
     staggered subscale schedule when the file holds a subscale model)."""
@@ -46,6 +52,7 @@ class NativeVocoder:
         self.engine = engine
         self.cfg = cfg
         self.temperature = temperature
+        self.last_stream_samples = 0  # how many samples the last `stream` had the engine make
         mean, std = engine.mel_stats
         self.mel_stats = (np.asarray(mean, dtype=np.float64), np.asarray(std, dtype=np.float64))
 
@@ -161,17 +168,29 @@ class NativeVocoder:
     def stream(self, mel: np.ndarray, seed: int, chunk_samples: int = 1024) -> Iterator[np.ndarray]:
         """``generate``'s samples in chunks of ``chunk_samples`` (the last may be shorter),
         each yielded as soon as the engine has made it: the engine runs on a thread of its
-        own and hands chunks over a queue. Sequential models only. Stopping early (closing
-        the generator) waits for the engine to finish the utterance, unread: an engine
-        thread still running when the interpreter exits would be killed inside the engine."""
+        own and hands chunks over a queue of ``QUEUED_CHUNKS``, so a slow reader (a network
+        client) holds the engine back instead of piling up audio. Sequential models only.
+        Stopping early (closing the generator, as a server does when its client leaves)
+        stops the engine at its next chunk and waits for it: an engine thread still
+        running when the interpreter exits would be killed inside the engine."""
         if chunk_samples < 1:
             raise VocoderError(f"{self.path}: chunk_samples must be >= 1")
         mel = np.asarray(mel, np.float32)
-        chunks: queue.Queue[np.ndarray | BaseException | None] = queue.Queue()
+        chunks: queue.Queue[np.ndarray | BaseException | None] = queue.Queue(QUEUED_CHUNKS)
+        closed = threading.Event()
+
+        def hand_over(chunk: np.ndarray) -> bool:
+            """The engine's sink: False, once the reader has gone, stops the engine."""
+            if not closed.is_set():
+                chunks.put(chunk)
+            return not closed.is_set()
 
         def run() -> None:
             try:
-                self._call("generate_stream", mel, int(seed) & 0xFFFFFFFFFFFFFFFF, chunk_samples, chunks.put)
+                seed64 = int(seed) & 0xFFFFFFFFFFFFFFFF
+                self.last_stream_samples = self._call(
+                    "generate_stream", mel, seed64, chunk_samples, hand_over
+                )
                 chunks.put(None)
             except BaseException as e:  # handed to the reader, which raises it
                 chunks.put(e)
@@ -184,6 +203,10 @@ class NativeVocoder:
                     raise item
                 yield item
         finally:
+            closed.set()
+            while engine.is_alive():  # free an engine blocked on the full queue
+                with contextlib.suppress(queue.Empty):
+                    chunks.get(timeout=0.01)
             engine.join()
 
     def generate_with_draws(self, mel: np.ndarray, draws: np.ndarray) -> np.ndarray:

@@ -78,11 +78,24 @@ std::vector<int16_t> run_all(const std::shared_ptr<const wrnn::Model>& m, int fr
                         std::exit(1);
                     }
                     streamed.insert(streamed.end(), s, s + n);
+                    return true;
                 };
                 e.run(mel.data(), frames, 1, nullptr, nullptr, nullptr, &sink, 37);
                 if (streamed != out) {
                     std::fprintf(stderr, "FAIL: streamed samples differ from a plain run (%s, %d threads)\n",
                                  k->name, threads);
+                    std::exit(1);
+                }
+                // a reader that leaves after the second chunk: the run stops within a step,
+                // its samples still the plain run's
+                int calls = 0;
+                const wrnn::Engine::Sink leave = [&](const int16_t*, size_t) { return ++calls < 2; };
+                const std::vector<int16_t> cut = e.run(mel.data(), frames, 1, nullptr, nullptr, nullptr, &leave, 37);
+                const size_t expect = std::min(out.size(), size_t(74 + (e.threads() == 2)));
+                if (calls != std::min(2, int((out.size() + 36) / 37)) || cut.size() != expect ||
+                    !std::equal(cut.begin(), cut.end(), out.begin())) {
+                    std::fprintf(stderr, "FAIL: a stopped stream made %zu samples in %d chunks (%s, %d threads)\n",
+                                 cut.size(), calls, k->name, threads);
                     std::exit(1);
                 }
             }

@@ -100,27 +100,31 @@ class PyEngine {
     py::array_t<int16_t> generate(const F32& mel, uint64_t seed) { return run(mel, seed, nullptr, nullptr, nullptr); }
 
     // Calls `callback` with each `chunk` samples (an int16 array) as soon as they are made,
-    // on this thread with the GIL. An exception in the callback stops the calls; the run
-    // finishes (a step cannot be abandoned on two threads) and the exception is raised.
-    void generate_stream(const F32& mel, uint64_t seed, size_t chunk, const py::function& callback) {
+    // on this thread with the GIL; returns the number of samples made. A callback that
+    // returns False (a reader gone) or raises stops the run within a step; what it raised
+    // is raised here.
+    size_t generate_stream(const F32& mel, uint64_t seed, size_t chunk, const py::function& callback) {
         size_t frames = check_mel(mel);
         std::exception_ptr failed;
         const wrnn::Engine::Sink sink = [&](const int16_t* samples, size_t count) {
-            if (failed) return;
             py::gil_scoped_acquire gil;
             try {
                 py::array_t<int16_t> a(static_cast<py::ssize_t>(count));
                 std::memcpy(a.mutable_data(), samples, count * sizeof(int16_t));
-                callback(a);
+                const py::object more = callback(a);
+                return !(py::isinstance<py::bool_>(more) && !more.cast<bool>());
             } catch (...) {
                 failed = std::current_exception();
+                return false;
             }
         };
+        size_t made;
         {
             py::gil_scoped_release nogil;
-            engine_.run(mel.data(), int(frames), seed, nullptr, nullptr, nullptr, &sink, chunk);
+            made = engine_.run(mel.data(), int(frames), seed, nullptr, nullptr, nullptr, &sink, chunk).size();
         }
         if (failed) std::rethrow_exception(failed);
+        return made;
     }
 
     py::array_t<int16_t> generate_with_draws(const F32& mel, const py::array_t<double, py::array::c_style | py::array::forcecast>& draws) {

@@ -613,13 +613,18 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
     // the split, so the samples do not depend on the thread count.
     Step st(m, kernels_, 1, Split::Rows);
     Sync::Arrivals arrived[2];
+    // The last step both threads take: thread 0 lowers it when the sink stops the run,
+    // before it begins step i + 1, which the other thread may have begun already. The
+    // other thread sees the new value by step i + 2: the step's meetings order them.
+    std::atomic<size_t> last{total - 1};
     auto thread = [&](int k) {
         Laps idle(nullptr);
         Sync sync(k == 0 ? laps : idle, threads_ == 2 ? arrived : nullptr, k);
         const Part p = st.rows_part(k, threads_);
         Lane lane(1, st.words_per_column());
         Rng own(seed);
-        for (size_t i = 0; i < total; ++i) {
+        bool stopped = false;  // thread 0: the sink said stop
+        for (size_t i = 0; i <= last.load(std::memory_order_acquire); ++i) {
             lane.u[0] = draws ? draws[2 * i] : own.uniform();
             lane.u[1] = draws ? draws[2 * i + 1] : own.uniform();
             lane.forced[0] = force ? int(force[i]) + 32768 : -1;
@@ -629,19 +634,21 @@ std::vector<int16_t> Engine::run(const float* mel, int frames, uint64_t seed, co
             st.run(p, lane, i, trace, sync);
             if (k != 0) continue;
             out[i] = lane.out[0];
-            if (sink && ((i + 1) % chunk == 0 || i + 1 == total)) {
+            if (sink && !stopped && ((i + 1) % chunk == 0 || i + 1 == total)) {
                 const size_t begin = i / chunk * chunk;
-                (*sink)(&out[begin], i + 1 - begin);
+                stopped = !(*sink)(&out[begin], i + 1 - begin);
+                if (stopped) last.store(std::min(total - 1, threads_ == 2 ? i + 1 : i), std::memory_order_release);
             }
         }
     };
     if (threads_ == 1) {
         thread(0);
-        return out;
+    } else {
+        std::thread worker(thread, 1);
+        thread(0);
+        worker.join();
     }
-    std::thread worker(thread, 1);
-    thread(0);
-    worker.join();
+    out.resize(std::min(total, last.load() + 1));
     return out;
 }
 

@@ -215,13 +215,15 @@ class Engine {
     // N/2 % 16 == 0; other sizes fall back to 1). Results are identical either way.
     Engine(std::shared_ptr<const Model> model, const Kernels& kernels, int threads = 1);
     // Streaming: called on the calling thread with each run of `chunk` finished samples in
-    // order (the last run may be shorter) while the rest is generated. It must not throw:
-    // a step half done on two threads cannot be abandoned.
-    using Sink = std::function<void(const int16_t* samples, size_t count)>;
+    // order (the last run may be shorter) while the rest is generated. It returns false
+    // when nobody wants more (a reader gone): the run stops after at most one more step,
+    // the one a second thread may already have begun, and returns the samples made. It
+    // must not throw: a step half done on two threads cannot be abandoned.
+    using Sink = std::function<bool(const int16_t* samples, size_t count)>;
     // mel: (n_mels, frames) row-major. draws: (L, 2) or null (seeded RNG). force: int16
     // samples (L) for teacher forcing or null. trace: filled when non-null. sink: null, or
     // given every `chunk` samples (sequential models only). A subscale model runs
-    // run_subscale.
+    // run_subscale. Returns the L samples, fewer when the sink stopped the run.
     std::vector<int16_t> run(const float* mel, int frames, uint64_t seed, const double* draws,
                              const int16_t* force, Trace* trace, const Sink* sink = nullptr, size_t chunk = 0);
     // Fold mode (vocoder.fold): nb sequences of `steps` steps run as one batch, each with
