@@ -216,8 +216,4 @@ def _stream_stdout(
         raise typer.Exit(0) from None
     if warning:
         say(warning, "warning:", "yellow", console)
-    say(
-        f"streamed {streamed.samples} samples: first audio after "
-        f"{1000 * streamed.first_audio_seconds:.1f} ms, all in {streamed.seconds:.2f} s",
-        to=console,
-    )
+    say(streamed.summary(), to=console)

@@ -317,6 +317,13 @@ class Streamed:
     first_audio_seconds: float
     seconds: float
 
+    def summary(self) -> str:
+        """The line `synthesize --stdout` ends with, on standard error."""
+        return (
+            f"streamed {self.samples} samples: first audio after {1000 * self.first_audio_seconds:.1f} ms, "
+            f"all in {self.seconds:.2f} s"
+        )
+
 
 def stream(
     model_path: Path,
