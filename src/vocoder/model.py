@@ -213,13 +213,21 @@ class WaveRNN(nn.Module):
         """Training's losses on a batch of windows (cond (B, L, C), bytes (B, L)): mean
         cross-entropy in nats of the coarse byte and of the fine byte given the coarse."""
         coarse_logits, fine_logits, _ = self.teacher_forced(cond, c_prev, f_prev, coarse)
-        ce_c = F.cross_entropy(coarse_logits.reshape(-1, N_CLASSES), coarse.reshape(-1))
-        ce_f = F.cross_entropy(fine_logits.reshape(-1, N_CLASSES), fine.reshape(-1))
-        return ce_c, ce_f
+        return byte_losses(coarse_logits, fine_logits, coarse, fine)
 
     def sample(self, mel: np.ndarray, seed: int) -> np.ndarray:
         """The kind's reference sampler: mel (n_mels, T) -> T * hop int16 samples."""
         return generate(self, mel, seed=seed)[0]
+
+
+def byte_losses(
+    coarse_logits: torch.Tensor, fine_logits: torch.Tensor, coarse: torch.Tensor, fine: torch.Tensor
+) -> Losses:
+    """Mean cross-entropy (nats) of the coarse and of the fine bytes under their logits
+    (..., 256), whatever the leading dimensions: every kind's losses end here."""
+    ce_c = F.cross_entropy(coarse_logits.reshape(-1, N_CLASSES), coarse.reshape(-1))
+    ce_f = F.cross_entropy(fine_logits.reshape(-1, N_CLASSES), fine.reshape(-1))
+    return ce_c, ce_f
 
 
 # Sampling primitives shared by the torch samplers (sequential, fold mode, subscale): the

@@ -40,7 +40,7 @@ from torch.nn import functional as F  # noqa: N812
 from vocoder.audio import join_16bit, split_16bit
 from vocoder.config import Config, ModelConfig, SubscaleConfig
 from vocoder.kinds import subscale_steps
-from vocoder.model import Losses, WaveRNN, draw, gru_cell, make_draws, scale_byte
+from vocoder.model import Losses, WaveRNN, byte_losses, draw, gru_cell, make_draws, scale_byte
 
 
 def to_subtensors(x: np.ndarray, b: int) -> np.ndarray:
@@ -145,9 +145,7 @@ def previous_samples(u: torch.Tensor) -> torch.Tensor:
     return torch.cat([own, u[..., :-1, :]], dim=-2)
 
 
-def subtensor_losses(
-    model: SubscaleWaveRNN, cond: torch.Tensor, audio: torch.Tensor
-) -> tuple[torch.Tensor, torch.Tensor]:
+def subtensor_losses(model: SubscaleWaveRNN, cond: torch.Tensor, audio: torch.Tensor) -> Losses:
     """Mean coarse and fine cross-entropy (nats) over a batch of windows.
 
     Windows are cut to a multiple of B samples from their start; the split is relative
@@ -157,10 +155,7 @@ def subtensor_losses(
     cond, audio = cond[:, :total], audio[:, :total]
     cl, fl, _ = model.teacher_forced_subtensors(cond, audio)
     u = audio.reshape(audio.shape[0], -1, model.b).transpose(1, 2)
-    c, f = split_16bit(u)
-    return F.cross_entropy(cl.reshape(-1, 256), c.reshape(-1)), F.cross_entropy(
-        fl.reshape(-1, 256), f.reshape(-1)
-    )
+    return byte_losses(cl, fl, *split_16bit(u))
 
 
 @torch.no_grad()
