@@ -58,9 +58,9 @@ from pathlib import Path
 import numpy as np
 from threadpoolctl import threadpool_limits
 
-from vocoder.config import Config, load_config
+from vocoder.config import PRUNE_LAYERS, Config, load_config
 from vocoder.errors import VocoderError
-from vocoder.export import per_sample_shapes
+from vocoder.export import KERNEL_BLOCKS, per_sample_shapes
 from vocoder.kinds import kind_of
 from vocoder.native import MODEL_EXT, NativeVocoder
 
@@ -461,9 +461,9 @@ class Plan:
         from vocoder.fold import check_fold
 
         for block in self.blocks:
-            if block not in ("16x1", "4x4"):
+            if block not in KERNEL_BLOCKS:
                 raise VocoderError(f"--block {block}: the engine has sparse kernels for 16x1 and 4x4")
-        if self.prune_layers not in ("gru", "gru+out"):
+        if self.prune_layers not in PRUNE_LAYERS:
             raise VocoderError(f"--prune-layers {self.prune_layers}: use gru or gru+out")
         if self.kernels not in ("auto", "always", "never"):
             raise VocoderError(f"--sparse-kernels {self.kernels}: use auto, always or never")

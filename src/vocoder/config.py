@@ -112,6 +112,10 @@ class TrainConfig:
     precision: str = "fp32"
 
 
+# The matrices pruning can cover: the GRU's recurrent gates, or those and O1, O3.
+PRUNE_LAYERS = ("gru", "gru+out")
+
+
 @dataclass
 class PruneConfig:
     """Gradual block pruning during training (off while ``sparsity`` is 0)."""
@@ -294,7 +298,7 @@ def _check(cfg: Config, origin: str) -> None:
     need(p.start >= 0, "prune.start must be >= 0")
     need(p.ramp >= 1, "prune.ramp must be >= 1")
     need(p.interval >= 1, "prune.interval must be >= 1")
-    need(p.layers in ("gru", "gru+out"), "prune.layers must be gru or gru+out")
+    need(p.layers in PRUNE_LAYERS, "prune.layers must be gru or gru+out")
 
 
 def parse_set(items: list[str]) -> dict[str, dict[str, Any]]:
