@@ -3,13 +3,19 @@ one-line messages, and the option types more than one command takes."""
 
 from __future__ import annotations
 
+import json
+from collections.abc import Collection, Sequence
 from enum import Enum
+from pathlib import Path
 from typing import Annotated
 
 import typer
 from rich.console import Console
+from rich.table import Table
 from rich.text import Text
 from typer.core import TyperArgument, TyperCommand
+
+from vocoder.fsutil import write_text_atomic
 
 
 class Command(TyperCommand):
@@ -87,3 +93,28 @@ def say(message: str, label: str = "", style: str = "", to: Console = out) -> No
 def fail(message: str) -> None:
     say(message, "error:", "red", console)
     raise typer.Exit(1)
+
+
+def show_table(
+    title: str,
+    header: Sequence[str],
+    rows: Sequence[Sequence[str]],
+    width: int = 0,
+    left: Collection[str] = (),
+    bold: Collection[int] = (),
+) -> None:
+    """A table of finished cells on standard output: ``left`` columns left-justified, the
+    rest right-justified (numbers), ``bold`` rows by index. Printed at least ``width``
+    wide, so a pipe or log (80 columns by default) never truncates a figure."""
+    table = Table(title=title)
+    for col in header:
+        table.add_column(col, justify="left" if col in left else "right", no_wrap=True)
+    for i, row in enumerate(rows):
+        table.add_row(*row, style="bold" if i in bold else None)
+    (out if out.width >= width else Console(width=width)).print(table)
+
+
+def write_json(path: Path, data: object) -> None:
+    """A command's figures as JSON, written atomically, and where they went."""
+    write_text_atomic(path, json.dumps(data, indent=2) + "\n")
+    say(f"-> {path}")

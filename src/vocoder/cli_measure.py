@@ -7,9 +7,8 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from vocoder.cli_common import Precision, console, fail, out, say
+from vocoder.cli_common import Precision, console, fail, say, show_table, write_json
 from vocoder.errors import VocoderError
 
 
@@ -35,7 +34,6 @@ def evaluate(
     reported. Unpaired or unreadable files are reported by name, the rest are scored,
     and the exit status is then 1. Definitions: README.
     """
-    from rich.table import Table
 
     from vocoder.evaluate import evaluate as run
     from vocoder.evaluate import table_header, table_rows, write_outputs
@@ -53,17 +51,8 @@ def evaluate(
         write_outputs(report, json_out, csv_out)
     except VocoderError as e:
         fail(str(e))
-    table = Table(title=f"{generated} vs {reference}")
-    for col in table_header():
-        left = col == "utterance"
-        table.add_column(
-            col, justify="left" if left else "right", no_wrap=True, min_width=None if left else 5
-        )
     rows = table_rows(report)
-    for row in rows[:-1]:
-        table.add_row(*row)
-    table.add_row(*rows[-1], style="bold", end_section=True)
-    (out if out.width >= 120 else Console(width=120)).print(table)
+    show_table(f"{generated} vs {reference}", table_header(), rows, 120, ("utterance",), (len(rows) - 1,))
     for mismatch in report.length_mismatches:
         say(mismatch, "length:", "yellow", console)
     for error in report.errors:
@@ -89,13 +78,10 @@ def nll(
     Scores the model as synthesis runs it (precision, sparse kernels, subscale
     schedule); a subscale model also gets one row per sub-tensor.
     """
-    import json
     from dataclasses import asdict
 
-    from rich.table import Table
-
     from vocoder.data import SPLITS
-    from vocoder.fsutil import check_output_file, write_text_atomic
+    from vocoder.fsutil import check_output_file
     from vocoder.nll import HEADER, score
 
     if split not in SPLITS:
@@ -107,17 +93,10 @@ def nll(
         )
     except VocoderError as e:
         fail(str(e))
-    table = Table(title=f"{model} on {features} ({split}: {report.utterances} utterances)")
-    for col in HEADER:
-        table.add_column(col, justify="right", no_wrap=True)
-    rows = report.table_rows()
-    table.add_row(*rows[0], style="bold")
-    for row in rows[1:]:
-        table.add_row(*row)
-    out.print(table)
+    title = f"{model} on {features} ({split}: {report.utterances} utterances)"
+    show_table(title, HEADER, report.table_rows(), bold=(0,))
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(asdict(report) | {"total": report.total}, indent=2) + "\n")
-        say(f"-> {json_out}")
+        write_json(json_out, asdict(report) | {"total": report.total})
 
 
 def plot(
@@ -248,9 +227,6 @@ def bench(
     subscale rows) against the sequential native row of the same N, weights, precision
     and threads.
     """
-    import json
-
-    from rich.table import Table
 
     from vocoder.bench import (
         HEADER,
@@ -264,7 +240,7 @@ def bench(
         run_bench,
         table_rows,
     )
-    from vocoder.fsutil import check_output_file, write_text_atomic
+    from vocoder.fsutil import check_output_file
 
     if train:
         _bench_train(hidden_size or [256], precision, processes or [1, 2], batch, train_seconds, json_out)
@@ -291,19 +267,12 @@ def bench(
         results = run_bench(plan, lambda r: say(progress(r), to=console))
     except VocoderError as e:
         fail(str(e))
-    table = Table(title=TITLE)
-    for col in HEADER:
-        table.add_column(col, justify="left" if col in LEFT else "right", no_wrap=True)
-    for row in table_rows(results):
-        table.add_row(*row)
-    # never truncate figures (a pipe or log gets 80 columns by default)
-    (out if out.width >= 150 else Console(width=150)).print(table)
+    show_table(TITLE, HEADER, table_rows(results), 150, LEFT)
     say(NOTE)
     for line in findings(results):
         say(line)
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(report(results), indent=2) + "\n")
-        say(f"-> {json_out}")
+        write_json(json_out, report(results))
 
 
 def _bench_train(
@@ -316,11 +285,8 @@ def _bench_train(
 ) -> None:
     """`bench --train`: run the rows, print the table (x 1 process: against the 1-process
     row of the same N and precision), write the JSON."""
-    import json
 
-    from rich.table import Table
-
-    from vocoder.fsutil import check_output_file, write_text_atomic
+    from vocoder.fsutil import check_output_file
     from vocoder.train_bench import (
         TRAIN_HEADER,
         TRAIN_TITLE,
@@ -345,15 +311,9 @@ def _bench_train(
         )
     except VocoderError as e:
         fail(str(e))
-    table = Table(title=TRAIN_TITLE)
-    for col in TRAIN_HEADER:
-        table.add_column(col, justify="left" if col == "prec" else "right", no_wrap=True)
-    for row in train_table_rows(rows):
-        table.add_row(*row)
-    (out if out.width >= 100 else Console(width=100)).print(table)
+    show_table(TRAIN_TITLE, TRAIN_HEADER, train_table_rows(rows), 100, ("prec",))
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps(report(rows), indent=2) + "\n")
-        say(f"-> {json_out}")
+        write_json(json_out, report(rows))
 
 
 def compare(
@@ -367,10 +327,7 @@ def compare(
 
     Sparsity and non-zeros are W_hh's; NLL is each run's last validation; speed is one
     thread, timed here one run after another."""
-    import json
     from dataclasses import asdict
-
-    from rich.table import Table
 
     from vocoder.compare import HEADER, cells, compare_runs, markdown, note
     from vocoder.fsutil import check_output_file, write_text_atomic
@@ -380,17 +337,11 @@ def compare(
         rows = compare_runs(runs, precision.value, seconds)
     except VocoderError as e:
         fail(str(e))
-    table = Table(title="runs compared")
-    for col in HEADER:
-        table.add_column(col, justify="left" if col in ("run", "block") else "right", no_wrap=True)
-    for r in rows:
-        table.add_row(*cells(r))
-    (out if out.width >= 160 else Console(width=160)).print(table)
+    show_table("runs compared", HEADER, [cells(r) for r in rows], 160, ("run", "block"))
     text = note(seconds)
     say(text)
     if markdown_out is not None:
         write_text_atomic(markdown_out, markdown(rows, text))
         say(f"-> {markdown_out}")
     if json_out is not None:
-        write_text_atomic(json_out, json.dumps([asdict(r) for r in rows], indent=2) + "\n")
-        say(f"-> {json_out}")
+        write_json(json_out, [asdict(r) for r in rows])
