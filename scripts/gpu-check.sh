@@ -1,11 +1,18 @@
 #!/usr/bin/env bash
 # One prepared run for a lent GPU machine: install this package beside the torch already
 # there (never replacing it), train a WaveRNN N=512 in bf16 for a fixed wall budget on the
-# bundled corpus, export int8, vocode the test split with the native engine and with
-# Griffin-Lim, and score both, everything under one output folder.
+# bundled corpus (or --data), export int8, vocode the test split with the native engine
+# and with Griffin-Lim, and score both, everything under one output folder.
 #
 #   scripts/gpu-check.sh [--device cuda:0] [--minutes 8] [--out exp/gpu-check] [--no-install]
+#                        [--wheels DIR] [--data DIR] [--data-set KEY=VALUE ...]
 #                        [-- --set KEY=VALUE ...]     (extra train settings)
+#
+# A machine without a network installs from --wheels alone (what scripts/gpu-prep.sh put
+# there; no index, no build isolation, so the package builds with the machine's own
+# scikit-build-core and pybind11). --data-set goes to preprocess: the full 502-utterance
+# corpus takes the reference model's split, --data-set data.min_seconds=0.5
+# --data-set data.valid_count=8 --data-set data.test_count=32.
 #
 # `make test` runs it on the CPU (--device cpu --minutes 1 --no-install) so the path is
 # known to work before a GPU is ever lent. A rerun continues the training (--resume) and
@@ -16,6 +23,9 @@ DEVICE=cuda
 MINUTES=8
 OUT=exp/gpu-check
 INSTALL=1
+WHEELS=
+DATA=
+DATA_SET=()
 EXTRA=()
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -23,6 +33,9 @@ while [ $# -gt 0 ]; do
         --minutes) MINUTES=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
         --no-install) INSTALL=0; shift ;;
+        --wheels) WHEELS=$(cd "$2" && pwd); shift 2 ;;
+        --data) DATA=$(cd "$2" && pwd); shift 2 ;;
+        --data-set) DATA_SET+=(--set "$2"); shift 2 ;;
         --) shift; EXTRA=("$@"); break ;;
         *) echo "gpu-check: unknown argument $1 (see the header of $0)" >&2; exit 2 ;;
     esac
@@ -40,7 +53,9 @@ if [ "$INSTALL" = 1 ]; then
     stage "install (keeping the installed torch)"
     "$PY" -c "import torch" || { echo "gpu-check: torch must already be installed for $PY" >&2; exit 1; }
     "$PY" -c "import torch; print(f'torch=={torch.__version__}')" > "$OUT/torch-constraint.txt"
-    "$PY" -m pip install --quiet -c "$OUT/torch-constraint.txt" -e "$ROOT[tensorboard]"
+    OFFLINE=()
+    [ -n "$WHEELS" ] && OFFLINE=(--no-index --find-links "$WHEELS" --no-build-isolation)
+    "$PY" -m pip install --quiet ${OFFLINE[@]+"${OFFLINE[@]}"} -c "$OUT/torch-constraint.txt" -e "$ROOT[tensorboard]"
 fi
 
 stage "machine"
@@ -55,13 +70,14 @@ if device.startswith("cuda") and torch.cuda.is_available():
 EOF
 
 VOCODER=("$PY" -c "from vocoder.cli import main; main()")
-DATA="$ROOT/data/allison-mini"
+DATA=${DATA:-$ROOT/data/allison-mini}
 FEATS="$OUT/features"
 CKPT="$OUT/checkpoints"
 JOBS=$(nproc 2>/dev/null || echo 2)
 
 stage "preprocess $DATA"
-"${VOCODER[@]}" preprocess "$DATA" "$FEATS" --config allison-16k --jobs "$JOBS"
+"${VOCODER[@]}" preprocess "$DATA" "$FEATS" --config allison-16k --jobs "$JOBS" \
+    ${DATA_SET[@]+"${DATA_SET[@]}"}
 
 stage "train N=512 bf16 on $DEVICE for $MINUTES min"
 "${VOCODER[@]}" train "$FEATS" "$CKPT" --config allison-16k --resume --device "$DEVICE" \
