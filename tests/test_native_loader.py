@@ -62,9 +62,9 @@ def test_the_good_file_loads(good: bytes, tmp_path: Path) -> None:
     assert voc.generate(np.zeros((80, 2), np.float32), 0).shape == (400,)
 
 
-@pytest.mark.parametrize("version", [1, 2])
+@pytest.mark.parametrize("version", [1, 2, 3])
 def test_older_format_versions_still_load(good: bytes, tmp_path: Path, version: int) -> None:
-    """A dense sequential model is laid out the same in versions 1 to 3."""
+    """A dense sequential fp32 model is laid out the same in versions 1 to 4."""
     path = tmp_path / "old.wrnn"
     path.write_bytes(patch(good, 8, "<I", version))
     mel = np.random.default_rng(0).normal(-5, 2, (80, 2)).astype(np.float32)
@@ -151,7 +151,24 @@ def test_int8_weights_and_scales_are_checked(good_int8: bytes, tmp_path: Path) -
     rejects(tmp_path, patch(good_int8, w, "<b", -128), "holds -128")
     s = tensor_data_offset(good_int8, "O1.weight.scale")
     rejects(tmp_path, patch(good_int8, s, "<f", 0.0), "O1.weight.scale must be positive")
-    rejects(tmp_path, patch(good_int8, entry_field(good_int8, "O1.weight", 64), "<I", 1), "has dtype f32")
+    rejects(tmp_path, patch(good_int8, entry_field(good_int8, "O1.weight", 64), "<I", 4), "has dtype i32")
+
+
+def test_a_matrix_may_be_stored_wider_than_the_file_but_not_narrower(
+    good: bytes, good_int8: bytes, tmp_path: Path
+) -> None:
+    """Export keeps O2 in bf16 in an int8 file (export.KEPT_WIDER); the loader reads each
+    per-sample matrix in its stored precision, which may be the file's or, from format
+    version 4, a wider one, never a narrower one."""
+    path = tmp_path / "ok.wrnn"
+    path.write_bytes(good_int8)
+    layout = NativeVocoder.load(path).layout
+    assert layout["O2.weight"]["precision"] == "bf16"
+    assert {layout[n]["precision"] for n in layout if n != "O2.weight"} == {"int8"}
+    rejects(tmp_path, patch(good_int8, 8, "<I", 3), "O2.weight has dtype bf16, expected i8")
+    # An fp32 file whose O1 claims int8 storage: narrower than the file, refused.
+    narrower = patch(good, entry_field(good, "O1.weight", 64), "<I", 3)
+    rejects(tmp_path, narrower, "has dtype i8, expected f32 or wider")
 
 
 def test_header_json_must_hold_a_valid_config(good: bytes, tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ if TYPE_CHECKING:  # torch is not needed to write a file from arrays
 MAGIC = b"\x89WRNN\r\n\x1a"
 # Sampling temperatures above 2 flatten the softmax toward noise; none is useful.
 MAX_TEMPERATURE = 2.0
-FORMAT_VERSION = 3  # 2: block-sparse matrices (an i32 index + packed blocks); 3: subscale models
+# 2: block-sparse matrices (an i32 index + packed blocks); 3: subscale models; 4: per-sample
+# matrices stored wider than the file's precision (KEPT_WIDER)
+FORMAT_VERSION = 4
 HEADER_SIZE = 96
 ENTRY_SIZE = 96
 NAME_SIZE = 64
@@ -37,6 +39,12 @@ DTYPES = {"f32": 1, "bf16": 2, "i8": 3, "i32": 4}
 PRECISIONS = {"fp32": 1, "bf16": 2, "int8": 3}
 # The matrices applied once per sample: these take the export precision.
 PER_SAMPLE = ("gru.weight_hh_l0", "O1.weight", "O2.weight", "O3.weight", "O4.weight")
+# Per-sample matrices an export precision keeps wider. Per-row int8 costs the coarse output
+# layer O2 most of int8's accuracy loss: its logits set how sharply the coarse byte, where
+# pitch lives, is drawn, and its rows are the most peaked (docs/native-engine.md has the
+# NLL of each matrix quantized alone). In bf16 it loses almost nothing, and it is 1/16 of
+# the per-sample weights at N=512.
+KEPT_WIDER = {"int8": {"O2.weight": "bf16"}}
 
 
 def per_sample_shapes(hidden: int) -> dict[str, tuple[int, int]]:
@@ -117,7 +125,7 @@ def model_tensors(
     the mask itself is dropped: the engine relies on, and checks, the zeros (the coarse
     rows of column 2; every context input the factorisation forbids). A matrix named in ``sparse``
     is stored as ``<name>.blocks`` + ``<name>.index`` (see ``block_sparse``) with its values
-    in the export precision.
+    in the export precision, or the wider one ``KEPT_WIDER`` names for it.
     """
     sparse = sparse or {}
     out = []
@@ -131,9 +139,10 @@ def model_tensors(
             out.append((name, "f32", arr))
             continue
         scale = None
-        if precision == "bf16":
+        kept = KEPT_WIDER.get(precision, {}).get(name, precision)
+        if kept == "bf16":
             dtype, stored = "bf16", to_bf16(arr)
-        elif precision == "int8":
+        elif kept == "int8":
             (stored, scale), dtype = to_int8_rows(arr), "i8"
         else:
             dtype, stored = "f32", arr

@@ -121,7 +121,7 @@ class NativeVocoder:
 
     @property
     def layout(self) -> dict[str, dict[str, object]]:
-        """Per matrix: kind (dense/sparse), block (e.g. 16x1) and density as loaded."""
+        """Per matrix: kind (dense/sparse), block (e.g. 16x1), density and precision as loaded."""
         return self.engine.layout
 
     def describe(self) -> list[str]:

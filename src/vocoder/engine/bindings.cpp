@@ -30,7 +30,8 @@ class PyEngine {
         throw wrnn::Error("sparse must be auto, always or never, not '" + s + "'");
     }
 
-    // How each per-sample matrix is held: "dense", or "sparse RxC" with its density.
+    // How each per-sample matrix is held: "dense", or "sparse RxC" with its density, and
+    // its precision (the file's, or a wider one kept by export).
     py::dict layout() const {
         py::dict out;
         const wrnn::Model& m = *model_;
@@ -40,6 +41,9 @@ class PyEngine {
             d["kind"] = mat->sparse ? "sparse" : "dense";
             d["block"] = mat->sparse ? std::to_string(mat->block_rows) + "x" + std::to_string(mat->block_cols) : "";
             d["density"] = mat->density();
+            d["precision"] = mat->precision == wrnn::Precision::FP32   ? "fp32"
+                             : mat->precision == wrnn::Precision::BF16 ? "bf16"
+                                                                       : "int8";
             out[ps.weight] = d;
         }
         return out;

@@ -16,8 +16,9 @@ namespace wrnn {
 namespace {
 
 constexpr uint8_t kMagic[8] = {0x89, 'W', 'R', 'N', 'N', '\r', '\n', 0x1a};
-// 2 added block-sparse matrices (i32 index tensors), 3 subscale models (header bytes 76..91)
-constexpr uint32_t kMinVersion = 1, kVersion = 3;
+// 2 added block-sparse matrices (i32 index tensors), 3 subscale models (header bytes 76..91),
+// 4 per-sample matrices stored wider than the file's precision
+constexpr uint32_t kMinVersion = 1, kVersion = 4;
 constexpr size_t kHeaderSize = 96;
 constexpr size_t kEntrySize = 96;
 constexpr size_t kNameSize = 64;
@@ -82,7 +83,7 @@ class Parser {
 
     std::unique_ptr<Model> parse() {
         check_prefix(d_, n_, n_, name_);
-        uint32_t version = rd32(d_ + 8);
+        const uint32_t version = version_ = rd32(d_ + 8);
         if (version < kMinVersion || version > kVersion)
             fail("model format version " + std::to_string(version) + " is not supported (this engine reads versions " +
                  std::to_string(kMinVersion) + " to " + std::to_string(kVersion) + ")");
@@ -239,6 +240,22 @@ class Parser {
     };
 
     static uint32_t dtype_of(Precision p) { return p == Precision::FP32 ? kF32 : p == Precision::BF16 ? kBF16 : kI8; }
+
+    // The precision a per-sample matrix is stored in (dense or as .blocks): the file's,
+    // or from version 4 a wider one (int8 < bf16 < fp32), which export uses for a layer
+    // whose int8 rows cost too much accuracy. A missing tensor is reported by take().
+    Precision stored_precision(const std::string& wname, Precision file) const {
+        auto it = tensors_.find(wname);
+        if (it == tensors_.end()) it = tensors_.find(wname + ".blocks");
+        if (it == tensors_.end()) return file;
+        const uint32_t d = it->second.dtype;
+        const Precision p = d == kF32 ? Precision::FP32 : d == kBF16 ? Precision::BF16 : Precision::INT8;
+        // Precision codes grow with width: FP32 1, BF16 2, INT8 3.
+        if (d == kI32 || (p != file && (version_ < 4 || uint32_t(p) > uint32_t(file))))
+            fail("tensor " + it->first + " has dtype " + dtype_name(d) + ", expected " + dtype_name(dtype_of(file)) +
+                 (version_ >= 4 ? " or wider" : ""));
+        return p;
+    }
 
     std::vector<float> row_scales(const std::string& wname, int rows) {
         std::vector<float> s = floats(wname + ".scale", {uint64_t(rows)});
@@ -495,7 +512,7 @@ class Parser {
         if (ctx) subscale_context(m, wctx);
         for (const PerSample& ps : kPerSample) {
             const int rows = ps.rows_halves * h + ps.classes, cols = ps.cols_halves * h;
-            m.*ps.member = matrix(ps.weight, ps.bias, rows, cols, dm.precision);
+            m.*ps.member = matrix(ps.weight, ps.bias, rows, cols, stored_precision(ps.weight, dm.precision));
         }
         if (used_.size() != tensors_.size()) {
             for (const auto& kv : tensors_)
@@ -509,6 +526,7 @@ class Parser {
     std::map<std::string, Tensor> tensors_;
     std::vector<std::string> used_;
     SparseUse use_;
+    uint32_t version_ = 0;
 };
 
 }  // namespace
