@@ -219,7 +219,7 @@ int main(int argc, char** argv) {
         uint64_t value;
         int width;
     };
-    for (Field fd : {Field{8, 4, 4}, Field{8, 0, 4}, Field{12, 0, 4}, Field{16, 1, 8}, Field{24, 0xffffffff, 4}, Field{28, 0, 4},
+    for (Field fd : {Field{8, 5, 4}, Field{8, 0, 4}, Field{12, 0, 4}, Field{16, 1, 8}, Field{24, 0xffffffff, 4}, Field{28, 0, 4},
                      Field{28, 0xffffffff, 4}, Field{32, ~0ULL, 8}, Field{40, ~0ULL - 63, 8}, Field{48, 6, 4},
                      Field{64, 0, 4}, Field{72, 9, 4}, Field{76, 1, 4}, Field{80, 65, 4}, Field{88, 2000, 4},
                      Field{92, 1, 4}}) {
