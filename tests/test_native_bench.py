@@ -124,6 +124,8 @@ def test_multiply_adds_per_sample_count_every_product() -> None:
     layout = {"gru.weight_hh_l0": {"kind": "sparse", "density": 0.05}}
     got = multiply_adds(cfg, "int8", layout)
     assert got == {"int8": dense - 3 * 512 * 512, "fp32": 0.05 * 3 * 512 * 512}
+    o2_bf16 = {"O2.weight": {"kind": "dense", "density": 1.0, "precision": "bf16"}}  # as an int8 file loads
+    assert multiply_adds(cfg, "int8", o2_bf16) == {"int8": dense - 256 * 256, "bf16": 256 * 256, "fp32": 0.0}
     cfg.model.kind = "subscale"  # B=16, P=F=4 (window 9), D=64
     ctx = sum(64 * (s + 1) * 9 for s in range(16)) / 16  # sub-tensor s reads s + 1 windows
     assert multiply_adds(cfg, "fp32") == {"fp32": dense + ctx + 3 * 512 * 64}
@@ -153,6 +155,8 @@ def test_limits_weights_and_shares_match_hand_computed_figures() -> None:
     # W_hh a quarter dense in blocks of 16 fp32 values with a 4-byte index each:
     # 768 * (4 + 4/16) = 3264 bytes, plus the 8704 dense int8 weights
     assert weight_bytes(32, "int8", {"gru.weight_hh_l0": {"kind": "sparse", "density": 0.25}}) == 3264 + 8704
+    # O2 (4096 weights) held in bf16, as an int8 file keeps it: 2 bytes each
+    assert weight_bytes(32, "int8", {"O2.weight": {"kind": "dense", "precision": "bf16"}}) == 11776 + 4096
     # 12,000 samples in 0.5 s = 24,000/s = 1x real time at 24 kHz; limits 100k (bandwidth)
     # and 50k (compute): compute-bound at 50k, 48 % of it; BLAS 60k: 40 % of it
     r = BenchRow.of("native", Variant(32), 1, "int8", (0.5, 12000, "avx2"), (100000.0, 50000.0), 60000.0)

@@ -171,14 +171,19 @@ def bench_mel(cfg: Config, samples: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).normal(-5.0, 2.0, (cfg.audio.n_mels, frames)).astype(np.float32)
 
 
-def stored_weights(hidden: int, layout: dict[str, dict[str, object]] | None) -> list[tuple[float, bool]]:
-    """(weights the engine holds, whether it holds them as sparse blocks) per per-sample
-    matrix: rows x columns when dense, times the density of the kept blocks when sparse."""
+def stored_weights(
+    hidden: int, precision: str, layout: dict[str, dict[str, object]] | None
+) -> list[tuple[float, bool, str]]:
+    """(weights the engine holds, whether it holds them as sparse blocks, the precision it
+    computes them in) per per-sample matrix: rows x columns when dense, times the density
+    of the kept blocks when sparse (blocks are fp32). A dense matrix takes the precision the
+    loaded ``layout`` reports (an int8 file keeps O2 in bf16), else the file's."""
     out = []
     for name, (rows, cols) in per_sample_shapes(hidden).items():
         lay = (layout or {}).get(name, {"kind": "dense"})
         sparse = lay["kind"] == "sparse"
-        out.append((rows * cols * (float(lay["density"]) if sparse else 1.0), sparse))
+        held = "fp32" if sparse else str(lay.get("precision", precision))
+        out.append((rows * cols * (float(lay["density"]) if sparse else 1.0), sparse, held))
     return out
 
 
@@ -204,11 +209,11 @@ BYTES = {"fp32": 4, "bf16": 2, "int8": 1}
 
 def weight_bytes(hidden: int, precision: str, layout: dict[str, dict[str, object]] | None = None) -> int:
     """Bytes of per-sample weights one step reads: W_hh (3N x N) and O1..O4, each dense
-    in the file's precision or, where the engine holds it sparse, fp32 blocks of 16
-    values plus one 4-byte column index per block."""
+    in its precision (``stored_weights``) or, where the engine holds it sparse, fp32
+    blocks of 16 values plus one 4-byte column index per block."""
     total = 0.0
-    for count, sparse in stored_weights(hidden, layout):
-        total += count * ((4 + 4 / 16) if sparse else BYTES[precision])
+    for count, sparse, held in stored_weights(hidden, precision, layout):
+        total += count * ((4 + 4 / 16) if sparse else BYTES[held])
     return int(total)
 
 
@@ -216,14 +221,14 @@ def multiply_adds(
     cfg: Config, precision: str, layout: dict[str, dict[str, object]] | None = None
 ) -> dict[str, float]:
     """Multiply-adds per generated sample, keyed by the precision that does them: the
-    per-sample matrices of ``weight_bytes`` (dense in the file's precision, sparse blocks
-    in fp32), and for a subscale model its context layer (sub-tensor s reads (s + 1) W
+    per-sample matrices of ``weight_bytes`` (each in the precision ``stored_weights``
+    gives it), and for a subscale model its context layer (sub-tensor s reads (s + 1) W
     window values, fp32, so B (B + 1) / 2 W per B samples) and the context columns of
     W_ih (3N x D, in the file's precision)."""
     n = cfg.model.hidden_size
     out = {precision: 0.0, "fp32": 0.0}
-    for count, sparse in stored_weights(n, layout):
-        out["fp32" if sparse else precision] += count
+    for count, _, held in stored_weights(n, precision, layout):
+        out[held] = out.get(held, 0.0) + count
     fp32, in_precision = kind_of(cfg).context_multiply_adds(cfg)
     out["fp32"] += fp32
     out[precision] += in_precision
