@@ -30,6 +30,15 @@ class PyEngine {
         throw wrnn::Error("sparse must be auto, always or never, not '" + s + "'");
     }
 
+    // The name Python uses for a precision (vocoder.export.PRECISIONS).
+    static const char* precision_name(wrnn::Precision p) {
+        switch (p) {
+            case wrnn::Precision::BF16: return "bf16";
+            case wrnn::Precision::INT8: return "int8";
+            default: return "fp32";
+        }
+    }
+
     // How each per-sample matrix is held: "dense", or "sparse RxC" with its density, and
     // its precision (the file's, or a wider one kept by export).
     py::dict layout() const {
@@ -41,9 +50,7 @@ class PyEngine {
             d["kind"] = mat->sparse ? "sparse" : "dense";
             d["block"] = mat->sparse ? std::to_string(mat->block_rows) + "x" + std::to_string(mat->block_cols) : "";
             d["density"] = mat->density();
-            d["precision"] = mat->precision == wrnn::Precision::FP32   ? "fp32"
-                             : mat->precision == wrnn::Precision::BF16 ? "bf16"
-                                                                       : "int8";
+            d["precision"] = precision_name(mat->precision);
             out[ps.weight] = d;
         }
         return out;
@@ -78,13 +85,7 @@ class PyEngine {
     }
     std::string isa() const { return engine_.kernels().name; }
     int threads() const { return engine_.threads(); }
-    std::string precision() const {
-        switch (model_->dims.precision) {
-            case wrnn::Precision::BF16: return "bf16";
-            case wrnn::Precision::INT8: return "int8";
-            default: return "fp32";
-        }
-    }
+    std::string precision() const { return precision_name(model_->dims.precision); }
     py::dict dims() const {
         const wrnn::Dims& d = model_->dims;
         py::dict out;
