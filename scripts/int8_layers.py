@@ -15,14 +15,14 @@ from pathlib import Path
 import numpy as np
 
 from vocoder import checkpoint as ckpt_mod
-from vocoder.export import PER_SAMPLE, to_int8_rows, write_model_file
+from vocoder.export import PER_SAMPLE, model_state, to_int8_rows, write_model_file
 from vocoder.native import NativeVocoder
 from vocoder.nll import score_model_file
 
 
 def main(checkpoint: Path, features: Path, split: str) -> None:
     model, cfg, _ = ckpt_mod.load_model(ckpt_mod.resolve(checkpoint))
-    base = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    base = model_state(model)
     print(f"{checkpoint} on {features} ({split}): teacher-forced NLL, bits per sample")
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "model.wrnn"

@@ -60,7 +60,7 @@ from threadpoolctl import threadpool_limits
 
 from vocoder.config import PRUNE_LAYERS, Config, load_config
 from vocoder.errors import VocoderError
-from vocoder.export import KERNEL_BLOCKS, per_sample_shapes
+from vocoder.export import KERNEL_BLOCKS, model_state, per_sample_shapes
 from vocoder.kinds import kind_of
 from vocoder.native import MODEL_EXT, NativeVocoder
 
@@ -415,7 +415,7 @@ def models_for(
         cfg = load_config("ljspeech-22k", [f"model.hidden_size={hidden}"])
         torch.manual_seed(0)
         model = ckpt_mod.build_model(cfg).eval()
-    return cfg, model, state_of(model)
+    return cfg, model, model_state(model)
 
 
 def pruned_state(model: object, cfg: Config, v: Variant) -> tuple[Config, dict[str, np.ndarray]]:
@@ -430,7 +430,7 @@ def pruned_state(model: object, cfg: Config, v: Variant) -> tuple[Config, dict[s
     cfg.prune = PruneConfig(sparsity=v.sparsity, block=v.block, start=0, ramp=1, interval=1, layers=v.layers)
     pruned = copy.deepcopy(model)
     Pruner(pruned, cfg.prune).step(1)
-    return cfg, state_of(pruned)
+    return cfg, model_state(pruned)
 
 
 @dataclass
@@ -613,7 +613,7 @@ def run_bench(plan: Plan, on_result: Callable[[BenchRow], None] | None = None) -
             for v, v_cfg, v_state in variants:
                 sub = None
                 if sub_model is not None:
-                    sub = (sub_cfg, state_of(sub_model))
+                    sub = (sub_cfg, model_state(sub_model))
                     if v.sparsity > 0:
                         sub = pruned_state(sub_model, sub_cfg, v)
                 for precision in plan.precisions:
@@ -630,10 +630,6 @@ def run_bench(plan: Plan, on_result: Callable[[BenchRow], None] | None = None) -
                 if sub_model is not None:
                     rec.torch(sub_model, sub_cfg, 1, blas)
     return rec.rows
-
-
-def state_of(model: object) -> dict[str, np.ndarray]:
-    return {k: t.detach().float().numpy() for k, t in model.state_dict().items()}
 
 
 def machine_info() -> dict[str, object]:

@@ -258,8 +258,13 @@ def export_model(
     temperature: tuple[float, float] = (1.0, 1.0),
 ) -> None:
     """A loaded model (from checkpoint file ``origin``) -> model file."""
-    state = {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
+    state = model_state(model)
     write_model_file(out_path, cfg, state, precision, origin=origin.name, temperature=temperature)
+
+
+def model_state(model: WaveRNN) -> dict[str, np.ndarray]:
+    """A model's state dict as float32 numpy arrays on the CPU: what ``write_model_file`` takes."""
+    return {k: v.detach().float().cpu().numpy() for k, v in model.state_dict().items()}
 
 
 def summary(
